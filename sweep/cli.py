@@ -1,0 +1,42 @@
+"""`ranksweep` command line: parse, dispatch to sweep/commands/<name>.py, turn user errors into one line."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from sweep.commands import command_modules
+from trainers.errors import RanksweepError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ranksweep",
+        description="Find the LoRA ranks that buy the most accuracy for a fixed file-size budget: an Optuna "
+        "study trains and grades SFT/RFT adapter pairs under a zipped-size limit and reports the Pareto frontier.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for name in command_modules():
+        module = importlib.import_module(f"sweep.commands.{name}")
+        sub = module.add_parser(subparsers)
+        sub.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except RanksweepError as exc:
+        print(f"ranksweep: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ranksweep: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,120 @@
+"""Read and write the homework's JSON data formats, with validation that names the first bad entry.
+
+train.json / valid.json: a JSON list of [question, answer]            e.g. ["How many gram are there per 6 kg?", 6000.0]
+rft.json:                a JSON list of [question, answer, reasoning]  the reasoning ends in <answer>6000</answer>
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from trainers.errors import RanksweepError
+
+
+@dataclass(frozen=True)
+class QA:
+    """One question with its float answer."""
+
+    question: str
+    answer: float
+
+
+@dataclass(frozen=True)
+class RFTRow:
+    """One question, its answer and a reasoning chain that ends in <answer>…</answer>."""
+
+    question: str
+    answer: float
+    reasoning: str
+
+
+def _load_list(path: Path) -> list:
+    if not path.is_file():
+        raise RanksweepError(f"Data file '{path}' does not exist.")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RanksweepError(f"Data file '{path}' is not valid JSON ({exc}).") from None
+    if not isinstance(data, list):
+        raise RanksweepError(f"Data file '{path}' must hold a JSON list, not {type(data).__name__}.")
+    if not data:
+        raise RanksweepError(f"Data file '{path}' is an empty list: it needs at least one entry.")
+    return data
+
+
+def _number(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _bad(path: Path, index: int, entry, expected: str) -> RanksweepError:
+    shown = json.dumps(entry)[:120]
+    return RanksweepError(f"Data file '{path}' entry {index} is {shown}, expected {expected}.")
+
+
+def read_qa(path: str | Path) -> list[QA]:
+    """Read a [question, answer] file (extra columns, e.g. RFT reasoning, are ignored)."""
+    path = Path(path)
+    rows = []
+    for i, entry in enumerate(_load_list(path)):
+        ok = isinstance(entry, list) and len(entry) >= 2 and isinstance(entry[0], str) and entry[0].strip()
+        answer = _number(entry[1]) if ok else None
+        if answer is None:
+            raise _bad(path, i, entry, "[question, number]")
+        rows.append(QA(entry[0], answer))
+    return rows
+
+
+def read_rft(path: str | Path) -> list[RFTRow]:
+    """Read a [question, answer, reasoning] file."""
+    path = Path(path)
+    rows = []
+    for i, entry in enumerate(_load_list(path)):
+        ok = (
+            isinstance(entry, list)
+            and len(entry) == 3
+            and isinstance(entry[0], str)
+            and entry[0].strip()
+            and isinstance(entry[2], str)
+            and entry[2].strip()
+        )
+        answer = _number(entry[1]) if ok else None
+        if answer is None:
+            raise _bad(path, i, entry, "[question, number, reasoning]")
+        rows.append(RFTRow(entry[0], answer, entry[2]))
+    return rows
+
+
+def write_json_atomic(path: str | Path, data) -> None:
+    """Write JSON through a temporary file in the same folder, so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_qa(path: str | Path, rows: list[QA]) -> None:
+    write_json_atomic(path, [[r.question, r.answer] for r in rows])
+
+
+def write_rft(path: str | Path, rows: list[RFTRow]) -> None:
+    write_json_atomic(path, [[r.question, r.answer, r.reasoning] for r in rows])
+
+
+def file_sha256(path: str | Path) -> str:
+    """Content hash of a data file, used in cache keys and study configs."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
