@@ -1,0 +1,130 @@
+"""The artifact cache: one folder per distinct adapter, keyed by everything that determines it.
+
+    <root>/adapters/<kind>-r<rank>-<key>/   adapter_model.safetensors, adapter_config.json,
+                                            ranksweep.json, training_log.csv, manifest.json,
+                                            grade-<key>.json (one per grading setting)
+    <root>/locks/<key>.lock                 held while one process trains that adapter
+
+An entry counts only once `manifest.json` exists and the hashes it lists match the files, so a
+half-written or corrupted adapter is retrained, never trusted. Two workers that want the same
+adapter serialise on its lock file: the second one finds the finished entry and reuses it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import shutil
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from trainers.data import write_json_atomic
+
+# Bump when the trainer changes in a way that changes adapters, so old entries are not reused.
+TRAINER_VERSION = 1
+MANIFEST = "manifest.json"
+HASHED_FILES = ("adapter_model.safetensors", "adapter_config.json")
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """Everything that determines a trained adapter's weights."""
+
+    kind: str  # "sft" | "rft"
+    rank: int
+    alpha_ratio: float
+    lr: float
+    epochs: float
+    adapter_dtype: str
+    batch_size: int
+    max_examples: int | None
+    seed: int
+    base_model: str
+    data_sha256: str  # the training file: train.json for SFT, rft.json for RFT
+
+    @property
+    def key(self) -> str:
+        blob = json.dumps({**asdict(self), "trainer_version": TRAINER_VERSION}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def alpha(self) -> float:
+        return self.alpha_ratio * self.rank
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def file_lock(path: Path):
+    """An exclusive advisory lock on a file, held for the duration of the with-block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class ArtifactCache:
+    """Adapters and their grades under one folder (shareable between workers on one file system)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def adapter_dir(self, spec: AdapterSpec) -> Path:
+        return self.root / "adapters" / f"{spec.kind}-r{spec.rank}-{spec.key}"
+
+    def lock(self, spec: AdapterSpec):
+        """Hold an exclusive lock on one adapter's entry while it is checked, trained or graded."""
+        return file_lock(self.root / "locks" / f"{spec.key}.lock")
+
+    def is_valid(self, spec: AdapterSpec) -> bool:
+        """True when the entry is complete and its files hash to what its manifest recorded."""
+        folder = self.adapter_dir(spec)
+        manifest = folder / MANIFEST
+        if not manifest.is_file():
+            return False
+        try:
+            recorded = json.loads(manifest.read_text())
+            return all(sha256_file(folder / name) == recorded[name] for name in HASHED_FILES)
+        except (OSError, ValueError, KeyError):
+            return False
+
+    def discard_if_corrupt(self, spec: AdapterSpec) -> bool:
+        """Remove an entry that exists but does not verify; True if one was removed."""
+        folder = self.adapter_dir(spec)
+        if folder.exists() and not self.is_valid(spec):
+            print(f"ranksweep: warning: cached adapter {folder} is incomplete or corrupt; retraining it",
+                  file=sys.stderr)
+            shutil.rmtree(folder, ignore_errors=True)
+            return True
+        return False
+
+    def seal(self, spec: AdapterSpec) -> None:
+        """Record the hashes of a freshly trained entry; until then it does not count as cached."""
+        folder = self.adapter_dir(spec)
+        hashes = {name: sha256_file(folder / name) for name in HASHED_FILES}
+        write_json_atomic(folder / MANIFEST, {**hashes, "spec": asdict(spec), "key": spec.key})
+
+    def grade_path(self, spec: AdapterSpec, grading_key: str) -> Path:
+        return self.adapter_dir(spec) / f"grade-{grading_key}.json"
+
+    def load_grade(self, spec: AdapterSpec, grading_key: str) -> dict | None:
+        path = self.grade_path(spec, grading_key)
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def save_grade(self, spec: AdapterSpec, grading_key: str, grade: dict) -> None:
+        write_json_atomic(self.grade_path(spec, grading_key), grade)

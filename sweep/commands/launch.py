@@ -1,0 +1,157 @@
+"""`ranksweep launch`: start or resume a study in an Optuna storage."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from sweep.commands.common import add_base_model, add_device, add_storage, positive_float, positive_int, questions_arg
+
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "launch",
+        help="start or resume a study: train and grade SFT/RFT rank pairs under a size budget",
+        description="Start (or resume) an Optuna study that picks SFT/RFT rank pairs, trains and grades both "
+        "adapters of each pair, and records accuracy, homework points and the zipped size. Pairs whose predicted "
+        "size is over the budget are never trained; adapters already trained (by any trial, study or worker) "
+        "are reused from the artifact cache. Rerunning the same command resumes the study.",
+    )
+    p.add_argument("--study", required=True, help="study name (created if new, resumed if it exists)")
+    add_storage(p)
+    p.add_argument("--budget-mb", type=positive_float, default=50.0,
+                   help="zipped submission limit in MiB, as the homework reports bytes/1024/1024 (default: 50)")
+    p.add_argument("--trials", type=positive_int, default=None,
+                   help="distinct pairs to train and grade in total (default: the preset's)")
+    p.add_argument("--preset", choices=["quick", "full"], default="full",
+                   help="quick: CPU-sized (320 training rows, 1 epoch, 50 questions, ranks 2/8/32); "
+                   "full: homework scale (all rows, 3 epochs, 100 questions, ranks 1..64). Flags override it.")
+    add_base_model(p)
+    add_device(p)
+    p.add_argument("--homework", type=Path, default=None,
+                   help="homework root (holds homework/ and data/): its data is used and the rest of its "
+                   "homework/ folder counts toward the zipped size")
+    p.add_argument("--train-data", type=Path, help="[question, answer] JSON (default: homework's or built-in)")
+    p.add_argument("--valid-data", type=Path, help="[question, answer] JSON used for grading")
+    p.add_argument("--rft-data", type=Path,
+                   help="[question, answer, reasoning] JSON (default: homework's rft.json, else generated once "
+                   "by rejection sampling from the base model)")
+    p.add_argument("--sft-ranks", help="comma list of SFT ranks to search, e.g. 1,2,4,8")
+    p.add_argument("--rft-ranks", help="comma list of RFT ranks to search")
+    p.add_argument("--alpha-ratios", help="comma list of lora_alpha/rank ratios (default: 4)")
+    p.add_argument("--lrs", help="comma list of learning rates (default: 1e-3)")
+    p.add_argument("--epochs", help="comma list of epoch counts (default: the preset's)")
+    p.add_argument("--adapter-dtypes", help="comma list from fp32,fp16: how adapters are stored (fp16 halves size)")
+    p.add_argument("--objective", choices=["points", "rft-accuracy", "sft-accuracy", "mean-accuracy"],
+                   default="points", help="what to maximise (default: the pair's homework points, ties broken "
+                   "by mean accuracy); the zipped size is always minimised")
+    p.add_argument("--questions", type=questions_arg, default=None,
+                   help="validation questions graded per adapter, N or 'all' (default: the preset's)")
+    p.add_argument("--max-examples", type=positive_int, help="training rows per adapter (default: the preset's)")
+    p.add_argument("--batch-size", type=positive_int, help="training batch size (default: 16)")
+    p.add_argument("--rft-questions", type=positive_int, help="training questions offered to rejection sampling")
+    p.add_argument("--rft-samples", type=positive_int, help="completions sampled per question for RFT data")
+    p.add_argument("--seed", type=int, default=0, help="seed for sampling pairs and training (default: 0)")
+    p.add_argument("--artifacts", type=Path, default=Path("runs/artifacts"),
+                   help="artifact cache shared by studies and workers (default: runs/artifacts)")
+    p.add_argument("--force", action="store_true",
+                   help="resume a study even though its base model or data changed")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def _data_paths(args) -> tuple[Path, Path, Path | None]:
+    from trainers.errors import RanksweepError
+
+    train, valid, rft = args.train_data, args.valid_data, args.rft_data
+    if args.homework is not None:
+        data = args.homework / "data"
+        if not (args.homework / "homework").is_dir():
+            raise RanksweepError(f"'{args.homework}' has no homework/ folder; --homework takes the homework root.")
+        train = train or data / "train.json"
+        valid = valid or data / "valid.json"
+        if rft is None and (data / "rft.json").is_file():
+            rft = data / "rft.json"
+    if train is None or valid is None:
+        from trainers.unitgen import builtin_data
+
+        builtin_train, builtin_valid = builtin_data()
+        train, valid = train or builtin_train, valid or builtin_valid
+    for path in (train, valid, rft):
+        if path is not None and not path.is_file():
+            raise RanksweepError(f"Data file '{path}' does not exist.")
+    return train, valid, rft
+
+
+def build_settings(args):
+    """Turn the command line into StudySettings (validating data files and the search space)."""
+    from sweep.settings import StudySettings
+    from sweep.sizing import budget_bytes
+    from sweep.space import PRESETS, parse_floats, parse_ranks, with_overrides
+    from trainers.data import read_qa, read_rft
+    from trainers.models import resolve_device
+
+    train, valid, rft = _data_paths(args)
+    read_qa(train), read_qa(valid)  # validate now: a bad file should fail before any training
+    if rft is not None:
+        read_rft(rft)
+    preset = with_overrides(
+        PRESETS[args.preset],
+        sft_ranks=parse_ranks(args.sft_ranks) if args.sft_ranks else None,
+        rft_ranks=parse_ranks(args.rft_ranks) if args.rft_ranks else None,
+        alpha_ratios=parse_floats(args.alpha_ratios, "Alpha ratios") if args.alpha_ratios else None,
+        lrs=parse_floats(args.lrs, "Learning rates") if args.lrs else None,
+        epochs=parse_floats(args.epochs, "Epochs") if args.epochs else None,
+        adapter_dtypes=tuple(d.strip() for d in args.adapter_dtypes.split(",")) if args.adapter_dtypes else None,
+        max_examples=args.max_examples,
+        batch_size=args.batch_size,
+        rft_questions=args.rft_questions,
+        rft_samples=args.rft_samples,
+        trials=args.trials,
+    )
+    effort = preset.budget
+    if args.questions is not None:
+        from dataclasses import replace
+
+        effort = replace(effort, questions=args.questions)
+    resolve_device(args.device)
+    return StudySettings(
+        name=args.study, storage=args.storage, base_model=args.base_model, device=args.device,
+        objective=args.objective, budget_bytes=budget_bytes(args.budget_mb), space=preset.space, effort=effort,
+        trials=preset.trials, seed=args.seed, preset=args.preset, artifacts=args.artifacts,
+        train_path=train, valid_path=valid, rft_path=rft, homework=args.homework,
+    )
+
+
+def execute(study, settings, *, progress: bool) -> int:
+    """Run the study loop and print where it stands; shared by launch and worker."""
+    from sweep.study import run_study
+
+    resume = f"ranksweep launch --study {settings.name} --storage {settings.storage}"
+    try:
+        state = run_study(study, settings, progress=progress)
+    except KeyboardInterrupt:
+        print(f"\nStopped: the running trial was marked failed and will be retried. Resume with: {resume} "
+              "(same flags)", file=sys.stderr)
+        return 130
+    done = len(state.completed)
+    if done >= settings.trials:
+        print(f"Study '{settings.name}': {done} pairs trained and graded.")
+    else:
+        print(f"Study '{settings.name}': every feasible pair has been tried ({done} complete, "
+              f"{settings.trials} asked for).")
+    print(f"See it with: ranksweep status --study {settings.name} --storage {settings.storage}   "
+          f"and: ranksweep report --study {settings.name} --storage {settings.storage}")
+    return 0
+
+
+def run(args) -> int:
+    from sweep import bundle
+    from sweep.study import open_study
+
+    settings = build_settings(args)
+    rest = bundle.rest_bytes(settings.homework) if settings.homework else 0
+    study = open_study(settings, rest, force=args.force)
+    return execute(study, settings, progress=not args.no_progress)

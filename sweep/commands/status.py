@@ -1,0 +1,72 @@
+"""`ranksweep status`: a table of a study's trials and how many trainings it cost."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from sweep.commands.common import add_storage
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "status",
+        help="show a study's trials: ranks, size, accuracy, points, state",
+        description="Print one row per trial of a study (complete, failed, pruned and running ones) and how "
+        "many adapters were trained versus reused from the cache.",
+    )
+    p.add_argument("--study", required=True, help="study name")
+    add_storage(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    return p
+
+
+def study_status(study) -> dict:
+    """The status document: one entry per trial plus training counts (what --json prints)."""
+    trials, trainings = [], {"sft": 0, "rft": 0, "reused": 0}
+    for t in study.get_trials(deepcopy=False):
+        a = t.user_attrs
+        trials.append({
+            "number": t.number,
+            "state": t.state.name,
+            "sft_rank": t.params.get("sft_rank"),
+            "rft_rank": t.params.get("rft_rank"),
+            "size_bytes": a.get("size_bytes", a.get("size_bytes_predicted")),
+            "points": a.get("points"),
+            "sft_accuracy": a.get("sft_accuracy"),
+            "rft_accuracy": a.get("rft_accuracy"),
+            "feasible": a.get("feasible", False if a.get("skipped") == "over-budget" else None),
+            "skipped": a.get("skipped"),
+            "error": a.get("error"),
+        })
+        if t.state.name == "COMPLETE":
+            for kind in ("sft", "rft"):
+                if a.get(f"{kind}_cache_hit"):
+                    trainings["reused"] += 1
+                else:
+                    trainings[kind] += 1
+    return {"study": study.study_name, "trials": trials, "trainings": trainings}
+
+
+def _cell(value, fmt: str = "{}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def run(args) -> int:
+    from sweep.study import load_existing
+
+    doc = study_status(load_existing(args.study, args.storage))
+    if args.json:
+        print(json.dumps(doc, indent=1))
+        return 0
+    header = f"{'#':>4} {'state':9} {'sft':>4} {'rft':>4} {'MiB':>7} {'points':>7} {'sft acc':>8} {'rft acc':>8}  note"
+    print(header)
+    for t in doc["trials"]:
+        note = t["skipped"] or (t["error"] or "")[:60] or ("" if t["feasible"] in (True, None) else "over budget")
+        size = None if t["size_bytes"] is None else t["size_bytes"] / 2**20
+        print(f"{t['number']:>4} {t['state']:9} {_cell(t['sft_rank']):>4} {_cell(t['rft_rank']):>4} "
+              f"{_cell(size, '{:.2f}'):>7} {_cell(t['points'], '{:.1f}'):>7} "
+              f"{_cell(t['sft_accuracy'], '{:.0%}'):>8} {_cell(t['rft_accuracy'], '{:.0%}'):>8}  {note}")
+    n = doc["trainings"]
+    print(f"trainings run: {n['sft']} SFT + {n['rft']} RFT; adapters reused from the cache: {n['reused']}")
+    return 0

@@ -1,0 +1,37 @@
+"""`ranksweep worker`: join an existing study from another process or machine (same loop as launch)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sweep.commands.common import add_device, add_storage
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "worker",
+        help="join an existing study and run its trials (one per GPU, any number of machines)",
+        description="Join a study created by `ranksweep launch` and run trials until it has as many complete "
+        "pairs as it asked for. Workers share the study through its storage (PostgreSQL across machines, SQLite "
+        "on one machine) and the trained adapters through the artifact folder, whose file locks make sure no "
+        "adapter is trained twice.",
+    )
+    p.add_argument("--study", required=True, help="name of an existing study")
+    add_storage(p)
+    add_device(p)
+    p.add_argument("--artifacts", type=Path, default=None,
+                   help="artifact folder (default: the one the study was launched with)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def run(args) -> int:
+    from sweep.commands.launch import execute
+    from sweep.settings import settings_from_config
+    from sweep.study import load_existing
+
+    study = load_existing(args.study, args.storage)
+    settings = settings_from_config(study.user_attrs["config"], name=args.study, storage=args.storage,
+                                    device=args.device, artifacts=args.artifacts)
+    return execute(study, settings, progress=not args.no_progress)

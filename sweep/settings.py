@@ -1,0 +1,115 @@
+"""The resolved configuration of one study run, built once at the CLI edge and passed inward."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sweep.space import Budget, SearchSpace
+
+# Bump when grading changes in a way that changes results, so cached grades are not reused.
+GRADER_VERSION = 1
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    name: str
+    storage: str
+    base_model: str
+    device: str
+    objective: str
+    budget_bytes: int
+    space: SearchSpace
+    effort: Budget
+    trials: int
+    seed: int
+    preset: str
+    artifacts: Path
+    train_path: Path
+    valid_path: Path
+    rft_path: Path | None  # the user's rft.json; None: generate it by rejection sampling
+    homework: Path | None  # counted in the zipped size when given
+
+    @property
+    def grading_key(self) -> str:
+        """Identifies a grading setting: the validation file, how many questions, the grader version."""
+        blob = json.dumps([_sha256(self.valid_path), self.effort.questions, GRADER_VERSION])
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def identity(self) -> dict:
+        """What makes results comparable: resuming with other values is refused unless --force."""
+        return {
+            "base_model": self.base_model,
+            "train_sha256": _sha256(self.train_path),
+            "valid_sha256": _sha256(self.valid_path),
+            "rft_sha256": _sha256(self.rft_path) if self.rft_path else None,
+        }
+
+    def to_config(self, homework_rest_bytes: int) -> dict:
+        """The study's `config` user attr (schema in docs/design.md)."""
+        return {
+            **self.identity(),
+            "budget_bytes": self.budget_bytes,
+            "objective": self.objective,
+            "sft_ranks": list(self.space.sft_ranks),
+            "rft_ranks": list(self.space.rft_ranks),
+            "alpha_ratios": list(self.space.alpha_ratios),
+            "lrs": list(self.space.lrs),
+            "epochs": list(self.space.epochs),
+            "adapter_dtypes": list(self.space.adapter_dtypes),
+            "effort": asdict(self.effort),
+            "questions": self.effort.questions,
+            "trials": self.trials,
+            "seed": self.seed,
+            "preset": self.preset,
+            "artifacts": str(self.artifacts.resolve()),
+            "train_path": str(self.train_path.resolve()),
+            "valid_path": str(self.valid_path.resolve()),
+            "rft_path": str(self.rft_path.resolve()) if self.rft_path else None,
+            "homework": str(self.homework.resolve()) if self.homework else None,
+            "homework_rest_bytes": homework_rest_bytes,
+        }
+
+
+_hash_memo: dict[tuple[str, float], str] = {}
+
+
+def _sha256(path: Path) -> str:
+    """File hash, memoised on (path, mtime) because the study asks for it on every trial."""
+    memo_key = (str(Path(path).resolve()), Path(path).stat().st_mtime)
+    if memo_key not in _hash_memo:
+        _hash_memo[memo_key] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return _hash_memo[memo_key]
+
+
+def settings_from_config(config: dict, *, name: str, storage: str, device: str, artifacts: Path | None) -> StudySettings:
+    """Rebuild a study's settings from its stored config (how `worker` joins a study)."""
+    effort = Budget(**config["effort"])
+    space = SearchSpace(
+        sft_ranks=tuple(config["sft_ranks"]),
+        rft_ranks=tuple(config["rft_ranks"]),
+        alpha_ratios=tuple(config["alpha_ratios"]),
+        lrs=tuple(config["lrs"]),
+        epochs=tuple(config["epochs"]),
+        adapter_dtypes=tuple(config["adapter_dtypes"]),
+    )
+    return StudySettings(
+        name=name,
+        storage=storage,
+        base_model=config["base_model"],
+        device=device,
+        objective=config["objective"],
+        budget_bytes=config["budget_bytes"],
+        space=space,
+        effort=effort,
+        trials=config["trials"],
+        seed=config["seed"],
+        preset=config["preset"],
+        artifacts=artifacts or Path(config["artifacts"]),
+        train_path=Path(config["train_path"]),
+        valid_path=Path(config["valid_path"]),
+        rft_path=Path(config["rft_path"]) if config.get("rft_path") else None,
+        homework=Path(config["homework"]) if config.get("homework") else None,
+    )

@@ -1,0 +1,112 @@
+"""The search space and the presets: which adapter pairs a study may try, and with which settings."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, replace
+
+from trainers.errors import RanksweepError
+
+DEFAULT_RANKS = (1, 2, 4, 8, 16, 32, 64)
+OBJECTIVES = ("points", "rft-accuracy", "sft-accuracy", "mean-accuracy")
+DTYPES = ("fp32", "fp16")
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Every choice a trial makes; a one-element tuple is a fixed setting, not a search dimension."""
+
+    sft_ranks: tuple[int, ...] = DEFAULT_RANKS
+    rft_ranks: tuple[int, ...] = DEFAULT_RANKS
+    alpha_ratios: tuple[float, ...] = (4.0,)
+    lrs: tuple[float, ...] = (1e-3,)
+    epochs: tuple[float, ...] = (1.0,)
+    adapter_dtypes: tuple[str, ...] = ("fp32",)
+
+    def dimensions(self) -> dict[str, tuple]:
+        """Optuna parameter name -> choices, in a stable order."""
+        return {
+            "sft_rank": self.sft_ranks,
+            "rft_rank": self.rft_ranks,
+            "alpha_ratio": self.alpha_ratios,
+            "lr": self.lrs,
+            "epochs": self.epochs,
+            "adapter_dtype": self.adapter_dtypes,
+        }
+
+    def points(self) -> list[dict]:
+        """Every combination of choices (the grid the sampler draws from)."""
+        dims = self.dimensions()
+        return [dict(zip(dims, values)) for values in itertools.product(*dims.values())]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Training and grading effort per adapter; presets fill it, flags override single fields."""
+
+    max_examples: int | None = None  # None: the whole training set
+    questions: int | None = 100  # graded validation questions; None: all
+    batch_size: int = 16
+    rft_questions: int | None = None  # training questions offered to rejection sampling
+    rft_samples: int = 10
+    rft_temperature: float = 0.7
+
+
+@dataclass(frozen=True)
+class Preset:
+    space: SearchSpace
+    budget: Budget
+    trials: int
+
+
+PRESETS = {
+    # A CPU-sized study: small training subset, one epoch, 50 questions, three ranks per kind.
+    "quick": Preset(
+        space=SearchSpace(sft_ranks=(2, 8, 32), rft_ranks=(2, 8, 32)),
+        budget=Budget(max_examples=320, questions=50, rft_questions=48, rft_samples=8),
+        trials=6,
+    ),
+    # Homework scale: the whole training set, graded on the homework's 100 questions.
+    "full": Preset(
+        space=SearchSpace(epochs=(3.0,)),
+        budget=Budget(max_examples=None, questions=100, rft_questions=None, rft_samples=15),
+        trials=16,
+    ),
+}
+
+
+def parse_ranks(text: str) -> tuple[int, ...]:
+    """'1,2,4' -> (1, 2, 4); every rank a whole number >= 1."""
+    ranks = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit() or int(part) < 1:
+            raise RanksweepError(f"Rank list '{text}' must be whole numbers of 1 or more separated by commas.")
+        ranks.append(int(part))
+    return tuple(sorted(set(ranks)))
+
+
+def parse_floats(text: str, what: str) -> tuple[float, ...]:
+    """'1e-3,5e-4' -> (0.001, 0.0005); every value > 0."""
+    try:
+        values = tuple(float(p) for p in text.split(","))
+    except ValueError:
+        raise RanksweepError(f"{what} '{text}' must be numbers separated by commas.") from None
+    if any(not v > 0 for v in values):
+        raise RanksweepError(f"{what} '{text}' must all be greater than 0.")
+    return values
+
+
+def with_overrides(preset: Preset, **fields) -> Preset:
+    """Apply the flags a user gave explicitly (None means 'not given') on top of a preset."""
+    space_fields = {k: v for k, v in fields.items() if k in SearchSpace.__dataclass_fields__ and v is not None}
+    budget_fields = {k: v for k, v in fields.items() if k in Budget.__dataclass_fields__ and v is not None}
+    for dtype in space_fields.get("adapter_dtypes", ()):
+        if dtype not in DTYPES:
+            raise RanksweepError(f"Adapter dtype '{dtype}' is not one of {', '.join(DTYPES)}.")
+    return replace(
+        preset,
+        space=replace(preset.space, **space_fields),
+        budget=replace(preset.budget, **budget_fields),
+        trials=fields.get("trials") or preset.trials,
+    )

@@ -1,0 +1,251 @@
+"""The study loop shared by `launch` and `worker`: ask a pair, skip what cannot or need not be trained,
+run the trial, record it. Interrupted trials are failed and their pairs retried on the next run."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+from sweep.cache import ArtifactCache
+from sweep.settings import StudySettings
+from sweep.trial import TrialContext, adapter_spec, ensure_adapter, trial_attrs
+from trainers.errors import RanksweepError
+
+PARAMS = ("sft_rank", "rft_rank", "alpha_ratio", "lr", "epochs", "adapter_dtype")
+HEARTBEAT_SECONDS = 20
+INTERRUPTED = "interrupted"
+
+
+def open_storage(url: str, heartbeat: bool = True):
+    """An Optuna RDB storage with a heartbeat, so trials of a dead worker on another machine are failed."""
+    import optuna
+
+    try:
+        if heartbeat:
+            return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS,
+                                              grace_period=6 * HEARTBEAT_SECONDS)
+        return optuna.storages.RDBStorage(url)
+    except Exception as exc:  # sqlalchemy raises many kinds for a bad URL or an unreachable server
+        raise RanksweepError(f"Cannot open storage '{url}': {str(exc).splitlines()[0][:200]}.") from None
+
+
+def load_existing(name: str, storage_url: str):
+    """An existing study, or a RanksweepError that lists the studies the storage does hold."""
+    import optuna
+
+    storage = open_storage(storage_url)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    if name not in names:
+        known = ", ".join(names) if names else "none"
+        raise RanksweepError(f"Study '{name}' does not exist in {storage_url} (studies there: {known}).")
+    return optuna.load_study(study_name=name, storage=storage, sampler=_sampler(0))
+
+
+def _constraints(trial) -> list[float]:
+    return trial.user_attrs.get("constraint", [0.0])
+
+
+def _sampler(seed: int):
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, constraints_func=_constraints,
+                                      n_startup_trials=4)
+
+
+def open_study(settings: StudySettings, homework_rest_bytes: int, *, force: bool = False):
+    """Create the study, or resume it after checking it was made with the same model and data."""
+    import optuna
+
+    storage = open_storage(settings.storage)
+    study = optuna.create_study(study_name=settings.name, storage=storage, load_if_exists=True,
+                                directions=["maximize", "minimize"], sampler=_sampler(settings.seed))
+    config = settings.to_config(homework_rest_bytes)
+    previous = study.user_attrs.get("config")
+    if previous:
+        changed = [k for k, v in settings.identity().items() if previous.get(k) != v]
+        if changed and not force:
+            raise RanksweepError(
+                f"Study '{settings.name}' was made with a different {', '.join(changed)}; "
+                "use another --study name, or --force to continue it anyway."
+            )
+    study.set_user_attr("config", config)
+    return study
+
+
+def fail_interrupted(study) -> int:
+    """Fail RUNNING trials whose process is gone: same host and dead pid, or a stale heartbeat."""
+    import optuna
+    from optuna.trial import TrialState
+
+    optuna.storages.fail_stale_trials(study)
+    host, failed = socket.gethostname(), 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.user_attrs.get("host") == host and not _alive(trial.user_attrs.get("pid", -1)):
+            study._storage.set_trial_user_attr(trial._trial_id, "error", f"{INTERRUPTED}: the process was killed")
+            study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+            failed += 1
+    return failed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except (OSError, TypeError):
+        return False
+
+
+def _pair(params: dict) -> tuple:
+    return tuple(params[k] for k in PARAMS)
+
+
+@dataclass
+class Progress:
+    """Study-level counts: what has been trained and graded, what is left."""
+
+    completed: set
+    feasible: list
+    target: int
+
+    @property
+    def untried(self) -> list:
+        return [p for p in self.feasible if _pair(p) not in self.completed]
+
+    @property
+    def done(self) -> bool:
+        return len(self.completed) >= self.target or not self.untried
+
+
+def _completed_pairs(study) -> set:
+    from optuna.trial import TrialState
+
+    return {_pair(t.params) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+
+
+def _retry_interrupted(study, completed: set) -> None:
+    """Enqueue the pair of each interrupted trial once, unless it completed since."""
+    from optuna.trial import TrialState
+
+    retried = set(study.user_attrs.get("retried", []))
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        if trial.number in retried or not str(trial.user_attrs.get("error", "")).startswith(INTERRUPTED):
+            continue
+        if set(PARAMS) <= set(trial.params) and _pair(trial.params) not in completed:
+            study.enqueue_trial(trial.params, skip_if_exists=True)
+        retried.add(trial.number)
+    study.set_user_attr("retried", sorted(retried))
+
+
+class _Heartbeat:
+    """Records the trial's heartbeat in the storage while it runs (Optuna does this only in optimize())."""
+
+    def __init__(self, study, trial):
+        self._storage, self._trial_id = study._storage, trial._trial_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self):
+        while not self._stop.is_set():
+            try:
+                self._storage.record_heartbeat(self._trial_id)
+            except Exception:
+                pass  # a missed beat is harmless; the next one retries
+            self._stop.wait(HEARTBEAT_SECONDS)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def run_study(study, settings: StudySettings, *, progress: bool = True) -> Progress:
+    """Run trials until `settings.trials` distinct pairs are complete or every feasible pair was tried."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState
+
+    from sweep.sizing import config_for, pair_size
+    from sweep.studybar import StudyBar
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    model_config = config_for(settings.base_model)
+    rest = study.user_attrs["config"]["homework_rest_bytes"]
+
+    def predict(p):
+        return pair_size(model_config, p["sft_rank"], p["rft_rank"], p["adapter_dtype"], rest_bytes=rest)
+
+    feasible = [p for p in settings.space.points() if predict(p).total_compressed_bytes <= settings.budget_bytes]
+    if not feasible:
+        smallest = min(settings.space.points(), key=lambda p: predict(p).total_compressed_bytes)
+        size = predict(smallest).total_compressed_bytes / 2**20
+        raise RanksweepError(
+            f"No pair fits the budget of {settings.budget_bytes / 2**20:.2f} MiB: the smallest, "
+            f"sft={smallest['sft_rank']}/rft={smallest['rft_rank']}, needs up to {size:.2f} MiB."
+        )
+    fail_interrupted(study)
+    state = Progress(completed=_completed_pairs(study), feasible=feasible, target=settings.trials)
+    _retry_interrupted(study, state.completed)
+    distributions = {k: CategoricalDistribution(list(v)) for k, v in settings.space.dimensions().items()}
+    ctx = TrialContext(settings, ArtifactCache(settings.artifacts))
+    rng = random.Random(settings.seed)
+    bar = StudyBar(study, settings, enabled=progress)
+    bar.update(state)
+    while True:
+        state.completed = _completed_pairs(study)  # other workers complete pairs too
+        if state.done:
+            break
+        trial = study.ask(distributions)
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        params = {k: trial.params[k] for k in PARAMS}
+        predicted = predict(params)
+        skip = None
+        if predicted.total_compressed_bytes > settings.budget_bytes:
+            skip = "over-budget"
+        elif _pair(params) in state.completed:
+            skip = "duplicate"
+        if skip:
+            trial.set_user_attr("skipped", skip)
+            trial.set_user_attr("size_bytes_predicted", predicted.total_compressed_bytes)
+            study.tell(trial, state=TrialState.PRUNED)
+            # The sampler may keep proposing pairs that cost nothing to reject; steer it to an untried one.
+            study.enqueue_trial(rng.choice(state.untried), skip_if_exists=True)
+            continue
+        started = time.perf_counter()
+        try:
+            with _Heartbeat(study, trial):
+                sft = ensure_adapter(ctx, adapter_spec(ctx, "sft", params), progress=progress)
+                rft = ensure_adapter(ctx, adapter_spec(ctx, "rft", params), progress=progress)
+                attrs, score, size_bytes = trial_attrs(ctx, sft, rft, predicted)
+        except KeyboardInterrupt:
+            trial.set_user_attr("error", f"{INTERRUPTED}: stopped by the user (Ctrl-C)")
+            study.tell(trial, state=TrialState.FAIL)
+            bar.close()
+            raise
+        except RanksweepError:
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        except Exception as exc:  # one failing trial (a bug, out of memory) must not end the study
+            trial.set_user_attr("error", f"{type(exc).__name__}: {str(exc)[:500]}")
+            study.tell(trial, state=TrialState.FAIL)
+            print(f"ranksweep: warning: trial {trial.number} failed ({type(exc).__name__}: {exc}); "
+                  "the study goes on", file=sys.stderr)
+            state.feasible = [p for p in state.feasible if _pair(p) != _pair(params)]
+            continue
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        trial.set_user_attr("trial_seconds", round(time.perf_counter() - started, 3))
+        trial.set_user_attr("constraint", [float(size_bytes - settings.budget_bytes)])
+        study.tell(trial, [score, size_bytes])
+        state.completed.add(_pair(params))
+        bar.update(state, seconds=time.perf_counter() - started)
+    bar.close()
+    return state
