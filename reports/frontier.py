@@ -1,0 +1,228 @@
+"""The frontier as plain data: graded adapters, every SFT×RFT pair of them, which pairs are non-dominated,
+and the recommended pair. Plots and tables are thin views of these DataFrames."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from reports.objective import Objective, objective_for, pair_points
+from reports.study_io import load_trials
+from trainers.errors import RanksweepError
+from trainers.grading import points
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+__all__ = ["Recommendation", "adapter_table", "combined_frontier", "load_trials", "pick", "recommend"]
+
+MIB = 1024 * 1024
+ADAPTER_COLUMNS = (
+    "kind", "key", "rank", "alpha", "lr", "epochs", "adapter_dtype", "accuracy", "ci_low", "ci_high",
+    "answer_rate", "questions", "points", "zip_bytes", "raw_bytes", "dir", "first_trial", "n_trials",
+)
+PAIR_COLUMNS = (
+    "trial", "sft_rank", "rft_rank", "size_mib", "points", "sft_accuracy", "rft_accuracy", "mean_accuracy",
+    "objective", "objective_low", "objective_high", "points_low", "points_high", "size_bytes", "size_source",
+    "feasible", "sampled", "on_frontier", "sft_ci_low", "sft_ci_high", "rft_ci_low", "rft_ci_high",
+    "sft_alpha", "rft_alpha", "adapter_dtype", "sft_key", "rft_key", "sft_dir", "rft_dir",
+    "sft_zip_bytes", "rft_zip_bytes", "sft_trial", "rft_trial",
+)
+MEASURED, SUM_OF_PARTS = "measured", "sum of parts"
+
+
+def adapter_table(trials: pd.DataFrame) -> pd.DataFrame:
+    """One row per distinct graded adapter (kind, cache key), from the first trial that recorded it.
+
+    Accuracy and its Wilson bounds are fractions, `points` homework points, `zip_bytes` bytes of the
+    adapter folder zipped alone; `n_trials` counts the trials that used it (cache hits included).
+    """
+    import pandas as pd
+
+    parts = []
+    for kind in ("sft", "rft"):
+        graded = trials[
+            trials[f"{kind}_accuracy"].notna() & trials[f"{kind}_key"].notna() & trials[f"{kind}_zip_bytes"].notna()
+        ].sort_values("trial")
+        part = pd.DataFrame({
+            "kind": kind,
+            **{name: graded[f"{kind}_{name}"] for name in ADAPTER_COLUMNS[1:] if f"{kind}_{name}" in graded},
+            "adapter_dtype": graded["adapter_dtype"],
+            "first_trial": graded["trial"],
+        })
+        part["n_trials"] = part.groupby("key")["key"].transform("size")
+        parts.append(part.drop_duplicates("key", keep="first"))
+    table = pd.concat(parts, ignore_index=True).reindex(columns=list(ADAPTER_COLUMNS))
+    for column in ("accuracy", "ci_low", "ci_high", "zip_bytes"):
+        table[column] = pd.to_numeric(table[column], errors="coerce")
+    # A grade recorded without bounds still has an interval: the point itself.
+    table["ci_low"] = table["ci_low"].fillna(table["accuracy"])
+    table["ci_high"] = table["ci_high"].fillna(table["accuracy"])
+    # Rounded so equal scores reached by different float paths compare equal (ties are broken on purpose).
+    table["points"] = [round(points(kind, acc), 9) for kind, acc in zip(table["kind"], table["accuracy"])]
+    return table.sort_values(["kind", "rank", "first_trial"], ignore_index=True)
+
+
+def combined_frontier(trials: pd.DataFrame, config: dict, objective: str | None = None) -> pd.DataFrame:
+    """Every SFT×RFT pair of graded adapters with size (bytes, MiB), points, objective and its 95% range,
+    `feasible` (size <= budget), `sampled` (trained together as `trial`) and `on_frontier`.
+
+    A sampled pair's size is the trial's measured zip; any other pair's is the sum of its adapters' zips
+    plus the rest of the homework (`size_source` says which). Rows run from smallest to largest.
+    """
+    goal = objective_for(objective, config)
+    adapters = adapter_table(trials)
+    sft = adapters[adapters["kind"] == "sft"].drop(columns="kind").add_prefix("sft_")
+    rft = adapters[adapters["kind"] == "rft"].drop(columns="kind").add_prefix("rft_")
+    pairs = sft.merge(rft, how="cross")
+    # One submission stores both adapters in one dtype; pairing fp16 with fp32 would describe no real export.
+    same_dtype = pairs["sft_adapter_dtype"].fillna("") == pairs["rft_adapter_dtype"].fillna("")
+    pairs = pairs[same_dtype].rename(columns={"sft_adapter_dtype": "adapter_dtype", "sft_first_trial": "sft_trial",
+                                              "rft_first_trial": "rft_trial"})
+    pairs = pairs.merge(_sampled_pairs(trials), on=["sft_key", "rft_key"], how="left")
+
+    pairs["points"] = (pairs["sft_points"] + pairs["rft_points"]).round(9)
+    pairs["points_low"] = pair_points(pairs["sft_ci_low"], pairs["rft_ci_low"])
+    pairs["points_high"] = pair_points(pairs["sft_ci_high"], pairs["rft_ci_high"])
+    pairs["mean_accuracy"] = (pairs["sft_accuracy"] + pairs["rft_accuracy"]) / 2
+    pairs["objective"] = goal.values(pairs["sft_accuracy"], pairs["rft_accuracy"])
+    pairs["objective_low"] = goal.values(pairs["sft_ci_low"], pairs["rft_ci_low"])
+    pairs["objective_high"] = goal.values(pairs["sft_ci_high"], pairs["rft_ci_high"])
+
+    pairs["sampled"] = pairs["trial"].notna()
+    rest = int(config.get("homework_rest_bytes") or 0)
+    parts = pairs["sft_zip_bytes"] + pairs["rft_zip_bytes"] + rest
+    pairs["size_bytes"] = pairs["measured_bytes"].where(pairs["sampled"], parts).astype("int64")
+    pairs["size_source"] = pairs["sampled"].map({True: MEASURED, False: SUM_OF_PARTS})
+    pairs["size_mib"] = pairs["size_bytes"] / MIB
+    pairs["feasible"] = pairs["size_bytes"] <= budget_bytes(config)
+    pairs["on_frontier"] = False
+    feasible = pairs["feasible"].to_numpy()
+    pairs.loc[feasible, "on_frontier"] = non_dominated(
+        pairs.loc[feasible, "objective"].to_numpy(float), pairs.loc[feasible, "size_bytes"].to_numpy(float)
+    )
+    pairs["trial"] = pairs["trial"].astype("Int64")
+    table = pairs.reindex(columns=list(PAIR_COLUMNS))
+    return table.sort_values(["size_bytes", "objective"], ascending=[True, False], ignore_index=True)
+
+
+def _sampled_pairs(trials: pd.DataFrame) -> pd.DataFrame:
+    """(sft_key, rft_key) -> the first complete trial that trained that pair, and its measured zip bytes."""
+    import pandas as pd
+
+    done = trials[(trials["state"] == "COMPLETE") & trials["sft_key"].notna() & trials["rft_key"].notna()
+                  & trials["size_bytes"].notna()].sort_values("trial")
+    done = done.drop_duplicates(["sft_key", "rft_key"], keep="first")
+    return pd.DataFrame({
+        "sft_key": done["sft_key"].astype(object), "rft_key": done["rft_key"].astype(object),
+        "trial": done["trial"].astype(float), "measured_bytes": pd.to_numeric(done["size_bytes"]).astype(float),
+    })
+
+
+def budget_bytes(config: dict) -> int:
+    """The study's zipped-size budget in bytes."""
+    budget = config.get("budget_bytes")
+    if budget is None:
+        raise RanksweepError("The study config has no budget_bytes; launch the study again with --budget-mb.")
+    return int(budget)
+
+
+def non_dominated(objective: np.ndarray, size: np.ndarray) -> np.ndarray:
+    """Mask of points no other point beats: objective at least as high and size at most as large, one strictly.
+
+    A sweep by size: a point survives when it is the best of its size and beats everything smaller.
+    """
+    import numpy as np
+
+    keep = np.zeros(len(size), dtype=bool)
+    best_smaller = -np.inf
+    for value in np.unique(size):  # sorted ascending
+        same = size == value
+        top = objective[same].max()
+        if top > best_smaller:
+            keep[same & (objective == top)] = True
+            best_smaller = top
+    return keep
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The pair to export: ranks, alphas, adapter folders, zipped size (bytes) and what it scored."""
+
+    sft_rank: int
+    rft_rank: int
+    sft_key: str
+    rft_key: str
+    sft_dir: str
+    rft_dir: str
+    sft_alpha: float
+    rft_alpha: float
+    adapter_dtype: str
+    size_bytes: int
+    points: float
+    objective_value: float
+    trial: int | None  # None when the pair was never sampled as one trial
+    overlaps: str | None  # the smallest smaller pair whose 95% range reaches this one's, or None
+    reason: str  # one sentence: why this pair
+
+
+def recommend(storage: str, study_name: str, objective: str | None = None) -> Recommendation:
+    """The best feasible pair of a study by its objective (or `objective`); ties go to the smaller zip."""
+    trials, config = load_trials(storage, study_name)
+    return pick(combined_frontier(trials, config, objective), objective_for(objective, config),
+                budget_bytes(config), study_name)
+
+
+def pick(pairs: pd.DataFrame, goal: Objective, budget: int, study_name: str) -> Recommendation:
+    """The recommendation from a `combined_frontier` table; RanksweepError when no pair fits the budget."""
+    import pandas as pd
+
+    feasible = pairs[pairs["feasible"]].sort_values(["objective", "size_bytes"], ascending=[False, True])
+    if feasible.empty:
+        what = "has no graded SFT/RFT pair yet" if pairs.empty else f"has no pair within {budget / MIB:.2f} MiB"
+        raise RanksweepError(
+            f"Study '{study_name}' {what}; run more trials (smaller --sft-ranks/--rft-ranks fit a tighter budget) "
+            "and report again."
+        )
+    best = feasible.iloc[0]
+    # Smaller pairs whose 95% range reaches the best one's: the data cannot tell them apart.
+    close = feasible[(feasible["size_bytes"] < best["size_bytes"])
+                     & (feasible["objective_high"] >= best["objective_low"])]
+    overlaps = None
+    if not close.empty:
+        near = close.sort_values(["size_bytes", "objective"], ascending=[True, False]).iloc[0]
+        overlaps = (f"interval overlaps the smaller pair sft={int(near['sft_rank'])}/rft={int(near['rft_rank'])} "
+                    f"({near['size_mib']:.1f} MiB)")
+    trial = None if pd.isna(best["trial"]) else int(best["trial"])
+    return Recommendation(
+        sft_rank=int(best["sft_rank"]), rft_rank=int(best["rft_rank"]),
+        sft_key=str(best["sft_key"]), rft_key=str(best["rft_key"]),
+        sft_dir=str(best["sft_dir"]), rft_dir=str(best["rft_dir"]),
+        sft_alpha=float(best["sft_alpha"]), rft_alpha=float(best["rft_alpha"]),
+        adapter_dtype=str(best["adapter_dtype"]) if not pd.isna(best["adapter_dtype"]) else "fp32",
+        size_bytes=int(best["size_bytes"]), points=float(best["points"]),
+        objective_value=float(best["objective"]), trial=trial, overlaps=overlaps,
+        reason=_reason(best, feasible, goal, budget),
+    )
+
+
+def _reason(best: pd.Series, feasible: pd.DataFrame, goal: Objective, budget: int) -> str:
+    """One sentence: what the pair scored against how many others, and where its numbers come from."""
+    import pandas as pd
+
+    pairs = "the only pair that fits" if len(feasible) == 1 else f"the {len(feasible)} pairs that fit"
+    sentence = (f"Highest {goal.noun} of {pairs} the {budget / MIB:.1f} MiB budget: "
+                f"{goal.show(best['objective'] if goal.name != 'points' else best['points'])} "
+                f"at {best['size_mib']:.1f} MiB")
+    if goal.name == "points":
+        tied = int((feasible["points"] == best["points"]).sum()) - 1
+        if tied:
+            sentence += f", mean accuracy {best['mean_accuracy']:.1%} breaking a tie with {tied} other pair(s)"
+    if pd.isna(best["trial"]):
+        sentence += (f", combining adapters graded in trials {int(best['sft_trial'])} and {int(best['rft_trial'])} "
+                     "(never trained as one trial; size summed from their zipped parts)")
+    else:
+        sentence += f", measured in trial {int(best['trial'])}"
+    return sentence + "."
+

@@ -1,0 +1,130 @@
+"""`ranksweep train`: train one SFT or RFT LoRA adapter outside a study, with the study's own trainer."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sweep.commands.common import add_base_model, add_device, positive_float, positive_int
+from trainers.errors import RanksweepError
+from trainers.training import ADAPTER_DTYPES, KINDS, TrainConfig
+
+DEFAULTS = TrainConfig(kind="sft", rank=1)
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser(
+        "train",
+        help="train one SFT or RFT LoRA adapter",
+        description="Train one LoRA adapter (all-linear targets) and save it as a PEFT folder, with "
+        "training_log.csv and ranksweep.json beside it. SFT trains each question to be completed by "
+        "<answer>value</answer>; RFT by a reasoning chain ending the same way. Without data files, SFT uses "
+        "the built-in unit-conversion questions and RFT generates (and caches) rejection-sampled chains.",
+    )
+    parser.add_argument("kind", choices=KINDS, help="sft or rft")
+    # Numbers are checked in run(), so a bad value is reported on one line, like every other user error.
+    parser.add_argument("--rank", required=True, metavar="R", help="LoRA rank (a whole number of 1 or more)")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="adapter folder to write (replaced)")
+    add_base_model(parser)
+    add_device(parser)
+    parser.add_argument(
+        "--train-data", type=Path, metavar="FILE", help="[question, answer] JSON (default: built-in questions)"
+    )
+    parser.add_argument(
+        "--rft-data",
+        type=Path,
+        metavar="FILE",
+        help="rft only: [question, answer, reasoning] JSON (default: rejection-sampled from --train-data "
+        "with --base-model, and cached)",
+    )
+    numbers = [
+        ("--epochs", "E", DEFAULTS.epochs, "passes over the data, fractions allowed"),
+        ("--lr", "X", DEFAULTS.lr, "peak learning rate (linear warmup, cosine decay)"),
+        ("--alpha-ratio", "A", DEFAULTS.alpha_ratio, "lora_alpha = A x rank"),
+        ("--batch-size", "B", DEFAULTS.batch_size, "rows per optimizer step"),
+        ("--seed", "S", DEFAULTS.seed, "seeds LoRA init, shuffling and the --max-examples draw"),
+    ]
+    for flag, metavar, default, text in numbers:
+        parser.add_argument(flag, default=str(default), metavar=metavar, help=f"{text} (default: {default:g})")
+    parser.add_argument("--max-examples", metavar="N", help="train on N rows drawn with --seed (default: all)")
+    parser.add_argument(
+        "--adapter-dtype",
+        choices=ADAPTER_DTYPES,
+        default=DEFAULTS.adapter_dtype,
+        help=f"dtype of the saved weights; fp16 halves the file (default: {DEFAULTS.adapter_dtype})",
+    )
+    return parser
+
+
+def _number(text: str, flag: str, parse):
+    try:
+        return parse(text)
+    except argparse.ArgumentTypeError as exc:
+        raise RanksweepError(f"{flag} {text!r} is not valid ({exc}).") from None
+
+
+def _seed(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise RanksweepError(f"--seed {text!r} is not valid: give a whole number.") from None
+
+
+def config_from_args(args) -> TrainConfig:
+    """The typed training config for the command's flags (raises RanksweepError for a bad number)."""
+    return TrainConfig(
+        kind=args.kind,
+        rank=_number(args.rank, "--rank", positive_int),
+        alpha_ratio=_number(args.alpha_ratio, "--alpha-ratio", positive_float),
+        lr=_number(args.lr, "--lr", positive_float),
+        epochs=_number(args.epochs, "--epochs", positive_float),
+        batch_size=_number(args.batch_size, "--batch-size", positive_int),
+        max_examples=_number(args.max_examples, "--max-examples", positive_int) if args.max_examples else None,
+        seed=_seed(args.seed),
+        adapter_dtype=args.adapter_dtype,
+    )
+
+
+def _examples(args):
+    """The training pairs and the file they came from; data problems surface before any model loads."""
+    from trainers.data import read_qa, read_rft
+    from trainers.training import rft_examples, sft_examples
+    from trainers.unitgen import builtin_data
+
+    if args.kind == "sft":
+        path = args.train_data or builtin_data()[0]
+        return sft_examples(read_qa(path)), path
+    if args.rft_data is not None:
+        path = args.rft_data
+    else:
+        from trainers.rft_data import ensure_rft_data
+
+        train_path = args.train_data or builtin_data()[0]
+        read_qa(train_path)  # a bad file is reported before the generator model loads
+        path = ensure_rft_data(args.base_model, args.device, Path(train_path), progress=True)
+    return rft_examples(read_rft(path)), path
+
+
+def run(args) -> int:
+    from trainers.data import file_sha256
+    from trainers.models import load_model
+    from trainers.training import train_adapter, validate
+
+    config = config_from_args(args)
+    examples, data_path = _examples(args)
+    validate(config, examples, args.out)
+    loaded = load_model(args.base_model, args.device)
+    result = train_adapter(
+        loaded,
+        examples,
+        config,
+        args.out,
+        metadata={"data_path": str(data_path), "data_sha256": file_sha256(data_path)},
+    )
+    print(f"adapter folder:    {result.adapter_dir}")
+    print(f"trainable params:  {result.trainable_params:,}")
+    print(f"adapter file:      {result.raw_bytes:,} bytes ({config.adapter_dtype})")
+    print(f"steps:             {result.steps} ({result.examples} examples, batch {config.batch_size})")
+    print(f"final loss:        {result.losses[-1]:.4f}")
+    print(f"seconds:           {result.seconds:.1f}")
+    return 0

@@ -1,0 +1,311 @@
+"""Predict LoRA adapter file sizes exactly from a model config, before any training.
+
+A LoRA on Linear(in, out) holds r·(in + out) parameters. PEFT saves them with safetensors: 8 bytes of header
+length, a JSON header (names, shapes, offsets) padded with spaces to a multiple of 8, then the data. All of it
+follows from the config and the rank, so the file size is exact; the zipped size depends on the trained values,
+and for it we give an upper bound.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache, partial
+
+from trainers.errors import RanksweepError
+
+MIB = 1024 * 1024
+DTYPES = {"fp32": ("F32", 4), "fp16": ("F16", 2)}  # our name -> (safetensors dtype code, bytes per value)
+PEFT_METADATA = {"format": "pt"}  # what peft's save_pretrained passes to safetensors
+DEFAULT_SFT_RANKS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+# Deflate (zlib level 6, what zipfile uses) on adapter_model.safetensors. Measured: the embedded 135M model
+# trained 30 AdamW steps (lr 2e-4, rank 4) deflates to 0.920 of raw in float32, 0.906 in float16 (data alone:
+# 0.929 / 0.923). Synthetic files in peft's exact layout (A at peft's init, B uniform as after a short run or
+# normal as after 300 steps, kurtosis 2.9) for both SmolLM2 shapes, ranks 1-128, put the data at 0.917-0.938
+# (float32) and 0.903-0.942 (float16): small tensors deflate worse, because each deflate block's Huffman
+# code then serves several tensors of different scales. The bound follows the normal-B envelope plus a
+# margin: flat above KNEE_BYTES of data per tensor, rising by SLOPE per halving below it.
+# (PRODUCT.md's 0.915 / 0.87 are whole-file figures of larger ranks / rank 1 fp16; they are not bounds.)
+DATA_RATIO = {"fp32": 0.926, "fp16": 0.9205}
+DATA_RATIO_SLOPE = {"fp32": 0.0030, "fp16": 0.0044}
+KNEE_BYTES = 96 * 1024
+# The JSON header is names and offsets; deflate shrinks it to 0.076-0.089 of its size.
+HEADER_RATIO = 0.12
+# Deflate framing where header and data meet; the zip member headers: local 30 + central 46 bytes plus the
+# name twice, with slack for extra fields some zip tools add.
+DEFLATE_SLACK = 256
+ZIP_MEMBER_FIXED = 30 + 46
+ZIP_MEMBER_SLACK = 64
+ZIP_END_RECORD = 22
+# adapter_config.json is about 1.3 KB of JSON and deflates to about 0.6 KB; a long base-model path or an
+# explicit target list adds to it, hence the allowance per listed target.
+ADAPTER_CONFIG_BOUND = 2048
+ADAPTER_MEMBERS = ("homework/sft_model/adapter_model.safetensors", "homework/sft_model/adapter_config.json")
+MEMBER_OVERHEAD = sum(ZIP_MEMBER_FIXED + ZIP_MEMBER_SLACK + 2 * len(name) for name in ADAPTER_MEMBERS)
+
+
+@dataclass(frozen=True)
+class AdapterSize:
+    """One adapter's size: parameters, exact adapter_model.safetensors bytes, and the deflate bound."""
+
+    rank: int
+    params: int
+    raw_bytes: int
+    dtype: str
+    header_bytes: int = 0  # safetensors length prefix + JSON header, included in raw_bytes
+    compressed_bytes: int = 0  # upper bound of the zipped adapter folder (weights + config + zip headers)
+
+
+@dataclass(frozen=True)
+class PairSize:
+    """An SFT/RFT adapter pair and the zipped submission they make with the rest of the homework."""
+
+    sft: AdapterSize
+    rft: AdapterSize
+    rest_bytes: int
+    total_raw_bytes: int
+    total_compressed_bytes: int
+
+
+def _smollm2(hidden: int, intermediate: int, layers: int, heads: int, kv_heads: int):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=49152, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=kv_heads, tie_word_embeddings=True, max_position_embeddings=8192,
+    )
+
+
+# The real SmolLM2 dimensions, built in code so that sizes can be asked without any download.
+SHAPES = {
+    "smollm2-135m": partial(_smollm2, hidden=576, intermediate=1536, layers=30, heads=9, kv_heads=3),
+    "smollm2-360m": partial(_smollm2, hidden=960, intermediate=2560, layers=32, heads=15, kv_heads=5),
+}
+
+
+def config_for(name: str):
+    """A model config without weights: a SHAPES name, else anything --base-model accepts."""
+    if name in SHAPES:
+        return SHAPES[name]()
+    from trainers.models import resolve_config
+
+    return resolve_config(name)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What an adapter's file depends on besides rank and dtype: the targeted layers' shapes, and the targets."""
+
+    shapes: tuple[tuple[str, int, int], ...]
+    targets: str | tuple[str, ...]
+
+
+_layouts: dict[tuple[str, str | tuple[str, ...]], _Layout] = {}
+
+
+def _layout(config, target_modules) -> _Layout:
+    targets = target_modules if isinstance(target_modules, str) else tuple(target_modules)
+    key = (config.to_json_string(use_diff=False), targets)
+    if key not in _layouts:
+        _layouts[key] = _Layout(_find_lora_shapes(config, key[1]), key[1])
+    return _layouts[key]
+
+
+def lora_shapes(config, target_modules="all-linear") -> list[tuple[str, int, int]]:
+    """The Linear layers peft's LoRA wraps, as (module path, in_features, out_features), in module order."""
+    return list(_layout(config, target_modules).shapes)
+
+
+def _find_lora_shapes(config, targets) -> tuple[tuple[str, int, int], ...]:
+    import torch
+    from peft import LoraConfig
+    from peft.tuners.tuners_utils import _maybe_include_all_linear_layers, check_target_module_exists
+    from transformers import AutoModelForCausalLM
+    from transformers.pytorch_utils import Conv1D
+
+    # The meta device gives the module tree (names, layer types, in/out features) without allocating weights.
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deprecation notices from building a model say nothing about sizes
+        model = AutoModelForCausalLM.from_config(config)
+    lora = LoraConfig(r=1, target_modules=targets if isinstance(targets, str) else list(targets), task_type="CAUSAL_LM")
+    # peft's own "all-linear" expansion, so the selection (output head excluded) is the one get_peft_model makes.
+    lora = _maybe_include_all_linear_layers(lora, model)
+    shapes = []
+    for name, module in model.named_modules():
+        if not name or not check_target_module_exists(lora, name):
+            continue
+        if isinstance(module, torch.nn.Linear):
+            shapes.append((name, module.in_features, module.out_features))
+        elif isinstance(module, Conv1D):  # GPT-2 style: weight is (in, out)
+            shapes.append((name, module.weight.shape[0], module.weight.shape[1]))
+        else:
+            raise RanksweepError(
+                f"LoRA target '{name}' is a {type(module).__name__}, not a Linear layer; "
+                "size prediction covers Linear targets only, so list Linear module names."
+            )
+    if not shapes:
+        raise RanksweepError(f"No Linear layer of this model matches the LoRA targets {targets!r}; check the names.")
+    return tuple(shapes)
+
+
+def _check_rank(rank) -> int:
+    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or rank < 1:
+        raise RanksweepError(f"LoRA rank {rank!r} is not valid: use a whole number of 1 or more.")
+    return int(rank)
+
+
+def _check_dtype(dtype: str) -> str:
+    if dtype not in DTYPES:
+        raise RanksweepError(f"Adapter dtype '{dtype}' is not supported: choose one of {', '.join(DTYPES)}.")
+    return dtype
+
+
+def _check_budget_bytes(budget) -> int:
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 1 <= budget < math.inf:
+        raise RanksweepError(f"Budget {budget!r} is not valid: give a positive number of bytes (see budget_bytes).")
+    return int(budget)
+
+
+def safetensors_header(entries: list[tuple[str, tuple[int, ...]]], dtype: str, metadata=PEFT_METADATA) -> bytes:
+    """The bytes before the data in a safetensors file of these (name, shape) tensors: length prefix + JSON."""
+    code, width = DTYPES[_check_dtype(dtype)]
+    # safetensors orders tensors by dtype (all equal here), then by name as bytes, and lays data out in that order.
+    ordered = sorted(entries, key=lambda entry: entry[0].encode("utf-8"))
+    header = {"__metadata__": metadata} if metadata else {}
+    offset = 0
+    for name, shape in ordered:
+        size = math.prod(shape) * width
+        header[name] = {"dtype": code, "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    # serde_json's compact form; non-ASCII names stay raw UTF-8 as in the Rust writer.
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text
+
+
+def adapter_tensors(config, rank: int, target_modules="all-linear") -> list[tuple[str, tuple[int, ...]]]:
+    """The (saved name, shape) of every tensor in adapter_model.safetensors, as peft's save_pretrained names them."""
+    return _tensors(lora_shapes(config, target_modules), _check_rank(rank))
+
+
+def _tensors(shapes, rank: int) -> list[tuple[str, tuple[int, ...]]]:
+    tensors = []
+    for path, in_features, out_features in shapes:
+        # peft drops the adapter name ("default") from saved keys: ...q_proj.lora_A.weight
+        tensors.append((f"base_model.model.{path}.lora_A.weight", (rank, in_features)))
+        tensors.append((f"base_model.model.{path}.lora_B.weight", (out_features, rank)))
+    return tensors
+
+
+def data_ratio(dtype: str, bytes_per_tensor: float = 0) -> float:
+    """Upper bound of deflated/raw for LoRA weight data with this mean tensor size (bytes; 0 = unknown)."""
+    if bytes_per_tensor <= 0:
+        bytes_per_tensor = 1024  # unknown: assume small tensors, the least compressible case we model
+    halvings = max(0.0, math.log2(KNEE_BYTES / bytes_per_tensor))
+    return min(1.0, DATA_RATIO[_check_dtype(dtype)] + DATA_RATIO_SLOPE[dtype] * halvings)
+
+
+def compressed_bound(raw_bytes: int, dtype: str, header_bytes: int = 0, tensors: int = 0) -> int:
+    """Upper bound of adapter_model.safetensors deflated (bytes); the header size and tensor count tighten it."""
+    header_bytes = min(max(header_bytes, 0), raw_bytes)
+    data = raw_bytes - header_bytes
+    ratio = data_ratio(dtype, data / tensors if tensors > 0 else 0)
+    return math.ceil(data * ratio + header_bytes * HEADER_RATIO) + DEFLATE_SLACK
+
+
+def _config_bound(target_modules) -> int:
+    extra = 0 if isinstance(target_modules, str) else sum(len(t) + 4 for t in target_modules)
+    return ADAPTER_CONFIG_BOUND + extra
+
+
+def adapter_size(config, rank: int, dtype: str = "fp32", target_modules="all-linear") -> AdapterSize:
+    """Exact adapter_model.safetensors bytes and parameter count for one rank; no weights are loaded."""
+    return _adapter_size(_layout(config, target_modules), _check_rank(rank), _check_dtype(dtype))
+
+
+@lru_cache(maxsize=4096)
+def _adapter_size(layout: _Layout, rank: int, dtype: str) -> AdapterSize:
+    tensors = _tensors(layout.shapes, rank)
+    params = sum(math.prod(shape) for _, shape in tensors)
+    header = len(safetensors_header(tensors, dtype))
+    raw = header + params * DTYPES[dtype][1]
+    folder = compressed_bound(raw, dtype, header, len(tensors)) + _config_bound(layout.targets) + MEMBER_OVERHEAD
+    return AdapterSize(rank, params, raw, dtype, header_bytes=header, compressed_bytes=folder)
+
+
+def pair_size(
+    config, sft_rank: int, rft_rank: int, dtype: str = "fp32", rest_bytes: int = 0, target_modules="all-linear"
+) -> PairSize:
+    """Both adapters' exact raw bytes and the zipped-submission upper bound (bytes) with the rest of the homework."""
+    layout = _layout(config, target_modules)
+    return _pair_size(layout, _check_rank(sft_rank), _check_rank(rft_rank), _check_dtype(dtype), rest_bytes)
+
+
+def _pair_size(layout: _Layout, sft_rank: int, rft_rank: int, dtype: str, rest_bytes: int) -> PairSize:
+    if isinstance(rest_bytes, bool) or not isinstance(rest_bytes, int) or rest_bytes < 0:
+        raise RanksweepError(f"The rest of the homework cannot weigh {rest_bytes!r} bytes; pass 0 or more.")
+    sft = _adapter_size(layout, sft_rank, dtype)
+    rft = _adapter_size(layout, rft_rank, dtype)
+    # rest_bytes is a whole zip (its own end record); the adapters add their members and one more end record.
+    total = rest_bytes + sft.compressed_bytes + rft.compressed_bytes + ZIP_END_RECORD
+    return PairSize(sft, rft, rest_bytes, total_raw_bytes=sft.raw_bytes + rft.raw_bytes, total_compressed_bytes=total)
+
+
+def budget_bytes(budget_mb: float) -> int:
+    """A budget in the homework's "MB" (bytes/1024/1024, i.e. MiB) as whole bytes."""
+    if isinstance(budget_mb, bool) or not isinstance(budget_mb, (int, float)) or not 0 < budget_mb < math.inf:
+        raise RanksweepError(f"Budget {budget_mb!r} MB is not valid: give a positive number of MB (bytes/1024/1024).")
+    return math.floor(budget_mb * MIB)
+
+
+def mib(n_bytes: int) -> float:
+    """Bytes as the homework reports them: bytes/1024/1024."""
+    return n_bytes / MIB
+
+
+def check_budget(config, sft_ranks, rft_ranks, budget: int, dtype: str, rest_bytes: int = 0) -> None:
+    """Raise RanksweepError if even the smallest SFT/RFT rank pair's zipped bound exceeds budget (bytes)."""
+    if not sft_ranks or not rft_ranks:
+        raise RanksweepError("The rank lists are empty: give at least one SFT rank and one RFT rank.")
+    _check_budget_bytes(budget)
+    smallest = pair_size(config, min(sft_ranks), min(rft_ranks), dtype, rest_bytes)
+    if smallest.total_compressed_bytes > budget:
+        hint = " or use --adapter-dtype fp16" if dtype == "fp32" else ""
+        raise RanksweepError(
+            f"Even the smallest pair (SFT rank {smallest.sft.rank}, RFT rank {smallest.rft.rank}) may zip to "
+            f"{mib(smallest.total_compressed_bytes):.2f} MiB, over the {mib(budget):.2f} MiB budget: "
+            f"raise the budget, lower the ranks{hint}."
+        )
+
+
+def _largest_rft_rank(layout: _Layout, sft_rank: int, budget: int, dtype: str, rest_bytes: int) -> int:
+    def fits(rft_rank: int) -> bool:
+        return _pair_size(layout, sft_rank, rft_rank, dtype, rest_bytes).total_compressed_bytes <= budget
+
+    if not fits(1):
+        return 0
+    low, high = 1, 2
+    while fits(high):  # size grows with rank, so double until it does not fit, then bisect
+        low, high = high, high * 2
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return low
+
+
+def largest_feasible_pairs(
+    config, budget: int, dtype: str, rest_bytes: int = 0, sft_ranks=DEFAULT_SFT_RANKS
+) -> list[PairSize]:
+    """For each SFT rank, the pair with the largest RFT rank within budget (bytes); ranks with none are dropped."""
+    layout = _layout(config, "all-linear")
+    budget, dtype = _check_budget_bytes(budget), _check_dtype(dtype)
+    pairs = []
+    for sft_rank in sft_ranks:
+        rft_rank = _largest_rft_rank(layout, _check_rank(sft_rank), budget, dtype, rest_bytes)
+        if rft_rank:
+            pairs.append(_pair_size(layout, sft_rank, rft_rank, dtype, rest_bytes))
+    return pairs

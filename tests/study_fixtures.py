@@ -1,0 +1,208 @@
+"""Writers of realistic ranksweep studies into a real Optuna storage, for tests that read studies.
+
+Trials are made the way the study runner makes them (sweep/study.py): `ask` with the six categorical
+params, the user attrs of docs/design.md set only once both adapters are graded, `tell` with
+[score, zipped bytes]; pruned trials carry `skipped` and `size_bytes_predicted`, failed ones `error`,
+running ones only host/pid. Sizes follow the 360M model's measured figures (docs: PRODUCT.md), grades
+come from the real grader's Wilson interval and points. A study is built in memory, then copied into
+the target storage with `optuna.copy_study`: one write per trial instead of one per attr, so a test
+storage takes about a second per study instead of ten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from trainers.grading import points, wilson_interval
+
+MIB = 1024 * 1024
+BUDGET_BYTES = 50 * MIB
+REST_BYTES = 182_417  # zipped homework code and data without adapters
+QUESTIONS = 100
+PARAMS_PER_RANK = 542_720  # SmolLM2-360M, all-linear LoRA
+HEADER_BYTES = 59_040  # safetensors header of a PEFT adapter file
+ZIP_RATIO = {"fp32": 0.915, "fp16": 0.87}  # deflate barely shrinks trained weights
+BYTES_PER_PARAM = {"fp32": 4, "fp16": 2}
+# One zip holds one central directory; zipping each part alone repeats it, so parts sum a little higher.
+ZIP_OVERHEAD = 44
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One trial to write: the pair it asked for, how it ended, and (when graded) correct answers per 100."""
+
+    sft_rank: int
+    rft_rank: int
+    sft_correct: int | None = None
+    rft_correct: int | None = None
+    outcome: str = "complete"  # complete | over-budget | duplicate | fail | running
+    alpha_ratio: float = 4.0
+    lr: float = 1e-3
+    epochs: float = 1.0
+    adapter_dtype: str = "fp32"
+    budget_bytes: int | None = None  # the budget the trial ran under, when the study was resumed with another
+
+
+def adapter_key(kind: str, spec: TrialSpec) -> str:
+    """The cache key the runner would give this adapter: same hyperparameters, same key."""
+    rank = spec.sft_rank if kind == "sft" else spec.rft_rank
+    blob = f"{kind}|{rank}|{spec.alpha_ratio}|{spec.lr}|{spec.epochs}|{spec.adapter_dtype}"
+    return f"{kind}-r{rank}-" + hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def raw_bytes(rank: int, dtype: str = "fp32") -> int:
+    """adapter_model.safetensors bytes for a rank (exact, as sweep/sizing.py predicts)."""
+    return BYTES_PER_PARAM[dtype] * PARAMS_PER_RANK * rank + HEADER_BYTES
+
+
+def zip_bytes(kind: str, spec: TrialSpec) -> int:
+    """Deflated bytes of one adapter folder: the ratio plus a key-dependent wobble of a few KB."""
+    rank = spec.sft_rank if kind == "sft" else spec.rft_rank
+    wobble = int(hashlib.sha256(adapter_key(kind, spec).encode()).hexdigest()[:4], 16) % 4096
+    return int(raw_bytes(rank, spec.adapter_dtype) * ZIP_RATIO[spec.adapter_dtype]) + wobble
+
+
+def predicted_bytes(spec: TrialSpec) -> int:
+    """The runner's upper bound on the zipped submission: raw adapters plus the rest, never below measured."""
+    return raw_bytes(spec.sft_rank, spec.adapter_dtype) + raw_bytes(spec.rft_rank, spec.adapter_dtype) + REST_BYTES
+
+
+def measured_bytes(spec: TrialSpec) -> int:
+    """The zipped submission as the runner measures it for a trained pair."""
+    return zip_bytes("sft", spec) + zip_bytes("rft", spec) + REST_BYTES - ZIP_OVERHEAD
+
+
+def trial_attrs(spec: TrialSpec, budget: int) -> tuple[dict, float, int]:
+    """The user attrs, score and size of a completed trial (mirrors sweep/trial.py's trial_attrs)."""
+    size = measured_bytes(spec)
+    attrs = {"adapter_dtype": spec.adapter_dtype, "size_bytes_predicted": predicted_bytes(spec),
+             "size_bytes": size, "budget_bytes": spec.budget_bytes or budget,
+             "feasible": size <= (spec.budget_bytes or budget), "device": "cuda"}
+    accuracy = {}
+    for kind, rank, correct in (("sft", spec.sft_rank, spec.sft_correct), ("rft", spec.rft_rank, spec.rft_correct)):
+        acc = correct / QUESTIONS
+        low, high = wilson_interval(correct, QUESTIONS)
+        accuracy[kind] = acc
+        attrs.update({
+            f"{kind}_rank": rank, f"{kind}_alpha": spec.alpha_ratio * rank, f"{kind}_lr": spec.lr,
+            f"{kind}_epochs": spec.epochs, f"{kind}_params": PARAMS_PER_RANK * rank,
+            f"{kind}_raw_bytes_predicted": raw_bytes(rank, spec.adapter_dtype),
+            f"{kind}_raw_bytes": raw_bytes(rank, spec.adapter_dtype), f"{kind}_zip_bytes": zip_bytes(kind, spec),
+            f"{kind}_accuracy": acc, f"{kind}_ci_low": low, f"{kind}_ci_high": high,
+            f"{kind}_answer_rate": min(1.0, acc + 0.2), f"{kind}_questions": QUESTIONS,
+            f"{kind}_points": points(kind, acc), f"{kind}_train_seconds": 41.5 * rank ** 0.3,
+            f"{kind}_grade_seconds": 12.0, f"{kind}_cache_hit": False,
+            f"{kind}_key": adapter_key(kind, spec), f"{kind}_dir": f"/cache/adapters/{adapter_key(kind, spec)}",
+        })
+    mean = (accuracy["sft"] + accuracy["rft"]) / 2
+    attrs.update({"points": attrs["sft_points"] + attrs["rft_points"], "mean_accuracy": mean})
+    attrs["score"] = attrs["points"] + mean / 100
+    return attrs, attrs["score"], size
+
+
+def config(budget: int = BUDGET_BYTES, objective: str = "points") -> dict:
+    """A study config as `ranksweep launch` stores it."""
+    return {
+        "base_model": "HuggingFaceTB/SmolLM2-360M-Instruct", "train_sha256": "a" * 64, "valid_sha256": "b" * 64,
+        "rft_sha256": None, "budget_bytes": budget, "objective": objective,
+        "sft_ranks": [1, 2, 4, 8, 16, 32], "rft_ranks": [2, 4, 8, 16, 32], "alpha_ratios": [2.0, 4.0],
+        "lrs": [1e-3], "epochs": [1.0], "adapter_dtypes": ["fp32"], "questions": QUESTIONS, "trials": 12,
+        "seed": 0, "preset": "homework", "artifacts": "/cache", "homework": "/home/me/homework3",
+        "homework_rest_bytes": REST_BYTES,
+    }
+
+
+def write_study(storage, name: str, specs: list[TrialSpec], *, budget: int = BUDGET_BYTES,
+                objective: str = "points") -> str:
+    """Write a study named `name` holding `specs` (in order) into `storage` (a URL or an Optuna storage,
+    which saves reconnecting when writing several); returns the name."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    memory = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(study_name=name, storage=memory, directions=["maximize", "minimize"])
+    study.set_user_attr("config", config(budget, objective))
+    pairs = [{"sft_rank": s.sft_rank, "rft_rank": s.rft_rank, "alpha_ratio": s.alpha_ratio, "lr": s.lr,
+              "epochs": s.epochs, "adapter_dtype": s.adapter_dtype} for s in specs]
+    # Optuna wants one distribution per param for the whole study, as the runner's search space gives.
+    distributions = {k: CategoricalDistribution(sorted({p[k] for p in pairs})) for k in pairs[0]} if pairs else {}
+    cache_hits: set[str] = set()
+    for spec, params in zip(specs, pairs):
+        study.enqueue_trial(params)
+        trial = study.ask(distributions)
+        trial.set_user_attr("host", "gpu-box")
+        trial.set_user_attr("pid", 4242)
+        if spec.outcome in ("over-budget", "duplicate"):
+            trial.set_user_attr("skipped", spec.outcome)
+            trial.set_user_attr("size_bytes_predicted", predicted_bytes(spec))
+            study.tell(trial, state=TrialState.PRUNED)
+        elif spec.outcome == "fail":
+            trial.set_user_attr("error", "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB")
+            study.tell(trial, state=TrialState.FAIL)
+        elif spec.outcome == "complete":
+            attrs, score, size = trial_attrs(spec, budget)
+            for kind in ("sft", "rft"):
+                attrs[f"{kind}_cache_hit"] = attrs[f"{kind}_key"] in cache_hits
+                cache_hits.add(attrs[f"{kind}_key"])
+            for key, value in attrs.items():
+                trial.set_user_attr(key, value)
+            trial.set_user_attr("constraint", [float(size - budget)])
+            study.tell(trial, [score, size])
+        elif spec.outcome != "running":  # a running trial is left open
+            raise ValueError(f"unknown outcome {spec.outcome!r}")
+    optuna.copy_study(from_study_name=name, from_storage=memory, to_storage=storage)
+    return name
+
+
+# Accuracy climbs with rank and flattens: SFT pays from 40% to 60%, RFT from 60% to 80%.
+SWEEP = [
+    TrialSpec(4, 8, 52, 66),
+    TrialSpec(8, 16, 61, 72),  # 45.7 MiB: the best pair that fits 50 MiB
+    TrialSpec(16, 16, outcome="over-budget"),
+    TrialSpec(2, 4, 41, 58),
+    TrialSpec(8, 8, 61, 66),  # the SFT adapter of trial 1 again (cache hit)
+    TrialSpec(16, 8, outcome="fail"),
+    TrialSpec(4, 16, 52, 72),
+    TrialSpec(8, 16, outcome="duplicate"),
+    TrialSpec(4, 32, 52, 74, budget_bytes=80 * MIB),  # run under an earlier, larger budget: infeasible now
+    TrialSpec(8, 16, 58, 70, alpha_ratio=2.0),
+    TrialSpec(1, 2, 30, 50),
+    TrialSpec(2, 8, outcome="running"),
+]
+
+
+def write_sweep_study(storage, name: str = "sweep") -> str:
+    """A study mid-way: 8 complete pairs (one infeasible now), pruned, failed and one running trial."""
+    return write_study(storage, name, SWEEP)
+
+
+def write_single_trial_study(storage, name: str = "single") -> str:
+    """One complete trial."""
+    return write_study(storage, name, [TrialSpec(8, 16, 61, 72)])
+
+
+def write_unsampled_best_study(storage, name: str = "unsampled") -> str:
+    """The best pair (SFT 8 with RFT 16) was never trained together: each adapter came from another trial."""
+    return write_study(storage, name, [TrialSpec(8, 4, 61, 58), TrialSpec(4, 16, 52, 72), TrialSpec(2, 2, 41, 50)])
+
+
+def write_infeasible_study(storage, name: str = "infeasible") -> str:
+    """Graded pairs, none within the (resumed, smaller) 10 MiB budget."""
+    specs = [TrialSpec(4, 8, 52, 66, budget_bytes=50 * MIB), TrialSpec(2, 4, 41, 58, budget_bytes=50 * MIB)]
+    return write_study(storage, name, specs, budget=10 * MIB)
+
+
+def write_ungraded_study(storage, name: str = "ungraded") -> str:
+    """No graded trial: one pruned over budget, one failed, one running."""
+    specs = [TrialSpec(32, 32, outcome="over-budget"), TrialSpec(8, 8, outcome="fail"),
+             TrialSpec(4, 8, outcome="running")]
+    return write_study(storage, name, specs)
+
+
+def write_low_accuracy_study(storage, name: str = "low") -> str:
+    """Every pair below the points thresholds (as on the small embedded model): 0 points throughout."""
+    specs = [TrialSpec(1, 2, 10, 20), TrialSpec(2, 4, 15, 30), TrialSpec(4, 8, 12, 25)]
+    return write_study(storage, name, specs)

@@ -1,0 +1,97 @@
+"""Batched generation on the tiny model: greedy equals HF generate row by row, stop strings cut, sampling is seeded."""
+
+from __future__ import annotations
+
+import pytest
+
+from trainers.generation import greedy, sample
+
+PROMPTS = [
+    "How many gram are there per 6 kg?",
+    "Hi",
+    "Could you please convert 12.5 miles into kilometers, showing every step of the way?",
+    "Convert 3 hour to minute.",
+    "What is 7 foot in inch?",
+]
+
+
+def hf_greedy(loaded, prompt: str, max_new_tokens: int) -> str:
+    """The reference: HF generate on the prompt alone (no padding), new tokens decoded."""
+    import torch
+
+    encoded = loaded.tokenizer(prompt, return_tensors="pt")
+    with torch.inference_mode():
+        out = loaded.model.generate(
+            **encoded, do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=loaded.tokenizer.pad_token_id
+        )
+    return loaded.tokenizer.decode(out[0, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def test_batched_greedy_equals_hf_generate_per_row(tiny):
+    # Batches of 2 mix prompts of different lengths, so left padding is exercised.
+    batched = greedy(tiny.model, tiny.tokenizer, PROMPTS, max_new_tokens=12, stop="</never>", batch_size=2)
+    assert batched == [hf_greedy(tiny, p, 12) for p in PROMPTS]
+    assert all(batched)
+
+
+def test_greedy_results_do_not_depend_on_batch_size(tiny):
+    one = greedy(tiny.model, tiny.tokenizer, PROMPTS, max_new_tokens=10, batch_size=1)
+    many = greedy(tiny.model, tiny.tokenizer, PROMPTS, max_new_tokens=10, batch_size=32)
+    assert one == many
+
+
+def test_stop_string_cuts_right_after_it(tiny):
+    full = greedy(tiny.model, tiny.tokenizer, PROMPTS, max_new_tokens=16, stop="</never>")
+    # Take a stop string from inside the first completion: the output must end right after its first occurrence.
+    stop = full[0][len(full[0]) // 2 :][:4]
+    assert len(stop) == 4
+    cut = greedy(tiny.model, tiny.tokenizer, PROMPTS, max_new_tokens=16, stop=stop)
+    for whole, short in zip(full, cut):
+        at = whole.find(stop)
+        assert short == (whole if at < 0 else whole[: at + len(stop)])
+    assert cut[0].endswith(stop) and len(cut[0]) < len(full[0])
+
+
+def test_greedy_keeps_model_mode(tiny):
+    tiny.model.train()
+    try:
+        greedy(tiny.model, tiny.tokenizer, PROMPTS[:1], max_new_tokens=2)
+        assert tiny.model.training
+    finally:
+        tiny.model.eval()
+
+
+def test_sampling_is_seeded_and_returns_k_per_prompt(tiny):
+    kwargs = dict(k=3, temperature=1.0, max_new_tokens=8, batch_size=6)
+    first = sample(tiny.model, tiny.tokenizer, PROMPTS, seed=7, **kwargs)
+    again = sample(tiny.model, tiny.tokenizer, PROMPTS, seed=7, **kwargs)
+    other = sample(tiny.model, tiny.tokenizer, PROMPTS, seed=8, **kwargs)
+    assert [len(texts) for texts in first] == [3] * len(PROMPTS)
+    assert first == again
+    assert first != other
+    # At temperature 1 over a 49k vocabulary, the k samples of one prompt differ from each other.
+    assert all(len(set(texts)) > 1 for texts in first)
+
+
+def test_sampling_reports_each_batch(tiny):
+    seen = []
+    result = sample(
+        tiny.model, tiny.tokenizer, PROMPTS, k=2, temperature=0.7, max_new_tokens=3, seed=0, batch_size=4,
+        on_batch=lambda indices, texts: seen.append((list(indices), texts)),
+    )
+    assert sorted(i for indices, _ in seen for i in indices) == list(range(len(PROMPTS)))
+    assert all(len(indices) <= 2 for indices, _ in seen)  # batch_size 4 sequences = 2 prompts of k=2
+    for indices, texts in seen:
+        assert [result[i] for i in indices] == texts
+
+
+def test_sampling_rejects_bad_arguments(tiny):
+    with pytest.raises(ValueError):
+        sample(tiny.model, tiny.tokenizer, PROMPTS, k=0, temperature=1.0, max_new_tokens=2, seed=0)
+    with pytest.raises(ValueError):
+        sample(tiny.model, tiny.tokenizer, PROMPTS, k=2, temperature=0.0, max_new_tokens=2, seed=0)
+
+
+def test_empty_prompt_list(tiny):
+    assert greedy(tiny.model, tiny.tokenizer, [], max_new_tokens=4) == []
+    assert sample(tiny.model, tiny.tokenizer, [], k=2, temperature=1.0, max_new_tokens=4, seed=0) == []

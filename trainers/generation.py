@@ -1,0 +1,196 @@
+"""Batched generation with a plain decode loop: greedy answers for grading, sampled ones for RFT data.
+
+Prompts are tokenized as they are (no chat template), left-padded, and grouped by length so a batch
+carries little padding. Each batch is prefilled once; the loop then feeds one token per live row,
+drops finished rows from the KV cache, and stops when every row has produced `stop` or EOS.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator
+
+DEFAULT_STOP = "</answer>"
+
+
+def greedy(
+    model,
+    tokenizer,
+    prompts: list[str],
+    *,
+    max_new_tokens: int,
+    stop: str = DEFAULT_STOP,
+    batch_size: int = 32,
+    on_batch: Callable[[list[int], list[str]], None] | None = None,
+) -> list[str]:
+    """Greedy completion of each prompt (the text after it, cut right after `stop`), in input order.
+
+    `on_batch(prompt_indices, their_completions)` is called after each batch (progress reporting).
+    """
+    import torch
+
+    def pick(logits):
+        return logits.argmax(dim=-1)
+
+    completions: list[str] = [""] * len(prompts)
+    with torch.inference_mode(), _eval_mode(model):
+        for indices in _length_batches(tokenizer, prompts, batch_size):
+            texts = _decode_batch(model, tokenizer, [prompts[i] for i in indices], 1, max_new_tokens, stop, pick)
+            for i, text in zip(indices, texts):
+                completions[i] = text
+            if on_batch is not None:
+                on_batch(indices, texts)
+    return completions
+
+
+def sample(
+    model,
+    tokenizer,
+    prompts: list[str],
+    *,
+    k: int,
+    temperature: float,
+    max_new_tokens: int,
+    stop: str = DEFAULT_STOP,
+    seed: int,
+    batch_size: int = 64,
+    on_batch: Callable[[list[int], list[list[str]]], None] | None = None,
+) -> list[list[str]]:
+    """k temperature-sampled completions per prompt, reproducible for a given seed and batch size.
+
+    `batch_size` counts sequences decoded together (k per prompt), so a batch holds batch_size // k
+    prompts (at least one). Each prompt is prefilled once and its KV cache copied k times.
+    `on_batch(prompt_indices, their_completions)` is called after each batch (progress reporting).
+    """
+    import torch
+
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be greater than 0, got {temperature}")
+    generator = torch.Generator(device=_device(model)).manual_seed(seed)
+
+    def pick(logits):
+        probs = torch.softmax(logits.float() / temperature, dim=-1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+    completions: list[list[str]] = [[] for _ in prompts]
+    prompts_per_batch = max(1, batch_size // k)
+    with torch.inference_mode(), _eval_mode(model):
+        for indices in _length_batches(tokenizer, prompts, prompts_per_batch):
+            texts = _decode_batch(model, tokenizer, [prompts[i] for i in indices], k, max_new_tokens, stop, pick)
+            for n, i in enumerate(indices):
+                completions[i] = texts[n * k : (n + 1) * k]
+            if on_batch is not None:
+                on_batch(indices, [completions[i] for i in indices])
+    return completions
+
+
+def _length_batches(tokenizer, prompts: list[str], batch_size: int) -> Iterator[list[int]]:
+    """Prompt indices grouped longest-first, so rows in one batch need little left padding."""
+    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=True)["input_ids"]] if prompts else []
+    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
+class _eval_mode:
+    """Turn dropout off for the duration and restore the caller's train/eval state afterwards."""
+
+    def __init__(self, model):
+        self.model = model
+        self.was_training = model.training
+
+    def __enter__(self):
+        self.model.eval()
+
+    def __exit__(self, *exc):
+        self.model.train(self.was_training)
+
+
+def _device(model):
+    return next(model.parameters()).device
+
+
+def _core(model):
+    """The transformers model to call; a PeftModel's LoRA layers live inside it, so they still apply."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(configured if isinstance(configured, (list, tuple)) else [configured])
+    ids.discard(None)
+    return ids
+
+
+def _forward_names(core) -> tuple[str, bool]:
+    """The KV-cache keyword of this transformers version and whether logits can be limited to the last token."""
+    params = inspect.signature(core.forward).parameters
+    cache_kw = "cache" if "cache" in params else "past_key_values"
+    return cache_kw, "logits_to_keep" in params
+
+
+def _decode_batch(model, tokenizer, prompts: list[str], repeats: int, max_new_tokens: int, stop: str, pick) -> list[str]:
+    """Generate for one batch: `repeats` continuations per prompt, rows ordered prompt by prompt."""
+    import torch
+    from transformers import DynamicCache
+
+    core = _core(model)
+    device = _device(model)
+    cache_kw, can_trim_logits = _forward_names(core)
+    eos = _eos_ids(model, tokenizer)
+    encoded = tokenizer(prompts, return_tensors="pt", padding=True).to(device)
+    mask = encoded["attention_mask"]
+    # Left padding: a row's first real token gets position 0, exactly as HF generate numbers it.
+    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache(config=core.config)
+    extra = {"logits_to_keep": 1} if can_trim_logits else {}
+    out = core(input_ids=encoded["input_ids"], attention_mask=mask, position_ids=positions, use_cache=True,
+               **{cache_kw: cache}, **extra)
+    logits = out.logits[:, -1, :]
+    if repeats > 1:
+        # The k samples of a prompt share its prefill: copy the cache rather than re-encode the prompt.
+        cache.batch_repeat_interleave(repeats)
+        mask = mask.repeat_interleave(repeats, dim=0)
+        positions = positions.repeat_interleave(repeats, dim=0)
+        logits = logits.repeat_interleave(repeats, dim=0)
+    last_position = positions[:, -1:]
+
+    rows = mask.shape[0]
+    generated: list[list[int]] = [[] for _ in range(rows)]
+    live = list(range(rows))  # output row of each row still in the cache
+    stop_span = len(stop.encode("utf-8")) if stop else 0
+    for step in range(max_new_tokens):
+        tokens = pick(logits)
+        keep = []
+        for slot, (row, token) in enumerate(zip(live, tokens.tolist())):
+            if token in eos:
+                continue
+            generated[row].append(token)
+            # Each token holds at least one byte, so a stop string that just completed lies in the last few tokens.
+            if stop and stop in tokenizer.decode(generated[row][-stop_span:]):
+                continue
+            keep.append(slot)
+        if not keep or step == max_new_tokens - 1:
+            break
+        if len(keep) < len(live):
+            index = torch.tensor(keep, device=device)
+            cache.batch_select_indices(index)
+            mask, last_position, tokens = mask[index], last_position[index], tokens[index]
+            live = [live[slot] for slot in keep]
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
+        last_position = last_position + 1
+        out = core(input_ids=tokens[:, None], attention_mask=mask, position_ids=last_position, use_cache=True,
+                   **{cache_kw: cache})
+        logits = out.logits[:, -1, :]
+    return [_cut(tokenizer.decode(ids, skip_special_tokens=True), stop) for ids in generated]
+
+
+def _cut(text: str, stop: str) -> str:
+    """Keep the text up to and including the first `stop`."""
+    if not stop:
+        return text
+    at = text.find(stop)
+    return text if at < 0 else text[: at + len(stop)]

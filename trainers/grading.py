@@ -1,0 +1,239 @@
+"""The homework's grading rule: parse `<answer>…</answer>`, compare within 5%, score accuracy and points.
+
+A numeric answer is correct when, after rounding it and the truth to 3 decimals,
+|answer − truth| < 0.05·|truth|, or < 0.001 when the truth is 0.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from trainers.data import QA
+from trainers.errors import RanksweepError
+
+KINDS = ("sft", "rft")
+RELATIVE_TOLERANCE = 0.05
+ZERO_TOLERANCE = 0.001
+# Greedy token budgets: an SFT model answers at once, an RFT model writes a reasoning chain first.
+MAX_NEW_TOKENS = {"sft": 32, "rft": 128}
+
+_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+
+
+def parse_answer(text: str) -> float | None:
+    """The number inside the first `<answer>…</answer>`; thousands commas and spaces are ignored. None if absent."""
+    match = _ANSWER.search(text)
+    if match is None:
+        return None
+    cleaned = re.sub(r"[,\s]", "", match.group(1))
+    try:
+        value = float(cleaned)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def is_correct(answer: float | None, truth: float) -> bool:
+    """The homework rule: within 5% of the truth after rounding both to 3 decimals (0.001 absolute at 0)."""
+    if answer is None:
+        return False
+    answer, truth = round(answer, 3), round(truth, 3)
+    tolerance = RELATIVE_TOLERANCE * abs(truth) if truth != 0 else ZERO_TOLERANCE
+    return abs(answer - truth) < tolerance
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a proportion correct/n; (0, 1) when n is 0. Fractions, not percent."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = correct / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _clip01(x: float) -> float:
+    return min(1.0, max(0.0, x))
+
+
+def sft_points(acc: float) -> float:
+    """Homework points for an SFT adapter: 0 at 40% accuracy rising to 25 at 60%."""
+    return 25 * _clip01((acc - 0.4) / 0.2)
+
+
+def rft_points(acc: float) -> float:
+    """Homework points for an RFT adapter: 0 at 60% rising to 25 at 70%, plus up to 5 extra by 80%."""
+    return 25 * _clip01((acc - 0.6) / 0.1) + 5 * _clip01((acc - 0.7) / 0.1)
+
+
+def points(kind: str, acc: float) -> float:
+    """Homework points for an adapter of this kind ('sft' or 'rft') at accuracy `acc` (a fraction)."""
+    if kind == "sft":
+        return sft_points(acc)
+    if kind == "rft":
+        return rft_points(acc)
+    raise RanksweepError(f"Unknown adapter kind '{kind}': use 'sft' or 'rft'.")
+
+
+@dataclass(frozen=True)
+class Grade:
+    """One adapter's grade: fractions for accuracy/answer rate/Wilson 95% bounds, counts, points, wall seconds."""
+
+    kind: str
+    accuracy: float
+    answer_rate: float
+    ci_low: float
+    ci_high: float
+    questions: int
+    correct: int
+    parsed: int
+    points: float
+    seconds: float
+
+    def to_json(self) -> dict:
+        """All fields as a flat JSON-ready dict."""
+        return asdict(self)
+
+
+def score(kind: str, completions: list[str], truths: list[float], seconds: float = 0.0) -> Grade:
+    """Grade completions against their true answers (pure: no model)."""
+    if len(completions) != len(truths):
+        raise ValueError(f"{len(completions)} completions for {len(truths)} answers")
+    answers = [parse_answer(text) for text in completions]
+    parsed = sum(a is not None for a in answers)
+    correct = sum(is_correct(a, t) for a, t in zip(answers, truths))
+    asked = len(completions)
+    accuracy = correct / asked if asked else 0.0
+    low, high = wilson_interval(correct, asked)
+    return Grade(
+        kind=kind,
+        accuracy=accuracy,
+        answer_rate=parsed / asked if asked else 0.0,
+        ci_low=low,
+        ci_high=high,
+        questions=asked,
+        correct=correct,
+        parsed=parsed,
+        points=points(kind, accuracy),
+        seconds=seconds,
+    )
+
+
+def read_adapter_kind(adapter_dir: str | Path) -> str | None:
+    """The `kind` recorded in an adapter folder's ranksweep.json, or None when there is no such file or key."""
+    meta = Path(adapter_dir) / "ranksweep.json"
+    if not meta.is_file():
+        return None
+    try:
+        kind = json.loads(meta.read_text(encoding="utf-8")).get("kind")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        raise RanksweepError(f"'{meta}' is not a JSON object; delete it or pass --kind.") from None
+    return kind if isinstance(kind, str) else None
+
+
+def grade_model(
+    loaded,
+    rows: list[QA],
+    *,
+    kind: str,
+    adapter_dir: str | Path | None = None,
+    questions: int | None = 100,
+    batch_size: int = 32,
+    progress: bool = True,
+    max_new_tokens: int | None = None,
+) -> Grade:
+    """Greedy-answer the first `questions` rows (None = all) with the base model plus an optional adapter.
+
+    The adapter is loaded into `loaded.model` for the duration and removed afterwards, leaving the base
+    model as it was. `seconds` is the wall time of generation.
+    """
+    from tqdm.auto import tqdm
+
+    from trainers.generation import greedy
+
+    if kind not in KINDS:
+        raise RanksweepError(f"Unknown adapter kind '{kind}': use 'sft' or 'rft'.")
+    asked = rows if questions is None else rows[:questions]
+    if not asked:
+        raise RanksweepError("There are no questions to grade: the validation data is empty.")
+    prompts = [row.question for row in asked]
+    truths = [row.answer for row in asked]
+    budget = max_new_tokens or MAX_NEW_TOKENS[kind]
+    with tqdm(total=len(asked), desc=f"grading {kind}", unit="q", disable=not progress, leave=False) as bar:
+        correct = 0
+
+        def advance(indices, completions):
+            nonlocal correct
+            correct += sum(is_correct(parse_answer(c), truths[i]) for i, c in zip(indices, completions))
+            bar.update(len(indices))
+            bar.set_postfix(correct=correct)
+
+        start = time.perf_counter()
+        with _attached_adapter(loaded.model, adapter_dir) as model:
+            completions = greedy(
+                model, loaded.tokenizer, prompts, max_new_tokens=budget, batch_size=batch_size, on_batch=advance
+            )
+        seconds = time.perf_counter() - start
+    return score(kind, completions, truths, seconds=seconds)
+
+
+@contextmanager
+def _attached_adapter(model, adapter_dir: str | Path | None):
+    """Yield `model` with the adapter in `adapter_dir` loaded (or as is when None), then strip it again.
+
+    Loading injects LoRA layers into `model` itself; unloading swaps the original layers back, and the
+    `peft_config` attribute PEFT leaves behind is removed so the next adapter does not stack onto it.
+    """
+    if adapter_dir is None:
+        yield model
+        return
+    from peft import PeftModel
+
+    folder = Path(adapter_dir)
+    if not (folder / "adapter_config.json").is_file():
+        raise RanksweepError(f"'{folder}' is not an adapter folder (no adapter_config.json): pass a trained adapter.")
+    had_peft_config = hasattr(model, "peft_config")
+    # Loading for inference freezes every parameter and switches to eval mode; both are put back after.
+    state = (model.training, {name: p.requires_grad for name, p in model.named_parameters()})
+    try:
+        with warnings.catch_warnings():
+            # PEFT trips transformers deprecation notices that say nothing to the user.
+            warnings.simplefilter("ignore", FutureWarning)
+            peft_model = PeftModel.from_pretrained(model, folder)
+    except Exception as exc:  # PEFT raises several types for a damaged or mismatched adapter
+        _strip_lora(model, had_peft_config, state)
+        first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise RanksweepError(
+            f"Adapter '{folder}' could not be loaded onto this base model ({type(exc).__name__}: {first_line}); "
+            "check that --base-model is the model it was trained on."
+        ) from None
+    try:
+        yield peft_model
+    finally:
+        peft_model.unload()
+        _strip_lora(model, had_peft_config, state)
+
+
+def _strip_lora(model, had_peft_config: bool, state: tuple[bool, dict[str, bool]]) -> None:
+    """Undo what a (possibly failed) adapter load left on the base model."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for name, module in list(model.named_modules()):
+        if isinstance(module, BaseTunerLayer):
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child, module.get_base_layer())
+    if not had_peft_config and hasattr(model, "peft_config"):
+        del model.peft_config
+    training, requires_grad = state
+    for name, param in model.named_parameters():
+        param.requires_grad_(requires_grad.get(name, param.requires_grad))
+    model.train(training)

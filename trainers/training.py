@@ -1,0 +1,296 @@
+"""Train one LoRA adapter (SFT or RFT) on prompt/completion pairs with a plain loop, and save it as PEFT does.
+
+The caller's base model is borrowed, not consumed: LoRA layers are injected for the run and removed
+afterwards, so one loaded model serves many trainings and gradings. What keeps a CPU step cheap:
+batches padded only to their longest row (rows of similar length batched together), logits computed
+only where a label exists, and bfloat16 autocast where the CPU has native bf16 (always on CUDA).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from trainers.adapter_files import save_adapter
+from trainers.batching import IGNORE, Batch, TokenRow, collate, schedule, steps_for, tokenize_rows
+from trainers.data import QA, RFTRow
+from trainers.errors import RanksweepError
+from trainers.models import LoadedModel
+
+KINDS = ("sft", "rft")
+ADAPTER_DTYPES = ("fp32", "fp16")
+WARMUP_FRACTION = 0.05
+MAX_GRAD_NORM = 1.0
+# RANKSWEEP_CPU_BF16=1|0 forces bf16 autocast on or off on a CPU (default: on only with native bf16).
+CPU_BF16_ENV = "RANKSWEEP_CPU_BF16"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides an adapter's weights, besides the base model and the data."""
+
+    kind: str  # "sft" | "rft": recorded in ranksweep.json; training itself only sees prompt/completion pairs
+    rank: int
+    alpha_ratio: float = 4.0  # lora_alpha = alpha_ratio * rank
+    dropout: float = 0.05
+    lr: float = 1e-3
+    epochs: float = 1.0  # fractional epochs run the first part of the next epoch's schedule
+    batch_size: int = 16
+    max_examples: int | None = None  # train on the first N rows after a shuffle seeded by `seed`
+    seed: int = 0
+    target_modules: str = "all-linear"
+    adapter_dtype: str = "fp32"  # dtype of the saved adapter_model.safetensors
+    max_length: int = 256  # rows longer than this many tokens are dropped (see trainers/batching.py)
+
+    @property
+    def alpha(self) -> float:
+        return self.alpha_ratio * self.rank
+
+
+@dataclass(frozen=True)
+class TrainExample:
+    """A raw question (no chat template) and the text the adapter should complete it with."""
+
+    prompt: str
+    completion: str
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced; seconds are wall time, raw_bytes the adapter_model.safetensors size."""
+
+    adapter_dir: Path
+    steps: int
+    examples: int
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    trainable_params: int = 0
+    raw_bytes: int = 0
+
+
+def format_answer(value: float) -> str:
+    """The SFT target for a number: rounded to 3 decimals, no trailing zeros (6000.0 -> <answer>6000</answer>)."""
+    text = f"{round(float(value), 3):.3f}".rstrip("0").rstrip(".")
+    return f"<answer>{'0' if text == '-0' else text}</answer>"
+
+
+def sft_examples(rows: list[QA]) -> list[TrainExample]:
+    """SFT pairs: the question completed by its answer tag."""
+    return [TrainExample(row.question, format_answer(row.answer)) for row in rows]
+
+
+def rft_examples(rows: list[RFTRow]) -> list[TrainExample]:
+    """RFT pairs: the question completed by its reasoning chain (which ends in the answer tag)."""
+    return [TrainExample(row.question, row.reasoning) for row in rows]
+
+
+def validate(config: TrainConfig, examples: list[TrainExample], out_dir: Path) -> None:
+    """Raise RanksweepError for a config or destination no run could succeed with."""
+    checks = [
+        (config.kind in KINDS, f"Training kind '{config.kind}' is unknown: use one of {', '.join(KINDS)}."),
+        (
+            isinstance(config.rank, int) and not isinstance(config.rank, bool) and config.rank >= 1,
+            f"LoRA rank must be a whole number of 1 or more, not {config.rank!r}.",
+        ),
+        (
+            config.adapter_dtype in ADAPTER_DTYPES,
+            f"Adapter dtype '{config.adapter_dtype}' is unknown: use one of {', '.join(ADAPTER_DTYPES)}.",
+        ),
+        (len(examples) > 0, "There are no training examples: pass a data file with at least one row."),
+        (config.alpha_ratio > 0, f"alpha_ratio must be greater than 0, not {config.alpha_ratio}."),
+        (0 <= config.dropout < 1, f"LoRA dropout must be in [0, 1), not {config.dropout}."),
+        (config.lr > 0, f"The learning rate must be greater than 0, not {config.lr}."),
+        (config.epochs > 0, f"epochs must be greater than 0, not {config.epochs}."),
+        (config.batch_size >= 1, f"batch_size must be 1 or more, not {config.batch_size}."),
+        (config.max_examples is None or config.max_examples >= 1, "max_examples must be 1 or more when given."),
+        (config.max_length >= 2, f"max_length must be 2 tokens or more, not {config.max_length}."),
+        (out_dir.is_dir() or not out_dir.exists(), f"'{out_dir}' is a file: choose a folder for the adapter."),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise RanksweepError(message)
+
+
+def use_bf16_autocast(device: str) -> bool:
+    """Whether to run forward passes under bfloat16 autocast: on CUDA, and on CPUs with native bf16 math."""
+    import torch
+
+    if device.startswith("cuda"):
+        return True
+    if device != "cpu":
+        return False
+    forced = os.environ.get(CPU_BF16_ENV)
+    if forced in ("0", "1"):
+        return forced == "1"
+    # Without avx512_bf16/AMX, torch emulates bf16 and a matmul gets several times slower than float32.
+    capabilities = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+    return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
+
+
+# Config fields of models whose logits are more than lm_head(hidden): those take the full forward pass.
+LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+
+
+def _head_is_plain(core) -> bool:
+    return all(getattr(core.config, name, None) in (None, 1, 1.0) for name in LOGIT_TRANSFORMS)
+
+
+def batch_loss(core, batch: Batch, *, labelled_only: bool = True):
+    """Mean cross-entropy over the labelled tokens of a batch (`core` is the transformers causal LM)."""
+    import torch.nn.functional as F
+
+    targets = batch.labels[:, 1:]
+    decoder, head = core.get_decoder(), core.get_output_embeddings()
+    if labelled_only and decoder is not core and head is not None and _head_is_plain(core):
+        hidden = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+        keep = targets != IGNORE
+        # Only the positions whose next token is labelled reach the LM head: prompt and padding never do.
+        logits = head(hidden.last_hidden_state[:, :-1][keep])
+        return F.cross_entropy(logits.float(), targets[keep])
+    logits = core(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
+
+
+def _lr_factor(step: int, steps: int) -> float:
+    """Linear warmup over the first 5% of steps (at least one), then cosine decay towards 0."""
+    warmup = max(1, round(WARMUP_FRACTION * steps))
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    progress = (step - warmup) / max(1, steps - warmup)
+    return 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _pick_rows(examples: list[TrainExample], config: TrainConfig) -> list[TrainExample]:
+    if config.max_examples is None or config.max_examples >= len(examples):
+        return list(examples)
+    import torch
+
+    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(config.seed)).tolist()
+    return [examples[i] for i in order[: config.max_examples]]
+
+
+def _fit(peft_model, rows: list[TokenRow], plan: list[list[int]], config: TrainConfig, loaded, progress: bool):
+    """The training loop; returns one (step, loss, lr, seconds) tuple per step."""
+    import torch
+    from tqdm import tqdm
+
+    core = peft_model.get_base_model()
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, len(plan)))
+    device_type = "cuda" if loaded.device.startswith("cuda") else "cpu"
+    autocast = use_bf16_autocast(loaded.device)
+    pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
+    log = []
+    start = time.perf_counter()
+    peft_model.train()
+    bar = tqdm(plan, desc=f"{config.kind} r={config.rank}", unit="step", file=sys.stderr, disable=not progress)
+    for step, indices in enumerate(bar):
+        batch = collate([rows[i] for i in indices], pad_id).to(loaded.device)
+        lr = scheduler.get_last_lr()[0]
+        with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=autocast):
+            loss = batch_loss(core, batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        log.append((step + 1, loss.item(), lr, time.perf_counter() - start))
+        bar.set_postfix(loss=f"{log[-1][1]:.4f}")
+    bar.close()
+    return log
+
+
+class _BaseModelState:
+    """What LoRA injection touches on the borrowed model, so it can be handed back as lent (in eval mode)."""
+
+    def __init__(self, model):
+        self.requires_grad = {name: p.requires_grad for name, p in model.named_parameters()}
+
+    def restore(self, model) -> None:
+        for name, param in model.named_parameters():
+            param.requires_grad_(self.requires_grad.get(name, param.requires_grad))
+        # Eval mode whatever it was lent in: the next user grades or generates, where dropout must be off.
+        model.eval()
+
+
+def train_adapter(
+    loaded: LoadedModel,
+    examples: list[TrainExample],
+    config: TrainConfig,
+    out_dir: str | Path,
+    *,
+    progress: bool = True,
+    metadata: dict | None = None,
+) -> TrainResult:
+    """Train a LoRA adapter on `loaded.model` and save it to out_dir; the base model is handed back unchanged.
+
+    The base model's weights and requires_grad flags are restored and it is left in eval mode.
+    Seconds are wall time; raw_bytes is the size of the saved adapter_model.safetensors.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    validate(config, examples, out_dir)
+    chosen = _pick_rows(examples, config)
+    rows, dropped = tokenize_rows(loaded.tokenizer, [(e.prompt, e.completion) for e in chosen], config.max_length)
+    if not rows:
+        raise RanksweepError(
+            f"All {len(chosen)} training rows are longer than max_length={config.max_length} tokens: raise max_length."
+        )
+    steps = steps_for(len(rows), config.batch_size, config.epochs)
+    plan = schedule([len(r.ids) for r in rows], config.batch_size, steps, config.seed)
+    lora = LoraConfig(
+        r=config.rank,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        target_modules=config.target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    model = loaded.model
+    state = _BaseModelState(model)
+    cuda = [torch.device(loaded.device).index or 0] if loaded.device.startswith("cuda") else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(config.seed)  # LoRA init and dropout masks, without disturbing the caller's RNG
+        with warnings.catch_warnings():
+            # peft probes a transformers attribute that transformers 5 deprecates; nothing for the user to act on.
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            peft_model = get_peft_model(model, lora)
+        try:
+            trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+            log = _fit(peft_model, rows, plan, config, loaded, progress)
+            notes = {
+                **asdict(config),
+                "alpha": config.alpha,
+                "base_model": loaded.name,
+                "device": loaded.device,
+                "bf16_autocast": use_bf16_autocast(loaded.device),
+                "examples": len(rows),
+                "dropped_examples": dropped,
+                "steps": len(log),
+                "final_loss": log[-1][1],
+                "trainable_params": trainable,
+                "seconds": round(time.perf_counter() - started, 3),
+                **(metadata or {}),
+            }
+            raw_bytes = save_adapter(peft_model, out_dir, config.adapter_dtype, notes, log)
+        finally:
+            peft_model.unload()
+            state.restore(model)
+    return TrainResult(
+        adapter_dir=out_dir,
+        steps=len(log),
+        examples=len(rows),
+        losses=[loss for _, loss, _, _ in log],
+        seconds=time.perf_counter() - started,
+        trainable_params=trainable,
+        raw_bytes=raw_bytes,
+    )
