@@ -11,8 +11,15 @@ from sweep.commands import command_modules
 from trainers.errors import RanksweepError
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line (the full usage is one `--help` away), like every other ranksweep error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="ranksweep",
         description="Find the LoRA ranks that buy the most accuracy for a fixed file-size budget: an Optuna "
         "study trains and grades SFT/RFT adapter pairs under a zipped-size limit and reports the Pareto frontier.",

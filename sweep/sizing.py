@@ -22,14 +22,14 @@ DTYPES = {"fp32": ("F32", 4), "fp16": ("F16", 2)}  # our name -> (safetensors dt
 PEFT_METADATA = {"format": "pt"}  # what peft's save_pretrained passes to safetensors
 DEFAULT_SFT_RANKS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
-# Deflate (zlib level 6, what zipfile uses) on adapter_model.safetensors. Measured: the embedded 135M model
-# trained 30 AdamW steps (lr 2e-4, rank 4) deflates to 0.920 of raw in float32, 0.906 in float16 (data alone:
-# 0.929 / 0.923). Synthetic files in peft's exact layout (A at peft's init, B uniform as after a short run or
-# normal as after 300 steps, kurtosis 2.9) for both SmolLM2 shapes, ranks 1-128, put the data at 0.917-0.938
-# (float32) and 0.903-0.942 (float16): small tensors deflate worse, because each deflate block's Huffman
-# code then serves several tensors of different scales. The bound follows the normal-B envelope plus a
-# margin: flat above KNEE_BYTES of data per tensor, rising by SLOPE per halving below it.
-# (PRODUCT.md's 0.915 / 0.87 are whole-file figures of larger ranks / rank 1 fp16; they are not bounds.)
+# Deflate (zlib level 6, as zipfile writes) on adapter_model.safetensors. Measured on LoRAs trained on the
+# embedded 135M model: rank 4 (30 AdamW steps, lr 2e-4) and rank 32 (12 steps, lr 1e-3) deflate to 0.920 of raw
+# in float32 and 0.906-0.907 in float16; this bound sits 0.6-0.8% (fp32) and 1.8% (fp16) above them. Synthetic
+# files in peft's exact layout for both SmolLM2 shapes, ranks 1-128 (A at peft's init; B uniform as after a
+# short run, or normal as after 300 steps, whose kurtosis is 2.9), put the data at 0.917-0.938 (fp32) and
+# 0.903-0.942 (fp16): small tensors deflate worse, because one deflate block's Huffman code then serves several
+# tensors of different scales. The bound follows the normal-B envelope plus a margin: flat above KNEE_BYTES of
+# data per tensor, rising by SLOPE per halving below. Heavier tails (Laplace B) reach it, fp16 up to 0.2% over.
 DATA_RATIO = {"fp32": 0.926, "fp16": 0.9205}
 DATA_RATIO_SLOPE = {"fp32": 0.0030, "fp16": 0.0044}
 KNEE_BYTES = 96 * 1024
@@ -274,11 +274,14 @@ def check_budget(config, sft_ranks, rft_ranks, budget: int, dtype: str, rest_byt
     _check_budget_bytes(budget)
     smallest = pair_size(config, min(sft_ranks), min(rft_ranks), dtype, rest_bytes)
     if smallest.total_compressed_bytes > budget:
-        hint = " or use --adapter-dtype fp16" if dtype == "fp32" else ""
+        advice = "raise the budget"
+        if smallest.sft.rank + smallest.rft.rank > 2:
+            advice += ", lower the smallest ranks"
+        if dtype == "fp32":
+            advice += ", or save the adapters in fp16 (--adapter-dtype fp16)"
         raise RanksweepError(
             f"Even the smallest pair (SFT rank {smallest.sft.rank}, RFT rank {smallest.rft.rank}) may zip to "
-            f"{mib(smallest.total_compressed_bytes):.2f} MiB, over the {mib(budget):.2f} MiB budget: "
-            f"raise the budget, lower the ranks{hint}."
+            f"{mib(smallest.total_compressed_bytes):.2f} MiB, over the {mib(budget):.2f} MiB budget: {advice}."
         )
 
 

@@ -136,7 +136,7 @@ def _train_lora(loaded, rank: int, steps: int):
         LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear", bias="none", task_type="CAUSAL_LM"),
     )
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-4)
-    texts = [f"How many gram are there per {n} kg? <answer>{n * 1000}</answer>" for n in range(1, 9)]
+    texts = [f"How many gram are there per {n} kg? <answer>{n * 1000}</answer>" for n in range(1, 5)]
     batch = loaded.tokenizer(texts, return_tensors="pt", padding=True)
     labels = batch.input_ids.masked_fill(batch.attention_mask == 0, -100)
     for _ in range(steps):
@@ -146,19 +146,15 @@ def _train_lora(loaded, rank: int, steps: int):
     return model
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")
 def test_compressed_bound_holds_on_a_trained_adapter(tiny, tmp_path: Path):
-    import torch
-
     rank = 256  # about 2 MB of weights on the tiny model, so the file is mostly data as on real models
-    model = _train_lora(tiny, rank, steps=30)
+    model = _train_lora(tiny, rank, steps=12)
     lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
     assert all(p.abs().max() > 0 for p in lora_b)
     for dtype in ("fp32", "fp16"):
         if dtype == "fp16":
-            with torch.no_grad():
-                for name, parameter in model.named_parameters():
-                    if "lora_" in name:
-                        parameter.data = parameter.data.half()
+            _to_fp16(model)
         folder = tmp_path / dtype
         model.save_pretrained(folder)
         predicted = adapter_size(tiny.model.config, rank, dtype)

@@ -176,8 +176,7 @@ def resolve_config(name: str):
         return AutoConfig.from_pretrained(embedded_model_dir())
     path = Path(name).expanduser()
     if path.suffix == ".gguf" and path.is_file():
-        model, _ = _from_gguf(path)
-        return model.config
+        return AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
     if path.is_dir() and (path / "config.json").is_file():
         return AutoConfig.from_pretrained(path)
     if _looks_like_hub_id(name):
@@ -236,4 +235,5 @@ def load_model(name: str, device: str = "auto") -> LoadedModel:
     dtype = torch.bfloat16 if resolved == "cuda" else torch.float32
     model = model.to(device=resolved, dtype=dtype)
     model.config.pad_token_id = tokenizer.pad_token_id
+    model.eval()  # trainers switch to train mode for themselves and back
     return LoadedModel(model=model, tokenizer=tokenizer, device=resolved, name=name)

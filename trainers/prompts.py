@@ -9,9 +9,24 @@ from __future__ import annotations
 import hashlib
 import json
 
+# A small model knows few conversion factors but copies well from its context: measured on the
+# built-in questions (24 questions x 8 samples, 135M embedded model), this table doubled the share of
+# questions with a correct sample (3/24 -> 6/24) for a 2.7x longer prompt.
+FACTS = (
+    "1 km = 1000 m; 1 m = 100 cm; 1 mile = 1609.344 m; 1 yard = 3 ft; 1 ft = 12 in; 1 in = 2.54 cm; "
+    "1 kg = 1000 g; 1 lb = 0.4536 kg; 1 lb = 16 oz; 1 oz = 28.35 g; "
+    "1 hour = 60 minute; 1 minute = 60 second; 1 day = 24 hour; 1 week = 7 day; "
+    "1 L = 1000 mL; 1 m^3 = 1000 L; 1 gal = 3.785 L; 1 gal = 4 qt; 1 qt = 2 pt; 1 cup = 8 fl oz; "
+    "1 fl oz = 29.57 mL; 1 tbsp = 3 tsp; "
+    "1 m/s = 3.6 km/h; 1 mph = 1.609 km/h; 1 knot = 1.852 km/h; 1 ft/s = 0.3048 m/s; "
+    "1 atm = 101325 Pa; 1 bar = 100000 Pa; 1 psi = 6895 Pa; 1 kPa = 1000 Pa; 1 cal = 4.184 J; 1 kWh = 3600000 J; "
+    "1 byte = 8 bit; 1 KB = 1000 B; 1 MB = 1000 KB; 1 GB = 1000 MB; 1 TB = 1000 GB; 1 KiB = 1024 B; "
+    "1 acre = 43560 sq ft; 1 hectare = 10000 m^2."
+)
+
 SYSTEM = (
-    "You convert units. Reply in one line: state the conversion factor, multiply, "
-    "and give the number in <answer></answer> tags."
+    f"You convert units. Useful facts: {FACTS} "
+    "Reply in one line: state the conversion factor, multiply, and give the number in <answer></answer> tags."
 )
 
 WORKED_EXAMPLES: list[tuple[str, str]] = [

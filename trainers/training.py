@@ -89,8 +89,11 @@ def rft_examples(rows: list[RFTRow]) -> list[TrainExample]:
     return [TrainExample(row.question, row.reasoning) for row in rows]
 
 
-def validate(config: TrainConfig, examples: list[TrainExample], out_dir: Path) -> None:
-    """Raise RanksweepError for a config or destination no run could succeed with."""
+def validate(config: TrainConfig, examples: list[TrainExample] | None, out_dir: Path) -> None:
+    """Raise RanksweepError for a config, data or destination no run could succeed with.
+
+    Pass examples=None to check everything else before the data exists (e.g. before RFT data is generated).
+    """
     checks = [
         (config.kind in KINDS, f"Training kind '{config.kind}' is unknown: use one of {', '.join(KINDS)}."),
         (
@@ -101,7 +104,7 @@ def validate(config: TrainConfig, examples: list[TrainExample], out_dir: Path) -
             config.adapter_dtype in ADAPTER_DTYPES,
             f"Adapter dtype '{config.adapter_dtype}' is unknown: use one of {', '.join(ADAPTER_DTYPES)}.",
         ),
-        (len(examples) > 0, "There are no training examples: pass a data file with at least one row."),
+        (examples is None or len(examples) > 0, "There are no training examples: pass a data file with rows."),
         (config.alpha_ratio > 0, f"alpha_ratio must be greater than 0, not {config.alpha_ratio}."),
         (0 <= config.dropout < 1, f"LoRA dropout must be in [0, 1), not {config.dropout}."),
         (config.lr > 0, f"The learning rate must be greater than 0, not {config.lr}."),

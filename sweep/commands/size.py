@@ -97,7 +97,8 @@ def _print_pair(pair, budget: int, args) -> None:
     if margin >= 0:
         print(f"Fits: {mib(margin):.2f} MiB to spare.")
     else:
-        print(f"Does not fit: up to {mib(-margin):.2f} MiB over the budget; lower a rank or use --adapter-dtype fp16.")
+        advice = "lower a rank" + (" or use --adapter-dtype fp16" if args.adapter_dtype == "fp32" else "")
+        print(f"Does not fit: up to {mib(-margin):.2f} MiB over the budget; {advice}.")
 
 
 def _print_pairs(pairs, budget: int, args) -> None:
@@ -105,10 +106,10 @@ def _print_pairs(pairs, budget: int, args) -> None:
 
     print(f"Largest feasible pairs for a {mib(budget):.2f} MiB budget "
           f"(base model {args.base_model}, {args.adapter_dtype} adapters):")
-    print(f"{'SFT rank':>8}{'RFT rank':>10}{'SFT MiB':>9}{'RFT MiB':>9}{'zip bound MiB':>15}")
+    print(f"{'SFT rank':>8}{'RFT rank':>10}{'SFT raw MiB':>13}{'RFT raw MiB':>13}{'zip bound MiB':>15}")
     for pair in pairs:
-        print(f"{pair.sft.rank:>8}{pair.rft.rank:>10}{mib(pair.sft.raw_bytes):>9.2f}"
-              f"{mib(pair.rft.raw_bytes):>9.2f}{mib(pair.total_compressed_bytes):>15.2f}")
+        print(f"{pair.sft.rank:>8}{pair.rft.rank:>10}{mib(pair.sft.raw_bytes):>13.2f}"
+              f"{mib(pair.rft.raw_bytes):>13.2f}{mib(pair.total_compressed_bytes):>15.2f}")
 
 
 def run(args) -> int:

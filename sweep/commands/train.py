@@ -111,6 +111,7 @@ def run(args) -> int:
     from trainers.training import train_adapter, validate
 
     config = config_from_args(args)
+    validate(config, None, args.out)  # before any data generation or model loading
     examples, data_path = _examples(args)
     validate(config, examples, args.out)
     loaded = load_model(args.base_model, args.device)
