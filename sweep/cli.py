@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 import warnings
 
@@ -15,7 +16,9 @@ class OneLineParser(argparse.ArgumentParser):
     """Usage errors as one line (the full usage is one `--help` away), like every other ranksweep error."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        # "argument --rank: '0' is not valid..." reads better as "--rank '0' is not valid...".
+        message = re.sub(r"^argument ([^:]+): ", r"\1 ", message)
+        self.exit(2, f"ranksweep: error: {message} (see: {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,11 +25,15 @@ def open_storage(url: str, heartbeat: bool = True):
     """An Optuna RDB storage with a heartbeat, so trials of a dead worker on another machine are failed."""
     import optuna
 
+    # SQLite allows one writer at a time: workers on one machine wait for the lock instead of failing
+    # with "database is locked" (the default wait is 5 s, shorter than a busy study's writes can take).
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
     try:
         if heartbeat:
-            return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS,
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
+                                              heartbeat_interval=HEARTBEAT_SECONDS,
                                               grace_period=6 * HEARTBEAT_SECONDS)
-        return optuna.storages.RDBStorage(url)
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
     except Exception as exc:  # sqlalchemy raises many kinds for a bad URL or an unreachable server
         raise RanksweepError(f"Cannot open storage '{url}': {str(exc).splitlines()[0][:200]}.") from None
 
@@ -203,49 +207,53 @@ def run_study(study, settings: StudySettings, *, progress: bool = True) -> Progr
         if state.done:
             break
         trial = study.ask(distributions)
-        trial.set_user_attr("host", socket.gethostname())
-        trial.set_user_attr("pid", os.getpid())
-        params = {k: trial.params[k] for k in PARAMS}
-        predicted = predict(params)
-        skip = None
-        if predicted.total_compressed_bytes > settings.budget_bytes:
-            skip = "over-budget"
-        elif _pair(params) in state.completed:
-            skip = "duplicate"
-        if skip:
-            trial.set_user_attr("skipped", skip)
-            trial.set_user_attr("size_bytes_predicted", predicted.total_compressed_bytes)
-            study.tell(trial, state=TrialState.PRUNED)
-            # The sampler may keep proposing pairs that cost nothing to reject; steer it to an untried one.
-            study.enqueue_trial(rng.choice(state.untried), skip_if_exists=True)
-            continue
-        started = time.perf_counter()
+        # Ctrl-C anywhere in the trial, not only while training, leaves it failed rather than RUNNING.
         try:
-            with _Heartbeat(study, trial):
-                sft = ensure_adapter(ctx, adapter_spec(ctx, "sft", params), progress=progress)
-                rft = ensure_adapter(ctx, adapter_spec(ctx, "rft", params), progress=progress)
-                attrs, score, size_bytes = trial_attrs(ctx, sft, rft, predicted)
+            trial.set_user_attr("host", socket.gethostname())
+            trial.set_user_attr("pid", os.getpid())
+            params = {k: trial.params[k] for k in PARAMS}
+            predicted = predict(params)
+            skip = None
+            if predicted.total_compressed_bytes > settings.budget_bytes:
+                skip = "over-budget"
+            elif _pair(params) in state.completed:
+                skip = "duplicate"
+            if skip:
+                trial.set_user_attr("skipped", skip)
+                trial.set_user_attr("size_bytes_predicted", predicted.total_compressed_bytes)
+                study.tell(trial, state=TrialState.PRUNED)
+                # The sampler may keep proposing pairs that cost nothing to reject; steer it to an untried one.
+                study.enqueue_trial(rng.choice(state.untried), skip_if_exists=True)
+                continue
+            started = time.perf_counter()
+            try:
+                with _Heartbeat(study, trial):
+                    sft = ensure_adapter(ctx, adapter_spec(ctx, "sft", params), progress=progress)
+                    rft = ensure_adapter(ctx, adapter_spec(ctx, "rft", params), progress=progress)
+                    attrs, score, size_bytes = trial_attrs(ctx, sft, rft, predicted)
+            except RanksweepError as exc:
+                trial.set_user_attr("error", str(exc)[:500])
+                study.tell(trial, state=TrialState.FAIL)
+                raise
+            except Exception as exc:  # one failing trial (a bug, out of memory) must not end the study
+                trial.set_user_attr("error", f"{type(exc).__name__}: {str(exc)[:500]}")
+                study.tell(trial, state=TrialState.FAIL)
+                print(f"ranksweep: warning: trial {trial.number} failed ({type(exc).__name__}: {exc}); "
+                      "the study goes on", file=sys.stderr)
+                state.feasible = [p for p in state.feasible if _pair(p) != _pair(params)]
+                continue
+            for key, value in attrs.items():
+                trial.set_user_attr(key, value)
+            trial.set_user_attr("trial_seconds", round(time.perf_counter() - started, 3))
+            trial.set_user_attr("constraint", [float(size_bytes - settings.budget_bytes)])
+            study.tell(trial, [score, size_bytes])
+            state.completed.add(_pair(params))
+            bar.update(state, seconds=time.perf_counter() - started)
         except KeyboardInterrupt:
-            trial.set_user_attr("error", f"{INTERRUPTED}: stopped by the user (Ctrl-C)")
-            study.tell(trial, state=TrialState.FAIL)
+            if study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+                trial.set_user_attr("error", f"{INTERRUPTED}: stopped by the user (Ctrl-C)")
+                study.tell(trial, state=TrialState.FAIL)
             bar.close()
             raise
-        except RanksweepError:
-            study.tell(trial, state=TrialState.FAIL)
-            raise
-        except Exception as exc:  # one failing trial (a bug, out of memory) must not end the study
-            trial.set_user_attr("error", f"{type(exc).__name__}: {str(exc)[:500]}")
-            study.tell(trial, state=TrialState.FAIL)
-            print(f"ranksweep: warning: trial {trial.number} failed ({type(exc).__name__}: {exc}); "
-                  "the study goes on", file=sys.stderr)
-            state.feasible = [p for p in state.feasible if _pair(p) != _pair(params)]
-            continue
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
-        trial.set_user_attr("trial_seconds", round(time.perf_counter() - started, 3))
-        trial.set_user_attr("constraint", [float(size_bytes - settings.budget_bytes)])
-        study.tell(trial, [score, size_bytes])
-        state.completed.add(_pair(params))
-        bar.update(state, seconds=time.perf_counter() - started)
     bar.close()
     return state

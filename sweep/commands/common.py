@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 DEFAULT_STORAGE = "sqlite:///studies.db"
 
@@ -12,9 +13,9 @@ def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+        value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
+        raise argparse.ArgumentTypeError(f"'{text}' is not valid: give a whole number of 1 or more")
     return value
 
 
@@ -23,9 +24,9 @@ def positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{value} must be greater than 0")
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"'{text}' is not valid: give a number greater than 0")
     return value
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -28,19 +27,11 @@ def add_parser(subparsers):
     parser.add_argument(
         "--valid-data", type=Path, metavar="FILE", help="[question, answer] JSON (default: built-in valid.json)"
     )
-    # Numbers are checked in run(), so a bad value is one line like every other user error.
-    parser.add_argument("--questions", default="100", metavar="N", help="grade the first N questions, or 'all' (default: 100)")
+    parser.add_argument("--questions", default=100, type=questions_arg, metavar="N", help="grade the first N questions, or 'all' (default: 100)")
     parser.add_argument("--kind", choices=KINDS, help="sft or rft (default: the kind in the adapter's ranksweep.json)")
-    parser.add_argument("--batch-size", default="32", metavar="B", help="questions answered together (default: 32)")
+    parser.add_argument("--batch-size", default=32, type=positive_int, metavar="B", help="questions answered together (default: 32)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
     return parser
-
-
-def _parse(text: str, flag: str, parse):
-    try:
-        return parse(text)
-    except argparse.ArgumentTypeError as exc:
-        raise RanksweepError(f"{flag} {text!r} is not valid ({exc}).") from None
 
 
 def _kind(args, adapter: Path | None) -> str:
@@ -62,8 +53,7 @@ def run(args) -> int:
     from trainers.data import read_qa
     from trainers.grading import grade_model
 
-    questions = _parse(args.questions, "--questions", questions_arg)
-    batch_size = _parse(args.batch_size, "--batch-size", positive_int)
+    questions, batch_size = args.questions, args.batch_size
     adapter = None if args.adapter == "none" else Path(args.adapter)
     if adapter is not None and not (adapter / "adapter_config.json").is_file():
         what = "does not exist" if not adapter.exists() else "has no adapter_config.json"

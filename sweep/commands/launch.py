@@ -26,7 +26,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--trials", type=positive_int, default=None,
                    help="distinct pairs to train and grade in total (default: the preset's)")
     p.add_argument("--preset", choices=["quick", "full"], default="full",
-                   help="quick: CPU-sized (320 training rows, 1 epoch, 50 questions, ranks 2/8/32); "
+                   help="quick: CPU-sized (160 training rows, 1 epoch, 50 questions, ranks 2/8/32); "
                    "full: homework scale (all rows, 3 epochs, 100 questions, ranks 1..64). Flags override it.")
     add_base_model(p)
     add_device(p)
@@ -85,6 +85,17 @@ def _data_paths(args) -> tuple[Path, Path, Path | None]:
     return train, valid, rft
 
 
+def writable_folder(folder: Path, flag: str) -> Path:
+    """Create `folder` now, so a path that cannot hold files fails before the study is created or trained."""
+    from trainers.errors import RanksweepError
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RanksweepError(f"Cannot write to {flag} '{folder}' ({exc.strerror}): choose a writable folder.") from None
+    return folder
+
+
 def build_settings(args):
     """Turn the command line into StudySettings (validating data files and the search space)."""
     from sweep.settings import StudySettings
@@ -117,6 +128,7 @@ def build_settings(args):
 
         effort = replace(effort, questions=args.questions)
     resolve_device(args.device)
+    writable_folder(args.artifacts, "--artifacts")
     return StudySettings(
         name=args.study, storage=args.storage, base_model=args.base_model, device=args.device,
         objective=args.objective, budget_bytes=budget_bytes(args.budget_mb), space=preset.space, effort=effort,

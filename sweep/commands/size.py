@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 
-from sweep.commands.common import add_base_model, positive_int
+from sweep.commands.common import add_base_model, positive_float, positive_int
 from trainers.errors import RanksweepError
 
 DEFAULT_BUDGET_MB = 50.0
@@ -23,10 +21,10 @@ def add_parser(subparsers):
         "whose dimensions are built in (no download).",
     )
     add_base_model(parser)
-    parser.add_argument("--sft-rank", metavar="R", help="LoRA rank of the SFT adapter")
-    parser.add_argument("--rft-rank", metavar="R", help="LoRA rank of the RFT adapter")
+    parser.add_argument("--sft-rank", type=positive_int, metavar="R", help="LoRA rank of the SFT adapter")
+    parser.add_argument("--rft-rank", type=positive_int, metavar="R", help="LoRA rank of the RFT adapter")
     parser.add_argument(
-        "--budget-mb", metavar="MB", default=str(DEFAULT_BUDGET_MB), help="zip budget in MiB (default: 50)"
+        "--budget-mb", type=positive_float, metavar="MB", default=DEFAULT_BUDGET_MB, help="zip budget in MiB (default: 50)"
     )
     parser.add_argument(
         "--adapter-dtype",
@@ -37,25 +35,6 @@ def add_parser(subparsers):
     parser.add_argument("--homework", metavar="DIR", help="directory holding homework/: its other files count too")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
-
-
-def _rank(text: str | None, flag: str) -> int | None:
-    if text is None:
-        return None
-    try:
-        return positive_int(text)
-    except argparse.ArgumentTypeError as exc:
-        raise RanksweepError(f"{flag} {text!r} is not valid ({exc}): give a whole number of 1 or more.") from None
-
-
-def _budget_mb(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not value > 0 or math.isinf(value):
-        raise RanksweepError(f"--budget-mb {text!r} is not valid: give a positive number of MiB, e.g. 50.")
-    return value
 
 
 def _adapter_dict(adapter) -> dict:
@@ -117,11 +96,10 @@ def run(args) -> int:
 
     from sweep import bundle, sizing
 
-    sft_rank = _rank(args.sft_rank, "--sft-rank")
-    rft_rank = _rank(args.rft_rank, "--rft-rank")
+    sft_rank, rft_rank = args.sft_rank, args.rft_rank
     if (sft_rank is None) != (rft_rank is None):
         raise RanksweepError("Give both --sft-rank and --rft-rank, or neither to list the largest pairs that fit.")
-    budget = sizing.budget_bytes(_budget_mb(args.budget_mb))
+    budget = sizing.budget_bytes(args.budget_mb)
     rest = bundle.rest_bytes(Path(args.homework)) if args.homework else 0
     config = sizing.config_for(args.base_model)
 

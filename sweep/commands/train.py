@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from sweep.commands.common import add_base_model, add_device, positive_float, positive_int
-from trainers.errors import RanksweepError
 from trainers.training import ADAPTER_DTYPES, KINDS, TrainConfig
 
 DEFAULTS = TrainConfig(kind="sft", rank=1)
@@ -22,8 +20,8 @@ def add_parser(subparsers):
         "the built-in unit-conversion questions and RFT generates (and caches) rejection-sampled chains.",
     )
     parser.add_argument("kind", choices=KINDS, help="sft or rft")
-    # Numbers are checked in run(), so a bad value is reported on one line, like every other user error.
-    parser.add_argument("--rank", required=True, metavar="R", help="LoRA rank (a whole number of 1 or more)")
+    parser.add_argument("--rank", required=True, type=positive_int, metavar="R",
+                        help="LoRA rank (a whole number of 1 or more)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="adapter folder to write (replaced)")
     add_base_model(parser)
     add_device(parser)
@@ -38,15 +36,16 @@ def add_parser(subparsers):
         "with --base-model, and cached)",
     )
     numbers = [
-        ("--epochs", "E", DEFAULTS.epochs, "passes over the data, fractions allowed"),
-        ("--lr", "X", DEFAULTS.lr, "peak learning rate (linear warmup, cosine decay)"),
-        ("--alpha-ratio", "A", DEFAULTS.alpha_ratio, "lora_alpha = A x rank"),
-        ("--batch-size", "B", DEFAULTS.batch_size, "rows per optimizer step"),
-        ("--seed", "S", DEFAULTS.seed, "seeds LoRA init, shuffling and the --max-examples draw"),
+        ("--epochs", "E", DEFAULTS.epochs, positive_float, "passes over the data, fractions allowed"),
+        ("--lr", "X", DEFAULTS.lr, positive_float, "peak learning rate (linear warmup, cosine decay)"),
+        ("--alpha-ratio", "A", DEFAULTS.alpha_ratio, positive_float, "lora_alpha = A x rank"),
+        ("--batch-size", "B", DEFAULTS.batch_size, positive_int, "rows per optimizer step"),
+        ("--seed", "S", DEFAULTS.seed, int, "seeds LoRA init, shuffling and the --max-examples draw"),
     ]
-    for flag, metavar, default, text in numbers:
-        parser.add_argument(flag, default=str(default), metavar=metavar, help=f"{text} (default: {default:g})")
-    parser.add_argument("--max-examples", metavar="N", help="train on N rows drawn with --seed (default: all)")
+    for flag, metavar, default, kind, text in numbers:
+        parser.add_argument(flag, default=default, type=kind, metavar=metavar, help=f"{text} (default: {default:g})")
+    parser.add_argument("--max-examples", type=positive_int, metavar="N",
+                        help="train on N rows drawn with --seed (default: all)")
     parser.add_argument(
         "--adapter-dtype",
         choices=ADAPTER_DTYPES,
@@ -56,31 +55,17 @@ def add_parser(subparsers):
     return parser
 
 
-def _number(text: str, flag: str, parse):
-    try:
-        return parse(text)
-    except argparse.ArgumentTypeError as exc:
-        raise RanksweepError(f"{flag} {text!r} is not valid ({exc}).") from None
-
-
-def _seed(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise RanksweepError(f"--seed {text!r} is not valid: give a whole number.") from None
-
-
 def config_from_args(args) -> TrainConfig:
-    """The typed training config for the command's flags (raises RanksweepError for a bad number)."""
+    """The typed training config for the command's flags."""
     return TrainConfig(
         kind=args.kind,
-        rank=_number(args.rank, "--rank", positive_int),
-        alpha_ratio=_number(args.alpha_ratio, "--alpha-ratio", positive_float),
-        lr=_number(args.lr, "--lr", positive_float),
-        epochs=_number(args.epochs, "--epochs", positive_float),
-        batch_size=_number(args.batch_size, "--batch-size", positive_int),
-        max_examples=_number(args.max_examples, "--max-examples", positive_int) if args.max_examples else None,
-        seed=_seed(args.seed),
+        rank=args.rank,
+        alpha_ratio=args.alpha_ratio,
+        lr=args.lr,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        max_examples=args.max_examples,
+        seed=args.seed,
         adapter_dtype=args.adapter_dtype,
     )
 

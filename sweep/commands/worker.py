@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sweep.commands.common import add_device, add_storage
+from sweep.commands.common import add_device, add_storage, positive_int
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -22,16 +22,24 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_device(p)
     p.add_argument("--artifacts", type=Path, default=None,
                    help="artifact folder (default: the one the study was launched with)")
+    p.add_argument("--trials", type=positive_int, default=None,
+                   help="raise the study's target of distinct complete pairs to this many (default: keep it)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
 def run(args) -> int:
-    from sweep.commands.launch import execute
+    from sweep.commands.launch import execute, writable_folder
     from sweep.settings import settings_from_config
     from sweep.study import load_existing
 
     study = load_existing(args.study, args.storage)
-    settings = settings_from_config(study.user_attrs["config"], name=args.study, storage=args.storage,
+    config = study.user_attrs["config"]
+    if args.trials is not None and args.trials > config["trials"]:
+        # Raise only: a worker starting late must not lower the target another worker is running toward.
+        config = {**config, "trials": args.trials}
+        study.set_user_attr("config", config)
+    settings = settings_from_config(config, name=args.study, storage=args.storage,
                                     device=args.device, artifacts=args.artifacts)
+    writable_folder(settings.artifacts, "--artifacts")
     return execute(study, settings, progress=not args.no_progress)

@@ -1,0 +1,227 @@
+"""What survives a crash: a killed or interrupted launch resumes without losing or repeating work, workers
+share one study (SQLite on one machine, PostgreSQL across machines) without training an adapter twice,
+and a trial that fails does not end the study."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from conftest import ROOT
+from postgres import postgres_url, unique_name
+from sweep.cache import HASHED_FILES, MANIFEST, AdapterSpec, sha256_file
+from sweep.settings import _sha256
+from sweep.space import PRESETS
+from trainers.data import write_json_atomic
+
+BUDGET_MB = 0.4  # every pair of ranks {4, 16} fits (tiny adapters are ~8 KiB per rank)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("reliability-data")
+    train = [[f"How many gram are there per {n} kg?", n * 1000.0] for n in range(1, 41)]
+    valid = [[f"How many meter are there per {n} km?", n * 1000.0] for n in range(1, 9)]
+    rft = [[q, a, f"1 kg = 1000 g, so {q.split()[-2]} kg = {a:g} g. <answer>{a:g}</answer>"] for q, a in train[:24]]
+    write_json_atomic(root / "train.json", train)
+    write_json_atomic(root / "valid.json", valid)
+    write_json_atomic(root / "rft.json", rft)
+    return root
+
+
+def launch_args(data: Path, work: Path, study: str, trials: int, *, storage: str | None = None,
+                sft_ranks: str = "4,16", rft_ranks: str = "4,16") -> list[str]:
+    return [
+        "launch", "--study", study, "--storage", storage or f"sqlite:///{work}/studies.db", "--base-model", "tiny",
+        "--device", "cpu", "--preset", "quick", "--sft-ranks", sft_ranks, "--rft-ranks", rft_ranks,
+        "--budget-mb", str(BUDGET_MB), "--trials", str(trials), "--train-data", str(data / "train.json"),
+        "--valid-data", str(data / "valid.json"), "--rft-data", str(data / "rft.json"), "--max-examples", "16",
+        "--questions", "4", "--artifacts", str(work / "artifacts"), "--no-progress",
+    ]
+
+
+def start(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "sweep", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def trial_states(db: Path) -> dict[int, str]:
+    """Trial number -> state, read with plain sqlite3 while another process writes the file."""
+    if not db.exists():
+        return {}
+    with sqlite3.connect(db, timeout=60) as con:
+        try:
+            return dict(con.execute("SELECT number, state FROM trials"))
+        except sqlite3.OperationalError:  # the launch has not created its tables yet
+            return {}
+
+
+def wait_for(condition, proc: subprocess.Popen, what: str, limit: float = 300):
+    """Poll until condition() is truthy; fail if the process exits first."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if proc.poll() is not None:
+            pytest.fail(f"the launch exited ({proc.returncode}) before {what}: {proc.communicate()[1][-2000:]}")
+        time.sleep(0.2)
+    proc.kill()
+    pytest.fail(f"gave up waiting for {what}")
+
+
+def pair(t) -> tuple:
+    return t.params["sft_rank"], t.params["rft_rank"]
+
+
+def assert_cache_verifies(artifacts: Path) -> None:
+    """Every adapter entry is sealed and its files hash to its manifest; no temp folder is left as an entry."""
+    entries = list((artifacts / "adapters").iterdir())
+    assert entries
+    for folder in entries:
+        assert not folder.name.startswith("."), f"leftover temporary folder {folder}"
+        manifest = json.loads((folder / MANIFEST).read_text())
+        for name in HASHED_FILES:
+            assert sha256_file(folder / name) == manifest[name], folder
+
+
+def assert_all_accounted(study, trials: list) -> None:
+    assert len({t.number for t in trials}) == len(trials)
+    assert {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL}
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    # An adapter is trained by exactly one trial; every other trial that needed it found it in the cache.
+    trained = Counter(t.user_attrs[f"{k}_key"] for t in complete for k in ("sft", "rft")
+                      if not t.user_attrs[f"{k}_cache_hit"])
+    used = {t.user_attrs[f"{k}_key"] for t in complete for k in ("sft", "rft")}
+    assert set(trained) == used and max(trained.values()) == 1, trained
+
+
+def test_sigkill_mid_training_then_rerun_resumes(data, tmp_path):
+    args = launch_args(data, tmp_path, "crash", trials=3)
+    db = tmp_path / "studies.db"
+    proc = start(*args)
+    # Kill once a trial is running after a first one completed: a trial that was training or grading.
+    wait_for(lambda: "COMPLETE" in trial_states(db).values() and "RUNNING" in trial_states(db).values(),
+             proc, "a second trial started")
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    before = trial_states(db)
+    killed = [n for n, s in before.items() if s == "RUNNING"]
+    done_before = {n for n, s in before.items() if s == "COMPLETE"}
+    assert killed and done_before
+
+    result = subprocess.run([sys.executable, "-m", "sweep", *args], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="crash", storage=f"sqlite:///{db}")
+    trials = study.get_trials()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 3 and len({pair(t) for t in complete}) == 3  # none lost, none twice
+    assert done_before <= {t.number for t in complete}
+    for number in killed:
+        t = study.trials[number]
+        assert t.state == TrialState.FAIL and t.user_attrs["error"].startswith("interrupted")
+        if set(t.params) >= {"sft_rank", "rft_rank"}:
+            assert pair(t) in {pair(c) for c in complete}  # its pair was retried (or already done)
+    assert_all_accounted(study, trials)
+    assert_cache_verifies(tmp_path / "artifacts")
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_sigint_marks_the_trial_failed_and_says_how_to_resume(data, tmp_path):
+    db = tmp_path / "studies.db"
+    proc = start(*launch_args(data, tmp_path, "ctrlc", trials=2))
+    wait_for(lambda: "RUNNING" in trial_states(db).values(), proc, "a trial started")
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "Resume with: ranksweep launch --study ctrlc" in stderr
+    states = trial_states(db)
+    assert "RUNNING" not in states.values() and "FAIL" in states.values()
+    study = optuna.load_study(study_name="ctrlc", storage=f"sqlite:///{db}")
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert [t.user_attrs["error"] for t in failed] == ["interrupted: stopped by the user (Ctrl-C)"]
+
+
+def test_corrupt_cached_adapter_is_retrained_with_a_warning(cli, data, tmp_path):
+    args = launch_args(data, tmp_path, "first", trials=1, sft_ranks="4", rft_ranks="4")
+    assert cli(*args).returncode == 0
+    done = optuna.load_study(study_name="first", storage=f"sqlite:///{tmp_path}/studies.db").best_trials[0]
+    weights = Path(done.user_attrs["sft_dir"]) / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated, as a full disk or a crash could leave it
+
+    args[args.index("first")] = "second"
+    result = cli(*args)
+    assert result.returncode == 0, result.stderr
+    assert "warning: cached adapter" in result.stderr and "retraining it" in result.stderr
+    study = optuna.load_study(study_name="second", storage=f"sqlite:///{tmp_path}/studies.db")
+    [trial] = study.get_trials(states=(TrialState.COMPLETE,))
+    assert trial.user_attrs["sft_cache_hit"] is False and trial.user_attrs["rft_cache_hit"] is True
+    assert_cache_verifies(tmp_path / "artifacts")
+
+
+def test_a_failing_trial_does_not_end_the_study(cli, data, tmp_path):
+    # The SFT rank-16 adapter's lock path is taken by a folder, so that adapter cannot be trained: every
+    # trial that needs it fails with an OSError, the others complete.
+    quick = PRESETS["quick"]
+    spec = AdapterSpec(kind="sft", rank=16, alpha_ratio=4.0, lr=1e-3, epochs=1.0, adapter_dtype="fp32",
+                       batch_size=quick.budget.batch_size, max_examples=16, seed=0, base_model="tiny",
+                       data_sha256=_sha256(data / "train.json"))
+    (tmp_path / "artifacts" / "locks" / f"{spec.key}.lock").mkdir(parents=True)
+    result = cli(*launch_args(data, tmp_path, "failing", trials=2, rft_ranks="4"))
+    assert result.returncode == 0, result.stderr
+    assert "the study goes on" in result.stderr and "every feasible pair has been tried" in result.stdout
+    study = optuna.load_study(study_name="failing", storage=f"sqlite:///{tmp_path}/studies.db")
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert failed and all(pair(t) == (16, 4) for t in failed)
+    assert all(t.user_attrs["error"].startswith("IsADirectoryError") for t in failed)
+    assert [pair(t) for t in study.get_trials(states=(TrialState.COMPLETE,))] == [(4, 4)]
+
+
+def run_two_workers(data: Path, work: Path, storage: str, study: str, trials: int) -> list:
+    """Create the study with one complete trial, then let two workers raise the target and run it together."""
+    first = subprocess.run([sys.executable, "-m", "sweep", *launch_args(data, work, study, 1, storage=storage)],
+                           cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert first.returncode == 0, first.stderr
+    worker = ["worker", "--study", study, "--storage", storage, "--device", "cpu", "--trials", str(trials),
+              "--no-progress"]
+    procs = [start(*worker), start(*worker)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, stderr) in zip(procs, outputs):
+        assert p.returncode == 0, stderr
+        assert "database is locked" not in stderr
+    loaded = optuna.load_study(study_name=study, storage=storage)
+    trials_ = loaded.get_trials()
+    assert_all_accounted(loaded, trials_)
+    complete = [t for t in trials_ if t.state == TrialState.COMPLETE]
+    assert len({pair(t) for t in complete}) >= trials
+    # The artifact folder holds exactly the adapters the trials trained, each once.
+    used = {t.user_attrs[f"{k}_key"] for t in complete for k in ("sft", "rft")}
+    assert {p.name.rsplit("-", 1)[1] for p in (work / "artifacts" / "adapters").iterdir()} == used
+    assert_cache_verifies(work / "artifacts")
+    return trials_
+
+
+def test_two_workers_share_a_sqlite_study(data, tmp_path):
+    run_two_workers(data, tmp_path, f"sqlite:///{tmp_path}/studies.db", "pair-sqlite", trials=4)
+    with sqlite3.connect(tmp_path / "studies.db") as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_two_workers_share_a_postgresql_study(data, tmp_path):
+    url = postgres_url()
+    run_two_workers(data, tmp_path, url, unique_name("pair-pg"), trials=4)
