@@ -48,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     except RanksweepError as exc:
         print(f"ranksweep: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # disk full, read-only folder, a path through a file: the user's to fix
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"ranksweep: error: cannot read or write{where}: {exc.strerror or exc}.", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("ranksweep: interrupted", file=sys.stderr)
         return 130

@@ -3,8 +3,10 @@ run the trial, record it. Interrupted trials are failed and their pairs retried 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import signal
 import socket
 import sys
 import threading
@@ -170,6 +172,42 @@ class _Heartbeat:
         self._thread.join(timeout=5)
 
 
+@contextlib.contextmanager
+def _sigint_deferred():
+    """Hold Ctrl-C back while the block runs (yields a list that is non-empty if one came), so it cannot land
+    between a trial's creation and the code that would mark it failed. Only the main thread gets signals."""
+    pending: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield pending
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    try:
+        yield pending
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def feasible_pairs(settings: StudySettings, rest_bytes: int) -> list[dict]:
+    """The search space's pairs whose predicted zipped size fits the budget; a RanksweepError when none does
+    (launch calls it before creating the study, so an impossible budget or unknown model writes nothing)."""
+    from sweep.sizing import config_for, pair_size
+
+    model_config = config_for(settings.base_model)
+
+    def predict(p):
+        return pair_size(model_config, p["sft_rank"], p["rft_rank"], p["adapter_dtype"], rest_bytes=rest_bytes)
+
+    feasible = [p for p in settings.space.points() if predict(p).total_compressed_bytes <= settings.budget_bytes]
+    if not feasible:
+        smallest = min(settings.space.points(), key=lambda p: predict(p).total_compressed_bytes)
+        size = predict(smallest).total_compressed_bytes / 2**20
+        raise RanksweepError(
+            f"No pair fits the budget of {settings.budget_bytes / 2**20:.2f} MiB: the smallest, "
+            f"sft={smallest['sft_rank']}/rft={smallest['rft_rank']}, needs up to {size:.2f} MiB."
+        )
+    return feasible
+
+
 def run_study(study, settings: StudySettings, *, progress: bool = True) -> Progress:
     """Run trials until `settings.trials` distinct pairs are complete or every feasible pair was tried."""
     import optuna
@@ -186,14 +224,7 @@ def run_study(study, settings: StudySettings, *, progress: bool = True) -> Progr
     def predict(p):
         return pair_size(model_config, p["sft_rank"], p["rft_rank"], p["adapter_dtype"], rest_bytes=rest)
 
-    feasible = [p for p in settings.space.points() if predict(p).total_compressed_bytes <= settings.budget_bytes]
-    if not feasible:
-        smallest = min(settings.space.points(), key=lambda p: predict(p).total_compressed_bytes)
-        size = predict(smallest).total_compressed_bytes / 2**20
-        raise RanksweepError(
-            f"No pair fits the budget of {settings.budget_bytes / 2**20:.2f} MiB: the smallest, "
-            f"sft={smallest['sft_rank']}/rft={smallest['rft_rank']}, needs up to {size:.2f} MiB."
-        )
+    feasible = feasible_pairs(settings, rest)
     fail_interrupted(study)
     state = Progress(completed=_completed_pairs(study), feasible=feasible, target=settings.trials)
     _retry_interrupted(study, state.completed)
@@ -206,9 +237,12 @@ def run_study(study, settings: StudySettings, *, progress: bool = True) -> Progr
         state.completed = _completed_pairs(study)  # other workers complete pairs too
         if state.done:
             break
-        trial = study.ask(distributions)
+        with _sigint_deferred() as pending:
+            trial = study.ask(distributions)  # the trial exists (RUNNING) before ask returns
         # Ctrl-C anywhere in the trial, not only while training, leaves it failed rather than RUNNING.
         try:
+            if pending:
+                raise KeyboardInterrupt
             trial.set_user_attr("host", socket.gethostname())
             trial.set_user_attr("pid", os.getpid())
             params = {k: trial.params[k] for k in PARAMS}

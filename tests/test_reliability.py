@@ -68,8 +68,8 @@ def trial_states(db: Path) -> dict[int, str]:
             return {}
 
 
-def wait_for(condition, proc: subprocess.Popen, what: str, limit: float = 300):
-    """Poll until condition() is truthy; fail if the process exits first."""
+def wait_for(condition, proc: subprocess.Popen, what: str, limit: float = 1200):
+    """Poll until condition() is truthy; fail if the process exits first (the limit only guards a hang)."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         value = condition()

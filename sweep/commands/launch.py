@@ -86,13 +86,18 @@ def _data_paths(args) -> tuple[Path, Path, Path | None]:
 
 
 def writable_folder(folder: Path, flag: str) -> Path:
-    """Create `folder` now, so a path that cannot hold files fails before the study is created or trained."""
+    """Refuse a folder that cannot be created (a path under a regular file, a read-only parent) before the
+    study is created or anything trained; nothing is written here."""
+    import os
+
     from trainers.errors import RanksweepError
 
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RanksweepError(f"Cannot write to {flag} '{folder}' ({exc.strerror}): choose a writable folder.") from None
+    existing = folder.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise RanksweepError(f"Cannot write to {flag} '{folder}': '{existing}' is not a writable folder; "
+                             "choose another path.")
     return folder
 
 
@@ -128,7 +133,6 @@ def build_settings(args):
 
         effort = replace(effort, questions=args.questions)
     resolve_device(args.device)
-    writable_folder(args.artifacts, "--artifacts")
     return StudySettings(
         name=args.study, storage=args.storage, base_model=args.base_model, device=args.device,
         objective=args.objective, budget_bytes=budget_bytes(args.budget_mb), space=preset.space, effort=effort,
@@ -161,9 +165,11 @@ def execute(study, settings, *, progress: bool) -> int:
 
 def run(args) -> int:
     from sweep import bundle
-    from sweep.study import open_study
+    from sweep.study import feasible_pairs, open_study
 
     settings = build_settings(args)
     rest = bundle.rest_bytes(settings.homework) if settings.homework else 0
+    feasible_pairs(settings, rest)  # an impossible budget or unknown model is refused before the study exists
+    writable_folder(settings.artifacts, "--artifacts")
     study = open_study(settings, rest, force=args.force)
     return execute(study, settings, progress=not args.no_progress)
