@@ -114,12 +114,18 @@ def worker(args) -> None:
             seconds = _run_ranksweep(loaded, examples, args, Path(tmp))
         else:
             seconds = _run_hf(loaded, rows, args, Path(tmp))
-    print(json.dumps({
+    line = json.dumps({
         "side": args.worker, "seconds": seconds, "real_tokens": sum(len(r.ids) for r in rows),
         "labelled_tokens": sum(r.labelled_tokens for r in rows), "computed_tokens_hf": len(rows) * PAD_TO,
         "rows": len(rows), "base_params": base_params, "setup_peak_rss_mib": setup_rss,
         "peak_rss_mib": peak_rss_mib(),
-    }))
+    })
+    # Also kept under runs/ (never committed), so an interrupted run still leaves its finished repetitions.
+    log = ROOT / "runs" / "bench" / "train_workers.jsonl"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a", encoding="utf-8") as handle:
+        handle.write(line + "\n")
+    print(line)
 
 
 def main() -> None:

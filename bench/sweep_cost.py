@@ -1,0 +1,119 @@
+"""Sweep cost: trainings run, wall time and orchestration overhead of a real study on the `tiny` model.
+
+Runs `python -m sweep launch` (as a user does) on `tiny` with small homework-format data and a given
+`--rft-data` (so no RFT sampling), a 6×6 rank grid and 24 trials, then reads the study back:
+  trainings run versus the naive 2 per completed trial, and versus the distinct adapters needed;
+  per trial: wall time (Optuna's datetime_start → datetime_complete) and orchestration overhead =
+  trial wall time − (sft/rft train seconds + sft/rft grade seconds), i.e. sampling, size prediction,
+  cache checks, zipping for the measured size and storage writes.
+
+    python bench/sweep_cost.py [--trials 24] [--ranks 1,2,4,8,16,32] [--max-examples 16] [--questions 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, median, table, write_result  # noqa: E402
+
+
+def write_data(root: Path) -> None:
+    """Small homework-format data: 40 training rows, 8 validation rows, 24 RFT rows (as tests/test_study.py)."""
+    from trainers.data import write_json_atomic
+
+    train = [[f"How many gram are there per {n} kg?", n * 1000.0] for n in range(1, 41)]
+    valid = [[f"How many meter are there per {n} km?", n * 1000.0] for n in range(1, 9)]
+    rft = [[q, a, f"1 kg = 1000 g, so {q.split()[-2]} kg = {a:g} g. <answer>{a:g}</answer>"] for q, a in train[:24]]
+    write_json_atomic(root / "train.json", train)
+    write_json_atomic(root / "valid.json", valid)
+    write_json_atomic(root / "rft.json", rft)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=24)
+    parser.add_argument("--ranks", default="1,2,4,8,16,32", help="SFT and RFT rank grid (6×6 by default)")
+    parser.add_argument("--max-examples", type=int, default=16)
+    parser.add_argument("--questions", type=int, default=4)
+    parser.add_argument("--budget-mb", type=float, default=50.0, help="large: every pair of the grid fits")
+    args = parser.parse_args()
+
+    import optuna
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        write_data(root)
+        storage = f"sqlite:///{root}/studies.db"
+        cmd = [sys.executable, "-m", "sweep", "launch", "--study", "bench", "--storage", storage,
+               "--base-model", "tiny", "--device", "cpu", "--preset", "quick", "--sft-ranks", args.ranks,
+               "--rft-ranks", args.ranks, "--budget-mb", str(args.budget_mb), "--trials", str(args.trials),
+               "--train-data", str(root / "train.json"), "--valid-data", str(root / "valid.json"),
+               "--rft-data", str(root / "rft.json"), "--max-examples", str(args.max_examples),
+               "--questions", str(args.questions), "--artifacts", str(root / "artifacts"), "--no-progress"]
+        start = time.perf_counter()
+        done = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                              capture_output=True, text=True, check=False)
+        wall = time.perf_counter() - start
+        if done.returncode != 0:
+            sys.exit(f"launch failed:\n{done.stderr[-3000:]}")
+        study = optuna.load_study(study_name="bench", storage=storage)
+        trials = study.get_trials(deepcopy=False)
+
+    states = optuna.trial.TrialState
+    complete = [t for t in trials if t.state == states.COMPLETE]
+    pruned = [t for t in trials if t.state == states.PRUNED]
+    trained = [(k, t.user_attrs[f"{k}_key"]) for t in complete for k in ("sft", "rft")
+               if not t.user_attrs[f"{k}_cache_hit"]]
+    distinct = {(k, t.user_attrs[f"{k}_key"]) for t in complete for k in ("sft", "rft")}
+
+    def seconds(t):
+        return (t.datetime_complete - t.datetime_start).total_seconds()
+
+    per_trial = []
+    for t in complete:
+        a = t.user_attrs
+        work = sum(a[f"{k}_{w}_seconds"] for k in ("sft", "rft") for w in ("train", "grade"))
+        per_trial.append({"trial": t.number, "sft_rank": a["sft_rank"], "rft_rank": a["rft_rank"],
+                          "wall_s": seconds(t), "train_grade_s": work, "overhead_s": seconds(t) - work,
+                          "overhead_share": (seconds(t) - work) / seconds(t)})
+    trial_wall = sum(p["wall_s"] for p in per_trial)
+    overhead = sum(p["overhead_s"] for p in per_trial)
+    pruned_wall = sum(seconds(t) for t in pruned)
+    payload = {
+        "base_model": "tiny",
+        "grid": f"{len(args.ranks.split(','))}x{len(args.ranks.split(','))}",
+        "launch_wall_s": wall,
+        "trials_total": len(trials),
+        "trials_complete": len(complete),
+        "trials_pruned": len(pruned),
+        "pruned_reasons": sorted({t.user_attrs.get("skipped") for t in pruned} - {None}),
+        "trainings_run": len(trained),
+        "trainings_naive": 2 * len(complete),
+        "distinct_adapters": len(distinct),
+        "sum_complete_trial_wall_s": trial_wall,
+        "sum_train_grade_s": trial_wall - overhead,
+        "sum_overhead_s": overhead,
+        "overhead_share": overhead / trial_wall if trial_wall else float("nan"),
+        "median_overhead_s": median([p["overhead_s"] for p in per_trial]),
+        "median_trial_wall_s": median([p["wall_s"] for p in per_trial]),
+        "median_overhead_share": median([p["overhead_share"] for p in per_trial]),
+        "sum_pruned_trial_wall_s": pruned_wall,
+        "outside_trials_s": wall - trial_wall - pruned_wall,
+        "per_trial": per_trial,
+    }
+    keys = ["launch_wall_s", "trials_complete", "trials_pruned", "trainings_run", "trainings_naive",
+            "distinct_adapters", "median_trial_wall_s", "median_overhead_s", "overhead_share",
+            "sum_pruned_trial_wall_s", "outside_trials_s"]
+    print(table([{"metric": k, "value": payload[k]} for k in keys], ["metric", "value"]))
+    print("wrote", write_result("sweep_cost", args, payload))
+
+
+if __name__ == "__main__":
+    main()
