@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     # Library deprecation chatter is for their developers, not for ranksweep's users.
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
-    warnings.filterwarnings("ignore", message=".*is an experimental feature")
+    warnings.filterwarnings("ignore", message=".*(is an experimental feature|is experimental)")
     try:
         return int(args.run(args) or 0)
     except RanksweepError as exc:

@@ -27,6 +27,7 @@ def open_storage(url: str, heartbeat: bool = True):
     """An Optuna RDB storage with a heartbeat, so trials of a dead worker on another machine are failed."""
     import optuna
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the CLI prints its own progress
     # SQLite allows one writer at a time: workers on one machine wait for the lock instead of failing
     # with "database is locked" (the default wait is 5 s, shorter than a busy study's writes can take).
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
@@ -96,6 +97,41 @@ def fail_interrupted(study) -> int:
             study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
             failed += 1
     return failed
+
+
+def _owner() -> dict:
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def _ask_owned(study, distributions: dict):
+    """Like `study.ask`, but the trial names its host and pid from the moment it is RUNNING.
+
+    A process killed between `ask` and a later `set_user_attr` would leave a RUNNING trial that nobody
+    can tell is dead (it has no heartbeat yet either). A new trial is created with its owner in one
+    write; an enqueued one is claimed and then owned by the next write (the claim is atomic, and
+    writing the owner first would let a worker that loses the claim overwrite the winner's).
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    owner, trial_id = _owner(), None
+    storage = study._storage
+    for waiting in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,)):
+        try:
+            if storage.set_trial_state_values(waiting._trial_id, state=TrialState.RUNNING):
+                trial_id = waiting._trial_id
+                for key, value in owner.items():
+                    storage.set_trial_user_attr(trial_id, key, value)
+                break
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker claimed and finished it meanwhile
+    if trial_id is None:
+        template = optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs=owner)
+        trial_id = storage.create_new_trial(study._study_id, template_trial=template)
+    trial = optuna.trial.Trial(study, trial_id)
+    for name, distribution in distributions.items():
+        trial.suggest_categorical(name, distribution.choices)
+    return trial
 
 
 def _alive(pid: int) -> bool:
@@ -238,13 +274,11 @@ def run_study(study, settings: StudySettings, *, progress: bool = True) -> Progr
         if state.done:
             break
         with _sigint_deferred() as pending:
-            trial = study.ask(distributions)  # the trial exists (RUNNING) before ask returns
+            trial = _ask_owned(study, distributions)
         # Ctrl-C anywhere in the trial, not only while training, leaves it failed rather than RUNNING.
         try:
             if pending:
                 raise KeyboardInterrupt
-            trial.set_user_attr("host", socket.gethostname())
-            trial.set_user_attr("pid", os.getpid())
             params = {k: trial.params[k] for k in PARAMS}
             predicted = predict(params)
             skip = None
