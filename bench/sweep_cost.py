@@ -22,18 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, median, table, write_result  # noqa: E402
-
-
-def write_data(root: Path) -> None:
-    """Small homework-format data: 40 training rows, 8 validation rows, 24 RFT rows (as tests/test_study.py)."""
-    from trainers.data import write_json_atomic
-
-    train = [[f"How many gram are there per {n} kg?", n * 1000.0] for n in range(1, 41)]
-    valid = [[f"How many meter are there per {n} km?", n * 1000.0] for n in range(1, 9)]
-    rft = [[q, a, f"1 kg = 1000 g, so {q.split()[-2]} kg = {a:g} g. <answer>{a:g}</answer>"] for q, a in train[:24]]
-    write_json_atomic(root / "train.json", train)
-    write_json_atomic(root / "valid.json", valid)
-    write_json_atomic(root / "rft.json", rft)
+from tests.small_data import write_small_data  # noqa: E402
 
 
 def main() -> None:
@@ -49,7 +38,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        write_data(root)
+        write_small_data(root)
         storage = f"sqlite:///{root}/studies.db"
         cmd = [sys.executable, "-m", "sweep", "launch", "--study", "bench", "--storage", storage,
                "--base-model", "tiny", "--device", "cpu", "--preset", "quick", "--sft-ranks", args.ranks,

@@ -37,24 +37,31 @@ INT_COLUMNS = (
 )
 
 
-def open_storage(storage: str | BaseStorage) -> BaseStorage:
-    """Open an Optuna storage by URL without creating anything: a missing SQLite file is a user error."""
+def open_storage(storage: str | BaseStorage, *, must_exist: bool = True, **rdb_kwargs) -> BaseStorage:
+    """Open an Optuna storage by URL; with `must_exist`, a missing SQLite file is a user error.
+
+    `rdb_kwargs` go to `RDBStorage` (the sweep adds its heartbeat). Errors are one RanksweepError line.
+    """
     import optuna
     import sqlalchemy.exc
 
     if not isinstance(storage, str):
         return storage
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the CLI prints its own progress
     if storage.startswith("sqlite:"):
         database = sqlalchemy.engine.make_url(storage).database
-        # RDBStorage would silently create an empty database; a report must never do that.
-        if database and database != ":memory:" and not Path(database).is_file():
+        # RDBStorage would silently create an empty database; reading a study must never do that.
+        if must_exist and database and database != ":memory:" and not Path(database).is_file():
             raise RanksweepError(
                 f"No study storage at {database}; pass --storage with the URL the study was launched with."
             )
+        # SQLite allows one writer at a time: workers on one machine wait for the lock instead of failing
+        # with "database is locked" (the default wait is 5 s, shorter than a busy study's writes can take).
+        rdb_kwargs.setdefault("engine_kwargs", {"connect_args": {"timeout": 60}})
     try:
-        return optuna.storages.RDBStorage(storage)
+        return optuna.storages.RDBStorage(storage, **rdb_kwargs)
     except (ImportError, ValueError, sqlalchemy.exc.SQLAlchemyError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise RanksweepError(f"Cannot open the storage {storage} ({reason}); check the --storage URL.") from None
 
 

@@ -23,29 +23,19 @@ HEARTBEAT_SECONDS = 20
 INTERRUPTED = "interrupted"
 
 
-def open_storage(url: str, heartbeat: bool = True):
+def open_storage(url: str, *, must_exist: bool = False):
     """An Optuna RDB storage with a heartbeat, so trials of a dead worker on another machine are failed."""
-    import optuna
+    from reports.study_io import open_storage as open_rdb
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the CLI prints its own progress
-    # SQLite allows one writer at a time: workers on one machine wait for the lock instead of failing
-    # with "database is locked" (the default wait is 5 s, shorter than a busy study's writes can take).
-    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
-    try:
-        if heartbeat:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
-                                              heartbeat_interval=HEARTBEAT_SECONDS,
-                                              grace_period=6 * HEARTBEAT_SECONDS)
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-    except Exception as exc:  # sqlalchemy raises many kinds for a bad URL or an unreachable server
-        raise RanksweepError(f"Cannot open storage '{url}': {str(exc).splitlines()[0][:200]}.") from None
+    return open_rdb(url, must_exist=must_exist, heartbeat_interval=HEARTBEAT_SECONDS,
+                    grace_period=6 * HEARTBEAT_SECONDS)
 
 
 def load_existing(name: str, storage_url: str):
     """An existing study, or a RanksweepError that lists the studies the storage does hold."""
     import optuna
 
-    storage = open_storage(storage_url)
+    storage = open_storage(storage_url, must_exist=True)
     names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
     if name not in names:
         known = ", ".join(names) if names else "none"

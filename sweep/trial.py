@@ -127,17 +127,7 @@ def ensure_adapter(ctx: TrialContext, spec: AdapterSpec, *, progress: bool = Tru
         cache.discard_if_corrupt(spec)
         cache_hit = cache.is_valid(spec)
         if not cache_hit:
-            config = TrainConfig(
-                kind=spec.kind,
-                rank=spec.rank,
-                alpha_ratio=spec.alpha_ratio,
-                lr=spec.lr,
-                epochs=spec.epochs,
-                batch_size=spec.batch_size,
-                max_examples=spec.max_examples,
-                seed=spec.seed,
-                adapter_dtype=spec.adapter_dtype,
-            )
+            config = TrainConfig.from_attrs(spec)
             start = time.perf_counter()
             train_adapter(ctx.loaded, ctx.examples(spec.kind), config, folder, progress=progress,
                           metadata={"key": spec.key, "data_sha256": spec.data_sha256})

@@ -20,10 +20,10 @@ from optuna.trial import TrialState
 
 from conftest import ROOT
 from postgres import postgres_url, unique_name
+from small_data import write_small_data
 from sweep.cache import HASHED_FILES, MANIFEST, AdapterSpec, sha256_file
 from sweep.settings import _sha256
 from sweep.space import PRESETS
-from trainers.data import write_json_atomic
 
 BUDGET_MB = 0.4  # every pair of ranks {4, 16} fits (tiny adapters are ~8 KiB per rank)
 
@@ -31,13 +31,7 @@ BUDGET_MB = 0.4  # every pair of ranks {4, 16} fits (tiny adapters are ~8 KiB pe
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("reliability-data")
-    train = [[f"How many gram are there per {n} kg?", n * 1000.0] for n in range(1, 41)]
-    valid = [[f"How many meter are there per {n} km?", n * 1000.0] for n in range(1, 9)]
-    rft = [[q, a, f"1 kg = 1000 g, so {q.split()[-2]} kg = {a:g} g. <answer>{a:g}</answer>"] for q, a in train[:24]]
-    write_json_atomic(root / "train.json", train)
-    write_json_atomic(root / "valid.json", valid)
-    write_json_atomic(root / "rft.json", rft)
-    return root
+    return write_small_data(root)
 
 
 def launch_args(data: Path, work: Path, study: str, trials: int, *, storage: str | None = None,

@@ -8,6 +8,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from small_data import write_small_data
 from trainers.data import write_json_atomic
 
 BUDGET_MB = 0.4  # tiny adapters are 8 KiB per rank in fp32 (zipped ~0.93 of that): any pair with rank 64 is over
@@ -17,13 +18,7 @@ BUDGET_MB = 0.4  # tiny adapters are 8 KiB per rank in fp32 (zipped ~0.93 of tha
 def workdir(tmp_path_factory) -> Path:
     """A folder holding small homework-format data, the storage and the artifact cache."""
     root = tmp_path_factory.mktemp("study")
-    train = [[f"How many gram are there per {n} kg?", n * 1000.0] for n in range(1, 41)]
-    valid = [[f"How many meter are there per {n} km?", n * 1000.0] for n in range(1, 9)]
-    rft = [[q, a, f"1 kg = 1000 g, so {q.split()[-2]} kg = {a:g} g. <answer>{a:g}</answer>"] for q, a in train[:24]]
-    write_json_atomic(root / "train.json", train)
-    write_json_atomic(root / "valid.json", valid)
-    write_json_atomic(root / "rft.json", rft)
-    return root
+    return write_small_data(root)
 
 
 def launch_args(root: Path, study: str, trials: int) -> list[str]:

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from trainers.adapter_files import save_adapter
@@ -46,6 +46,12 @@ class TrainConfig:
     target_modules: str = "all-linear"
     adapter_dtype: str = "fp32"  # dtype of the saved adapter_model.safetensors
     max_length: int = 256  # rows longer than this many tokens are dropped (see trainers/batching.py)
+
+    @classmethod
+    def from_attrs(cls, source) -> "TrainConfig":
+        """The config read from any object that names some of its fields (CLI flags, a cache key);
+        the fields it does not name keep their defaults."""
+        return cls(**{f.name: getattr(source, f.name) for f in fields(cls) if hasattr(source, f.name)})
 
     @property
     def alpha(self) -> float:

@@ -55,21 +55,6 @@ def add_parser(subparsers):
     return parser
 
 
-def config_from_args(args) -> TrainConfig:
-    """The typed training config for the command's flags."""
-    return TrainConfig(
-        kind=args.kind,
-        rank=args.rank,
-        alpha_ratio=args.alpha_ratio,
-        lr=args.lr,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        max_examples=args.max_examples,
-        seed=args.seed,
-        adapter_dtype=args.adapter_dtype,
-    )
-
-
 def _examples(args):
     """The training pairs and the file they came from; data problems surface before any model loads."""
     from trainers.data import read_qa, read_rft
@@ -95,7 +80,7 @@ def run(args) -> int:
     from trainers.models import load_model
     from trainers.training import train_adapter, validate
 
-    config = config_from_args(args)
+    config = TrainConfig.from_attrs(args)
     validate(config, None, args.out)  # before any data generation or model loading
     examples, data_path = _examples(args)
     validate(config, examples, args.out)
