@@ -63,7 +63,7 @@ PRESETS = {
     # A CPU-sized study: small training subset, one epoch, 50 questions, three ranks per kind.
     "quick": Preset(
         space=SearchSpace(sft_ranks=(2, 8, 32), rft_ranks=(2, 8, 32)),
-        budget=Budget(max_examples=160, questions=50, rft_questions=24, rft_samples=4),
+        budget=Budget(max_examples=160, questions=50, rft_questions=16, rft_samples=4),
         trials=6,
     ),
     # Homework scale: the whole training set, graded on the homework's 100 questions.
