@@ -7,7 +7,7 @@ Zipped: LoRAs trained a few real steps on the embedded model with ranksweep's tr
 weights cast to fp16) are zipped as the submission zips them, and compared with the predicted bound,
 which must never be below the truth and should be within 2% above it.
 
-    python bench/size_prediction.py [--ranks 1,2,3,...] [--trained-ranks 4,16] [--steps 6]
+    python bench/size_prediction.py [--ranks 1,2,3,...] [--trained-ranks 4,16] [--steps 6] [--adapters DIR,...]
 """
 
 from __future__ import annotations
@@ -61,47 +61,67 @@ def raw_checks(ranks: list[int], tmp: Path) -> list[dict]:
     return rows
 
 
-def zipped_checks(ranks: list[int], steps: int, batch_size: int, tmp: Path) -> list[dict]:
+def zipped_checks(ranks: list[int], steps: int, batch_size: int, adapters: list[Path]) -> list[dict]:
+    """Train an SFT adapter per rank for `steps` steps, add the given already-trained fp32 adapter folders
+    (e.g. from `ranksweep train`), and check each fp32 and fp16 copy's zipped size against the bound."""
+    import json
+    import shutil
+
+    from sweep.sizing import config_for
+    from trainers.data import read_qa
+    from trainers.models import load_model
+    from trainers.training import TrainConfig, sft_examples, train_adapter
+    from trainers.unitgen import builtin_data
+
+    rows = []
+    if ranks:
+        loaded = load_model("embedded", "cpu")
+        examples = sft_examples(read_qa(builtin_data()[0])[: steps * batch_size])
+        for rank in ranks:
+            fp32 = KEEP / f"r{rank}-fp32"  # kept for bench/grading_throughput.py
+            config = TrainConfig(kind="sft", rank=rank, lr=1e-3, batch_size=batch_size, seed=0)
+            shutil.rmtree(fp32, ignore_errors=True)
+            result = train_adapter(loaded, examples, config, fp32, progress=False)
+            rows += _zip_rows(loaded.model.config, rank, fp32, result.steps)
+    for folder in adapters:
+        rank = json.loads((folder / "adapter_config.json").read_text())["r"]
+        steps_run = json.loads((folder / "ranksweep.json").read_text())["steps"]
+        rows += _zip_rows(config_for("embedded"), rank, folder, steps_run)
+    return rows
+
+
+def _zip_rows(config, rank: int, fp32: Path, steps: int) -> list[dict]:
+    """The fp32 adapter and an fp16 copy of the same weights, each zipped as the submission zips it."""
     import shutil
 
     from safetensors.torch import load_file, save_file
 
     from sweep import sizing
     from sweep.bundle import submission_bytes
-    from trainers.data import read_qa
-    from trainers.models import load_model
-    from trainers.training import TrainConfig, sft_examples, train_adapter
-    from trainers.unitgen import builtin_data
 
-    loaded = load_model("embedded", "cpu")
-    examples = sft_examples(read_qa(builtin_data()[0])[: steps * batch_size])
+    fp16 = KEEP / f"{fp32.name}-as-fp16"
+    shutil.rmtree(fp16, ignore_errors=True)
+    shutil.copytree(fp32, fp16)
+    weights = load_file(fp32 / "adapter_model.safetensors")
+    save_file({k: v.half() for k, v in weights.items()}, fp16 / "adapter_model.safetensors", metadata={"format": "pt"})
     rows = []
-    for rank in ranks:
-        fp32 = KEEP / f"r{rank}-fp32"  # kept for bench/grading_throughput.py
-        config = TrainConfig(kind="sft", rank=rank, lr=1e-3, batch_size=batch_size, seed=0)
-        shutil.rmtree(fp32, ignore_errors=True)
-        result = train_adapter(loaded, examples, config, fp32, progress=False)
-        fp16 = KEEP / f"r{rank}-fp16"
-        shutil.rmtree(fp16, ignore_errors=True)
-        shutil.copytree(fp32, fp16)
-        weights = load_file(fp32 / "adapter_model.safetensors")
-        save_file({k: v.half() for k, v in weights.items()}, fp16 / "adapter_model.safetensors",
-                  metadata={"format": "pt"})
-        for dtype, folder in (("fp32", fp32), ("fp16", fp16)):
-            predicted = sizing.adapter_size(loaded.model.config, rank, dtype)
-            raw = (folder / "adapter_model.safetensors").stat().st_size
-            zipped = submission_bytes(None, sft_dir=folder)  # one adapter folder zipped alone
-            bound = predicted.compressed_bytes + sizing.ZIP_END_RECORD
-            rows.append({"shape": "embedded 135M (trained)", "rank": rank, "dtype": dtype, "steps": result.steps,
-                         "raw_predicted": predicted.raw_bytes, "raw_measured": raw, "zip_measured": zipped,
-                         "zip_bound": bound, "bound_over_truth": bound / zipped - 1, "zip_ratio": zipped / raw})
+    for dtype, folder in (("fp32", fp32), ("fp16", fp16)):
+        predicted = sizing.adapter_size(config, rank, dtype)
+        raw = (folder / "adapter_model.safetensors").stat().st_size
+        zipped = submission_bytes(None, sft_dir=folder)  # one adapter folder zipped alone
+        bound = predicted.compressed_bytes + sizing.ZIP_END_RECORD
+        rows.append({"shape": "embedded 135M (trained)", "rank": rank, "dtype": dtype, "steps": steps,
+                     "raw_predicted": predicted.raw_bytes, "raw_measured": raw, "zip_measured": zipped,
+                     "zip_bound": bound, "bound_over_truth": bound / zipped - 1, "zip_ratio": zipped / raw})
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ranks", default=DEFAULT_RANKS, help="ranks for the raw check (1..64 in full: '1-64')")
-    parser.add_argument("--trained-ranks", default="4,16")
+    parser.add_argument("--trained-ranks", default="4,16", help="ranks trained for --steps here ('' for none)")
+    parser.add_argument("--adapters", default="", help="comma list of fp32 adapter folders trained elsewhere "
+                        "(e.g. by `ranksweep train ... --epochs 1`) to check as well")
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
@@ -116,7 +136,8 @@ def main() -> None:
         ranks = [int(r) for r in args.ranks.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         raw = raw_checks(ranks, Path(tmp))
-        zipped = zipped_checks([int(r) for r in args.trained_ranks.split(",")], args.steps, args.batch_size, Path(tmp))
+    trained = [int(r) for r in args.trained_ranks.split(",") if r]
+    zipped = zipped_checks(trained, args.steps, args.batch_size, [Path(a) for a in args.adapters.split(",") if a])
     exact = sum(r["diff"] == 0 for r in raw)
     payload = {
         "raw_ranks": ranks,

@@ -87,18 +87,25 @@ def pareto_figure(pairs: pd.DataFrame, trials: pd.DataFrame, goal: Objective, bu
                       y("objective_high", sampled) - y("objective", sampled)],
                 fmt="none", ecolor="#9aa9c4", elinewidth=1, capsize=2, zorder=2,
                 label="95% range (Wilson bounds of both adapters)")
+    texts = []
     if front.empty:
         _note(ax, "no pair fits the budget", top=True)
     else:
-        _frontier(ax, front, goal, budget)
+        texts = _frontier(ax, front, goal, budget)
+    key = ax.text(0.01, 0.99, "labels: SFT rank / RFT rank", transform=ax.transAxes, fontsize=8, va="top",
+                  color="#555555")
+    others = [ax.annotate(f"{int(s)}/{int(r)}", (x, v), fontsize=7.5, color="#666666", zorder=6)
+              for s, r, x, v in zip(rest["sft_rank"], rest["rft_rank"], rest["size_mib"], y("objective", rest))]
     ax.set_xlim(0, max(widest, pairs["size_mib"].max()) * 1.06)
     ax.margins(y=0.12)
+    _place_labels(ax, texts, optional=others, avoid=[key])
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
     return fig
 
 
-def _frontier(ax: Axes, front: pd.DataFrame, goal: Objective, budget: float) -> None:
-    """The frontier: a step line out to the budget, its points, and a rank label by each point."""
+def _frontier(ax: Axes, front: pd.DataFrame, goal: Objective, budget: float) -> list:
+    """The frontier: a step line out to the budget, its points, and a rank label by each point (returned
+    unplaced)."""
     xs = list(front["size_mib"]) + [max(budget, front["size_mib"].max())]
     ys = list(front["objective"] * goal.scale)
     ax.step(xs, ys + ys[-1:], where="post", color="#2e7d32", linewidth=1.6, zorder=4, label="Pareto frontier")
@@ -112,17 +119,16 @@ def _frontier(ax: Axes, front: pd.DataFrame, goal: Objective, budget: float) -> 
     repeated = {label for label in labels if labels.count(label) > 1}  # same ranks, other alphas: say which
     labels = [f"{label} α{a:g}/{b:g}" if label in repeated else label
               for label, a, b in zip(labels, front["sft_alpha"], front["rft_alpha"])]
-    texts = [ax.annotate(label, (x, v), fontsize=9, color="#1b5e20", zorder=6)
-             for label, x, v in zip(labels, front["size_mib"], front["objective"] * goal.scale)]
-    ax.text(0.01, 0.99, "labels: SFT rank / RFT rank", transform=ax.transAxes, fontsize=8, va="top",
-            color="#555555")
-    _place_labels(ax, texts)
+    return [ax.annotate(label, (x, v), fontsize=9, color="#1b5e20", zorder=6)
+            for label, x, v in zip(labels, front["size_mib"], front["objective"] * goal.scale)]
 
 
-def _place_labels(ax: Axes, texts: list) -> None:
+def _place_labels(ax: Axes, texts: list, optional: list = (), avoid: list = ()) -> None:
     """Put each label at the first spot around its point that collides with no label placed before it.
 
-    Upper-left comes first: nothing sits there (a point there would beat the frontier point).
+    Upper-left comes first: nothing sits there (a point there would beat the frontier point). `texts`
+    (the frontier's) are always drawn; an `optional` label (another pair's) that finds no free spot is
+    removed, so a crowded plot loses labels rather than overlapping them. `avoid`: other texts to keep clear of.
     """
     spots = [((-5, 5), "right", "bottom"), ((5, -5), "left", "top"), ((-5, -5), "right", "top"),
              ((5, 5), "left", "bottom"), ((-5, 16), "right", "bottom"), ((5, -16), "left", "top")]
@@ -130,8 +136,8 @@ def _place_labels(ax: Axes, texts: list) -> None:
     canvas.draw()  # settle the constrained layout so label extents are final
     renderer = canvas.get_renderer()
     frame = ax.get_window_extent(renderer)
-    placed = []
-    for text in texts:
+    placed = [other.get_window_extent(renderer) for other in avoid]
+    for text in [*texts, *optional]:
         text.set_in_layout(False)
         chosen = None
         for offset, ha, va in spots:
@@ -141,9 +147,13 @@ def _place_labels(ax: Axes, texts: list) -> None:
             text.set_verticalalignment(va)
             box = text.get_window_extent(renderer)
             inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
-            if inside and not any(box.overlaps(other) for other in placed):
+            padded = box.padded(3)  # labels that merely touch read as one ("2/88/2")
+            if inside and not any(padded.overlaps(other) for other in placed):
                 chosen = box
                 break
+        if chosen is None and text not in texts:
+            text.remove()
+            continue
         if chosen is None:  # crowded: keep the first spot rather than wander off
             offset, ha, va = spots[0]
             text.set_position(offset)
