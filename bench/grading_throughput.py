@@ -25,7 +25,7 @@ DEFAULT_ADAPTER = Path(__file__).resolve().parent.parent / "runs" / "bench" / "a
 
 
 def per_question_loop(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[str]:
-    """One `generate` call per question, greedy, stopping at `</answer>` or EOS."""
+    """One `generate` call per question, greedy, stopping at EOS; the text is cut after `</answer>`."""
     import torch
 
     texts = []
