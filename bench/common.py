@@ -106,7 +106,7 @@ def write_result(name: str, args, payload: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     doc = {
         "benchmark": name,
-        "command": "python " + " ".join(shlex.quote(a) for a in [f"bench/{name}.py", *sys.argv[1:]]),
+        "command": "python " + " ".join(shlex.quote(a) for a in [f"bench/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
         "args": {k: v for k, v in vars(args).items()},
         "measured_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": machine(),
