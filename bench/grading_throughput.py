@@ -44,7 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--questions", type=int, default=48)
-    parser.add_argument("--batch-size", type=int, default=32, help="the grader's batch size (its default)")
+    parser.add_argument("--batch-size", type=int, default=64, help="the grader's batch size (its default)")
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--adapter", type=Path, default=None)

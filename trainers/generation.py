@@ -20,7 +20,7 @@ def greedy(
     *,
     max_new_tokens: int,
     stop: str = DEFAULT_STOP,
-    batch_size: int = 32,
+    batch_size: int = 64,
     on_batch: Callable[[list[int], list[str]], None] | None = None,
 ) -> list[str]:
     """Greedy completion of each prompt (the text after it, cut right after `stop`), in input order.

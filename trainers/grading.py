@@ -146,7 +146,7 @@ def grade_model(
     kind: str,
     adapter_dir: str | Path | None = None,
     questions: int | None = 100,
-    batch_size: int = 32,
+    batch_size: int = 64,  # bench/grading_throughput.py: 48 questions in one batch of 64 took 9.1 s, in 32 + 16 10.3 s
     progress: bool = True,
     max_new_tokens: int | None = None,
 ) -> Grade:

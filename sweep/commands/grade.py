@@ -29,7 +29,7 @@ def add_parser(subparsers):
     )
     parser.add_argument("--questions", default=100, type=questions_arg, metavar="N", help="grade the first N questions, or 'all' (default: 100)")
     parser.add_argument("--kind", choices=KINDS, help="sft or rft (default: the kind in the adapter's ranksweep.json)")
-    parser.add_argument("--batch-size", default=32, type=positive_int, metavar="B", help="questions answered together (default: 32)")
+    parser.add_argument("--batch-size", default=64, type=positive_int, metavar="B", help="questions answered together (default: 64)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
     return parser
 
