@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import matmul_gflops, median, table, write_result  # noqa: E402
+from trainers.grading import BATCH_SIZE  # noqa: E402
 
 STOP = "</answer>"
 DEFAULT_ADAPTER = Path(__file__).resolve().parent.parent / "runs" / "bench" / "adapters" / "r16-fp32"
@@ -44,7 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--questions", type=int, default=48)
-    parser.add_argument("--batch-size", type=int, default=64, help="the grader's batch size (its default)")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="the grader's batch size (its default)")
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--adapter", type=Path, default=None)

@@ -45,9 +45,9 @@ def open_storage(storage: str | BaseStorage, *, must_exist: bool = True, **rdb_k
     import optuna
     import sqlalchemy.exc
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the CLI prints its own progress
     if not isinstance(storage, str):
         return storage
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the CLI prints its own progress
     if storage.startswith("sqlite:"):
         database = sqlalchemy.engine.make_url(storage).database
         # RDBStorage would silently create an empty database; reading a study must never do that.
@@ -76,7 +76,6 @@ def load_trials(storage: str | BaseStorage, study_name: str) -> tuple[pd.DataFra
     import optuna
     import pandas as pd
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     opened = open_storage(storage)
     names = optuna.get_all_study_names(opened)
     if study_name not in names:

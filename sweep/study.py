@@ -143,8 +143,7 @@ def _ask_owned(study, distributions: dict):
         try:
             if storage.set_trial_state_values(waiting._trial_id, state=TrialState.RUNNING):
                 trial_id = waiting._trial_id
-                for key, value in owner.items():
-                    storage.set_trial_user_attr(trial_id, key, value)
+                set_user_attrs(study, trial_id, owner)
                 break
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker claimed and finished it meanwhile
@@ -276,7 +275,6 @@ def run_study(study, settings: StudySettings, *, progress: bool = True) -> Progr
     from sweep.sizing import config_for, pair_size
     from sweep.studybar import StudyBar
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     model_config = config_for(settings.base_model)
     rest = study.user_attrs["config"]["homework_rest_bytes"]
 

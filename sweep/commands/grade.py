@@ -7,8 +7,7 @@ from pathlib import Path
 
 from sweep.commands.common import add_base_model, add_device, positive_int, questions_arg
 from trainers.errors import RanksweepError
-
-KINDS = ("sft", "rft")
+from trainers.grading import BATCH_SIZE, KINDS
 
 
 def add_parser(subparsers):
@@ -29,7 +28,8 @@ def add_parser(subparsers):
     )
     parser.add_argument("--questions", default=100, type=questions_arg, metavar="N", help="grade the first N questions, or 'all' (default: 100)")
     parser.add_argument("--kind", choices=KINDS, help="sft or rft (default: the kind in the adapter's ranksweep.json)")
-    parser.add_argument("--batch-size", default=64, type=positive_int, metavar="B", help="questions answered together (default: 64)")
+    parser.add_argument("--batch-size", default=BATCH_SIZE, type=positive_int, metavar="B",
+                        help=f"questions answered together (default: {BATCH_SIZE})")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
     return parser
 
