@@ -88,33 +88,33 @@ class ArtifactCache:
         """Hold an exclusive lock on one adapter's entry while it is checked, trained or graded."""
         return file_lock(self.root / "locks" / f"{spec.key}.lock")
 
-    def is_valid(self, spec: AdapterSpec) -> bool:
-        """True when the entry is complete and its files hash to what its manifest recorded."""
-        folder = self.adapter_dir(spec)
-        manifest = folder / MANIFEST
-        if not manifest.is_file():
-            return False
-        try:
-            recorded = json.loads(manifest.read_text())
-            return all(sha256_file(folder / name) == recorded[name] for name in HASHED_FILES)
-        except (OSError, ValueError, KeyError):
-            return False
+    def verify(self, spec: AdapterSpec) -> dict | None:
+        """The entry's manifest when the entry is complete and its files hash to what the manifest recorded.
 
-    def discard_if_corrupt(self, spec: AdapterSpec) -> bool:
-        """Remove an entry that exists but does not verify; True if one was removed."""
+        An entry that exists but does not verify is removed (with a warning) so that it is retrained.
+        Each check hashes the adapter's files once: on the embedded model at rank 32 that is 40 MB.
+        """
         folder = self.adapter_dir(spec)
-        if folder.exists() and not self.is_valid(spec):
+        try:
+            recorded = json.loads((folder / MANIFEST).read_text())
+            if all(sha256_file(folder / name) == recorded[name] for name in HASHED_FILES):
+                return recorded
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        if folder.exists():
             print(f"ranksweep: warning: cached adapter {folder} is incomplete or corrupt; retraining it",
                   file=sys.stderr)
             shutil.rmtree(folder, ignore_errors=True)
-            return True
-        return False
+        return None
 
-    def seal(self, spec: AdapterSpec) -> None:
-        """Record the hashes of a freshly trained entry; until then it does not count as cached."""
+    def seal(self, spec: AdapterSpec, **facts) -> dict:
+        """Record the hashes of a freshly trained entry (and `facts` about it, such as its zipped size);
+        until then it does not count as cached. Returns the manifest."""
         folder = self.adapter_dir(spec)
         hashes = {name: sha256_file(folder / name) for name in HASHED_FILES}
-        write_json_atomic(folder / MANIFEST, {**hashes, "spec": asdict(spec), "key": spec.key})
+        manifest = {**hashes, **facts, "spec": asdict(spec), "key": spec.key}
+        write_json_atomic(folder / MANIFEST, manifest)
+        return manifest
 
     def grade_path(self, spec: AdapterSpec, grading_key: str) -> Path:
         return self.adapter_dir(spec) / f"grade-{grading_key}.json"

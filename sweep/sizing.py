@@ -15,6 +15,7 @@ import warnings
 from dataclasses import dataclass
 from functools import lru_cache, partial
 
+from sweep.bundle import ZIP_END_RECORD
 from trainers.errors import RanksweepError
 
 MIB = 1024 * 1024
@@ -40,7 +41,6 @@ HEADER_RATIO = 0.12
 DEFLATE_SLACK = 256
 ZIP_MEMBER_FIXED = 30 + 46
 ZIP_MEMBER_SLACK = 64
-ZIP_END_RECORD = 22
 # adapter_config.json is about 1.3 KB of JSON and deflates to about 0.6 KB; a long base-model path or an
 # explicit target list adds to it, hence the allowance per listed target.
 ADAPTER_CONFIG_BOUND = 2048

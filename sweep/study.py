@@ -22,6 +22,7 @@ from trainers.errors import RanksweepError
 PARAMS = ("sft_rank", "rft_rank", "alpha_ratio", "lr", "epochs", "adapter_dtype")
 HEARTBEAT_SECONDS = 20
 INTERRUPTED = "interrupted"
+CONSTRAINT_KEY = "constraints:size"  # the system attr `Trial.set_constraint("size", value)` writes
 
 
 def open_storage(url: str, *, must_exist: bool = False):
@@ -44,15 +45,21 @@ def load_existing(name: str, storage_url: str):
     return optuna.load_study(study_name=name, storage=storage, sampler=_sampler(0))
 
 
-def _constraints(trial) -> list[float]:
-    return trial.user_attrs.get("constraint", [0.0])
-
-
 def _sampler(seed: int):
-    import optuna
+    """Multivariate TPE. It reads each trial's constraint (CONSTRAINT_KEY) itself, so an over-budget pair
+    counts as infeasible, and with its constant liar (the default) it treats other workers' RUNNING trials
+    as bad results, so concurrent workers spread over the grid rather than all training the same pair."""
+    from optuna.samplers import TPESampler
 
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, constraints_func=_constraints,
-                                      n_startup_trials=4)
+    class PairSampler(TPESampler):
+        # TPE's constant liar also writes each relative sample into the trial's system attrs, so that
+        # other workers see it before the params are set. `ask_pair` samples before the trial exists and
+        # creates it with its params, which the liar reads directly: that extra write has no trial and
+        # no purpose here.
+        def sample_relative(self, study, trial, search_space):
+            return self._sample_relative(study, trial, search_space)
+
+    return PairSampler(seed=seed, multivariate=True, n_startup_trials=4)
 
 
 def open_study(settings: StudySettings, homework_rest_bytes: int, *, force: bool = False):
@@ -90,8 +97,8 @@ def fail_interrupted(study) -> int:
     return failed
 
 
-def set_user_attrs(study, trial_id: int, attrs: dict) -> None:
-    """Write a trial's attrs in one statement.
+def set_user_attrs(study, trial_id: int, attrs: dict, *, system_attrs: dict | None = None) -> None:
+    """Write a trial's user attrs (and optionally system attrs) in one transaction.
 
     Each `set_user_attr` is a query, an upsert and a commit of its own (about 4 ms on SQLite here), and a
     trial records about 45 attrs: one by one they were most of a trial's orchestration time
@@ -108,52 +115,86 @@ def set_user_attrs(study, trial_id: int, attrs: dict) -> None:
     except ImportError:
         RDBStorage = None
     dialects = {"sqlite": sqlite, "postgresql": postgresql}
+    system_attrs = system_attrs or {}
     if RDBStorage is None or not isinstance(backend, RDBStorage) or backend.engine.name not in dialects:
         for key, value in attrs.items():
             study._storage.set_trial_user_attr(trial_id, key, value)
+        for key, value in system_attrs.items():
+            study._storage.set_trial_system_attr(trial_id, key, value)
         return
-    table = models.TrialUserAttributeModel
-    rows = [{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)} for key, value in attrs.items()]
     with _create_scoped_session(backend.scoped_session, True) as session:
         trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
         backend.check_trial_is_updatable(trial_id, trial.state)  # a finished trial is never changed
-        insert = dialects[backend.engine.name].insert(table).values(rows)
-        session.execute(insert.on_conflict_do_update(index_elements=[table.trial_id, table.key],
-                                                     set_={"value_json": insert.excluded.value_json}))
+        for table, values in ((models.TrialUserAttributeModel, attrs),
+                              (models.TrialSystemAttributeModel, system_attrs)):
+            if not values:
+                continue
+            rows = [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in values.items()]
+            insert = dialects[backend.engine.name].insert(table).values(rows)
+            session.execute(insert.on_conflict_do_update(index_elements=[table.trial_id, table.key],
+                                                         set_={"value_json": insert.excluded.value_json}))
 
 
 def _owner() -> dict:
     return {"host": socket.gethostname(), "pid": os.getpid()}
 
 
-def _ask_owned(study, distributions: dict):
-    """Like `study.ask`, but the trial names its host and pid from the moment it is RUNNING.
+def ask_pair(study, distributions: dict, trials: list, params: dict | None = None):
+    """Like `study.ask`, but cheaper, and the trial names its host and pid from the moment it is RUNNING.
 
-    A process killed between `ask` and a later `set_user_attr` would leave a RUNNING trial that nobody
-    can tell is dead (it has no heartbeat yet either). A new trial is created with its owner in one
-    write; an enqueued one is claimed and then owned by the next write (the claim is atomic, and
-    writing the owner first would let a worker that loses the claim overwrite the winner's).
+    `trials` is the loop's snapshot of the study. An enqueued trial is claimed first (the claim is
+    atomic; its owner and params follow in the next writes, because writing the owner before the claim
+    would let a worker that loses the claim overwrite the winner's). Otherwise the pair is `params`
+    when given (the loop steering away from duplicates), or drawn from the sampler, and the trial is
+    created RUNNING with its owner and params in one write: a process killed in between leaves nothing
+    that nobody can tell is dead, and `study.ask` plus one `suggest` per parameter took seven commits.
     """
     import optuna
     from optuna.trial import TrialState
 
-    owner, trial_id = _owner(), None
     storage = study._storage
-    for waiting in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,)):
+    for waiting in (t for t in trials if t.state == TrialState.WAITING):
         try:
             if storage.set_trial_state_values(waiting._trial_id, state=TrialState.RUNNING):
-                trial_id = waiting._trial_id
-                set_user_attrs(study, trial_id, owner)
-                break
+                set_user_attrs(study, waiting._trial_id, _owner())
+                trial = optuna.trial.Trial(study, waiting._trial_id)
+                for name, distribution in distributions.items():
+                    trial.suggest_categorical(name, distribution.choices)  # takes the enqueued values
+                return trial
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker claimed and finished it meanwhile
-    if trial_id is None:
-        template = optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs=owner)
-        trial_id = storage.create_new_trial(study._study_id, template_trial=template)
-    trial = optuna.trial.Trial(study, trial_id)
+    if params is None:
+        params = _sample(study, distributions, trials)
+    template = optuna.trial.create_trial(state=TrialState.RUNNING, params=params,
+                                         distributions=distributions, user_attrs=_owner())
+    return optuna.trial.Trial(study, storage.create_new_trial(study._study_id, template_trial=template))
+
+
+def _sample(study, distributions: dict, trials: list) -> dict:
+    """Draw one value per parameter from the study's sampler, as `Trial.suggest_*` would, before the trial
+    exists. The sampler reads the loop's snapshot of the trials (`Study.ask` clears this per-thread cache
+    for the same purpose: one read of the storage per trial)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    study._thread_local.cached_all_trials = trials
+    sampler = study.sampler
+    stand_in = optuna.trial.FrozenTrial(
+        number=len(trials), state=TrialState.RUNNING, value=None, datetime_start=None, datetime_complete=None,
+        params={}, distributions={}, user_attrs={}, system_attrs={}, intermediate_values={}, trial_id=-1,
+    )
+    sampler.before_trial(study, stand_in)
+    space = sampler.infer_relative_search_space(study, stand_in)
+    relative = sampler.sample_relative(study, stand_in, space)
+    params = {}
     for name, distribution in distributions.items():
-        trial.suggest_categorical(name, distribution.choices)
-    return trial
+        if distribution.single():
+            params[name] = distribution.choices[0]
+        elif name in relative and name in space:
+            params[name] = relative[name]
+        else:
+            params[name] = sampler.sample_independent(study, stand_in, name, distribution)
+    return params
 
 
 def _alive(pid: int) -> bool:
@@ -185,10 +226,10 @@ class Progress:
         return len(self.completed) >= self.target or not self.untried
 
 
-def _completed_pairs(study) -> set:
+def _completed_pairs(trials: list) -> set:
     from optuna.trial import TrialState
 
-    return {_pair(t.params) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    return {_pair(t.params) for t in trials if t.state == TrialState.COMPLETE}
 
 
 def _retry_interrupted(study, completed: set) -> None:
@@ -283,19 +324,24 @@ def run_study(study, settings: StudySettings, *, progress: bool = True) -> Progr
 
     feasible = feasible_pairs(settings, rest)
     fail_interrupted(study)
-    state = Progress(completed=_completed_pairs(study), feasible=feasible, target=settings.trials)
+    state = Progress(completed=_completed_pairs(study.get_trials(deepcopy=False)), feasible=feasible,
+                     target=settings.trials)
     _retry_interrupted(study, state.completed)
     distributions = {k: CategoricalDistribution(list(v)) for k, v in settings.space.dimensions().items()}
     ctx = TrialContext(settings, ArtifactCache(settings.artifacts))
     rng = random.Random(settings.seed)
-    bar = StudyBar(study, settings, enabled=progress)
-    bar.update(state)
+    bar = StudyBar(settings, enabled=progress)
+    steer, seconds = None, None
     while True:
-        state.completed = _completed_pairs(study)  # other workers complete pairs too
+        trials = study.get_trials(deepcopy=False)  # one read per trial: other workers complete pairs too
+        state.completed = _completed_pairs(trials)
+        bar.update(state, trials, seconds=seconds)
+        seconds = None
         if state.done:
             break
         with _sigint_deferred() as pending:
-            trial = _ask_owned(study, distributions)
+            trial = ask_pair(study, distributions, trials, params=steer)
+        steer = None
         # Ctrl-C anywhere in the trial, not only while training, leaves it failed rather than RUNNING.
         try:
             if pending:
@@ -311,8 +357,9 @@ def run_study(study, settings: StudySettings, *, progress: bool = True) -> Progr
                 set_user_attrs(study, trial._trial_id,
                                {"skipped": skip, "size_bytes_predicted": predicted.total_compressed_bytes})
                 study.tell(trial, state=TrialState.PRUNED)
-                # The sampler may keep proposing pairs that cost nothing to reject; steer it to an untried one.
-                study.enqueue_trial(rng.choice(state.untried), skip_if_exists=True)
+                # The sampler may keep proposing pairs that cost nothing to reject; the next trial takes an
+                # untried one instead.
+                steer = rng.choice(state.untried)
                 continue
             started = time.perf_counter()
             try:
@@ -332,11 +379,12 @@ def run_study(study, settings: StudySettings, *, progress: bool = True) -> Progr
                 state.feasible = [p for p in state.feasible if _pair(p) != _pair(params)]
                 continue
             attrs["trial_seconds"] = round(time.perf_counter() - started, 3)
-            attrs["constraint"] = [float(size_bytes - settings.budget_bytes)]
-            set_user_attrs(study, trial._trial_id, attrs)
+            # The budget as an Optuna constraint (what `Trial.set_constraint("size", ...)` stores, <= 0 is
+            # feasible), written with the attrs instead of in a commit of its own.
+            set_user_attrs(study, trial._trial_id, attrs,
+                           system_attrs={CONSTRAINT_KEY: float(size_bytes - settings.budget_bytes)})
             study.tell(trial, [score, size_bytes])
-            state.completed.add(_pair(params))
-            bar.update(state, seconds=time.perf_counter() - started)
+            seconds = time.perf_counter() - started
         except KeyboardInterrupt:
             if study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
                 trial.set_user_attr("error", f"{INTERRUPTED}: stopped by the user (Ctrl-C)")

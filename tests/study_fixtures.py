@@ -149,7 +149,7 @@ def write_study(storage, name: str, specs: list[TrialSpec], *, budget: int = BUD
                 cache_hits.add(attrs[f"{kind}_key"])
             for key, value in attrs.items():
                 trial.set_user_attr(key, value)
-            trial.set_user_attr("constraint", [float(size - budget)])
+            trial.set_constraint("size", float(size - budget))
             study.tell(trial, [score, size])
         elif spec.outcome != "running":  # a running trial is left open
             raise ValueError(f"unknown outcome {spec.outcome!r}")

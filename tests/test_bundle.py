@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sweep.bundle import ADAPTER_FILES, bundle_members, rest_bytes, submission_bytes, write_zip, zip_bytes
+from sweep.bundle import (ADAPTER_FILES, ZIP_END_RECORD, bundle_members, combined_bytes, rest_bytes,
+                          submission_bytes, write_zip, zip_bytes)
 from trainers.errors import RanksweepError
 
 KEPT = [
@@ -125,6 +126,21 @@ def test_adapters_alone_without_a_tree(tmp_path: Path):
     expected = [f"homework/{folder}/{name}" for folder in ("rft_model", "sft_model") for name in sorted(ADAPTER_FILES)]
     assert [arcname for arcname, _ in members] == expected
     assert submission_bytes(None, sft_dir=sft, rft_dir=rft) == _zipfile_size(tmp_path, members)
+
+
+@pytest.mark.parametrize("sizes", [(20_000, 40_000), (1, 300_000), (0, 0)])
+def test_combined_bytes_equals_zipping_the_whole_submission(homework: Path, tmp_path: Path, sizes):
+    # What each trial records as its measured size: the rest and each adapter zipped apart, then added.
+    sft = _adapter_dir(tmp_path / "trial" / "sft", sizes[0])
+    rft = _adapter_dir(tmp_path / "trial" / "rft", sizes[1])
+    sft_zip, rft_zip = submission_bytes(None, sft_dir=sft), submission_bytes(None, rft_dir=rft)
+    whole = submission_bytes(homework, sft_dir=sft, rft_dir=rft)
+    assert combined_bytes(rest_bytes(homework), sft_zip, rft_zip) == whole
+    assert combined_bytes(0, sft_zip, rft_zip) == submission_bytes(None, sft_dir=sft, rft_dir=rft)
+    assert combined_bytes(0, sft_zip, 0) == sft_zip
+    assert combined_bytes(0, 0, 0) == ZIP_END_RECORD  # an empty zip
+    with pytest.raises(ValueError):
+        combined_bytes(5, sft_zip)
 
 
 def test_user_errors_are_one_sentence(tmp_path: Path):

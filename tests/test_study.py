@@ -9,6 +9,7 @@ import optuna
 import pytest
 
 from small_data import write_small_data
+from sweep.bundle import submission_bytes
 from trainers.data import write_json_atomic
 
 BUDGET_MB = 0.4  # tiny adapters are 8 KiB per rank in fp32 (zipped ~0.93 of that): any pair with rank 64 is over
@@ -54,6 +55,13 @@ def test_study_respects_budget_reuses_adapters_and_predicts_sizes(cli, workdir):
         assert a["rft_raw_bytes"] == a["rft_raw_bytes_predicted"]
         assert 0.0 <= a["sft_accuracy"] <= 1.0 and a["sft_questions"] == 4
         assert t.values[1] == a["size_bytes"]
+        # The recorded size is the real zip of both adapters (added up from parts measured once per adapter).
+        assert a["size_bytes"] == submission_bytes(None, sft_dir=Path(a["sft_dir"]), rft_dir=Path(a["rft_dir"]))
+        assert a["sft_zip_bytes"] == submission_bytes(None, sft_dir=Path(a["sft_dir"]))
+        assert json.loads((Path(a["rft_dir"]) / "manifest.json").read_text())["zip_bytes"] == a["rft_zip_bytes"]
+        # The budget is the trial's Optuna constraint, which TPE reads (<= 0 is feasible).
+        assert t.constraints == {"size": float(a["size_bytes"] - budget)}
+        assert {"host", "pid"} <= set(a)
     for t in study.get_trials(states=(optuna.trial.TrialState.PRUNED,)):
         assert t.user_attrs["skipped"] in ("over-budget", "duplicate")
     # Each distinct adapter was trained once: 4 pairs over ranks {4, 16} need at most 2 SFT + 2 RFT trainings.
