@@ -9,7 +9,8 @@ reads the study back:
   loop does, in and between trials: reading the study, sampling, creating and finishing trials, size
   prediction, cache locks and hash checks, zipping for the measured size, storage writes, skipped pairs.
   The bench then zips each newly trained adapter again and reports the overhead without that time too:
-  what remains is sampling and storage (the issue's "orchestration").
+  what remains is sampling and storage (the issue's "orchestration"). For scale it also times a bare
+  Optuna loop (ask six categorical parameters, tell two values) on SQLite: the floor per trial.
 
     python bench/sweep_cost.py [--trials 24] [--ranks 1,2,4,8,16,32] [--max-examples 16] [--questions 4]
     python bench/sweep_cost.py --base-model embedded --ranks 2,8 --trials 4 --questions 8
@@ -45,6 +46,27 @@ def _zip_seconds(trials) -> float:
     return seconds
 
 
+def _optuna_floor(root: Path, ranks: str, asks: int) -> float:
+    """Seconds per trial of a bare Optuna loop on the same kind of storage: `ask` with the study's six
+    categorical parameters, `tell` two values, nothing else (no attrs, no work). A floor for what any study
+    loop built on Optuna's storage API pays per trial on this machine."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+
+    choices = [int(r) for r in ranks.split(",")]
+    space = {"sft_rank": choices, "rft_rank": choices, "alpha_ratio": [4.0], "lr": [1e-3], "epochs": [1.0],
+             "adapter_dtype": ["fp32"]}
+    distributions = {k: CategoricalDistribution(v) for k, v in space.items()}
+    sampler = optuna.samplers.TPESampler(seed=0, multivariate=True, n_startup_trials=4)
+    study = optuna.create_study(storage=f"sqlite:///{root}/floor.db", directions=["maximize", "minimize"],
+                                sampler=sampler)
+    start = time.perf_counter()
+    for _ in range(asks):
+        trial = study.ask(distributions)
+        study.tell(trial, [0.0, float(trial.params["sft_rank"] + trial.params["rft_rank"])])
+    return (time.perf_counter() - start) / asks
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=24)
@@ -76,6 +98,8 @@ def main() -> None:
         study = optuna.load_study(study_name="bench", storage=storage)
         trials = study.get_trials(deepcopy=False)
         zip_seconds = _zip_seconds(trials)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        floor = _optuna_floor(root, args.ranks, len(trials))
 
     states = optuna.trial.TrialState
     complete = [t for t in trials if t.state == states.COMPLETE]
@@ -116,6 +140,8 @@ def main() -> None:
         "zip_new_adapters_s": zip_seconds,
         "overhead_without_zip_per_trial_s": (overhead - zip_seconds) / len(trials),
         "overhead_without_zip_share": (overhead - zip_seconds) / loop_span,
+        "optuna_floor_per_trial_s": floor,
+        "optuna_floor_share": floor * len(trials) / loop_span,
         "median_in_trial_overhead_s": median([p["in_trial_overhead_s"] for p in per_trial]),
         "outside_loop_s": wall - loop_span,
         "per_trial": per_trial,
@@ -123,7 +149,7 @@ def main() -> None:
     keys = ["launch_wall_s", "outside_loop_s", "loop_span_s", "trials_complete", "trials_pruned", "trainings_run",
             "trainings_naive", "distinct_adapters", "train_grade_s", "overhead_s", "overhead_per_trial_s",
             "overhead_share", "median_in_trial_overhead_s", "zip_new_adapters_s", "overhead_without_zip_per_trial_s",
-            "overhead_without_zip_share"]
+            "overhead_without_zip_share", "optuna_floor_per_trial_s", "optuna_floor_share"]
     print(table([{"metric": k, "value": payload[k]} for k in keys], ["metric", "value"]))
     name = "sweep_cost" if args.base_model == "tiny" else f"sweep_cost_{args.base_model}"
     print("wrote", write_result(name, args, payload))

@@ -23,16 +23,17 @@ DTYPES = {"fp32": ("F32", 4), "fp16": ("F16", 2)}  # our name -> (safetensors dt
 PEFT_METADATA = {"format": "pt"}  # what peft's save_pretrained passes to safetensors
 DEFAULT_SFT_RANKS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
-# Deflate (zlib level 6, as zipfile writes) on adapter_model.safetensors. Measured on LoRAs trained on the
-# embedded 135M model: rank 4 (30 AdamW steps, lr 2e-4) and rank 32 (12 steps, lr 1e-3) deflate to 0.920 of raw
-# in float32 and 0.906-0.907 in float16; this bound sits 0.6-0.8% (fp32) and 1.8% (fp16) above them. Synthetic
-# files in peft's exact layout for both SmolLM2 shapes, ranks 1-128 (A at peft's init; B uniform as after a
-# short run, or normal as after 300 steps, whose kurtosis is 2.9), put the data at 0.917-0.938 (fp32) and
-# 0.903-0.942 (fp16): small tensors deflate worse, because one deflate block's Huffman code then serves several
-# tensors of different scales. The bound follows the normal-B envelope plus a margin: flat above KNEE_BYTES of
-# data per tensor, rising by SLOPE per halving below. Heavier tails (Laplace B) reach it, fp16 up to 0.2% over.
-DATA_RATIO = {"fp32": 0.926, "fp16": 0.9205}
-DATA_RATIO_SLOPE = {"fp32": 0.0030, "fp16": 0.0044}
+# Deflate (zlib level 6, as zipfile writes) on adapter_model.safetensors. Adapters trained one epoch on the
+# embedded 135M model (ranks 4, 8, 32) deflate to 0.920-0.925 of raw in float32 and 0.906-0.914 in float16,
+# their weight data alone to 0.926-0.929 and 0.916-0.923. Training moves lora_A from peft's uniform init and
+# lora_B from zero towards normal shapes (kurtosis 2.1 and 2.4 after one epoch; 1.8 and 3.0 are uniform and
+# normal), and normal weights deflate worse: files in peft's exact layout for both SmolLM2 shapes, ranks
+# 1-128, with A and B drawn normal at a trained adapter's spread, put the data at 0.9285-0.9354 (fp32) and
+# 0.9225-0.9376 (fp16), worst for small tensors, where one deflate block's Huffman code serves several
+# tensors. The bound follows that envelope with a margin of 0.2-0.6%: flat above KNEE_BYTES of data per
+# tensor, rising by SLOPE per halving below. Heavier tails than normal (Laplace) would exceed it by up to 0.6%.
+DATA_RATIO = {"fp32": 0.931, "fp16": 0.9255}
+DATA_RATIO_SLOPE = {"fp32": 0.0015, "fp16": 0.0030}
 KNEE_BYTES = 96 * 1024
 # The JSON header is names and offsets; deflate shrinks it to 0.076-0.089 of its size.
 HEADER_RATIO = 0.12
