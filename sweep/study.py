@@ -146,8 +146,9 @@ def ask_pair(study, distributions: dict, trials: list, params: dict | None = Non
     atomic; its owner and params follow in the next writes, because writing the owner before the claim
     would let a worker that loses the claim overwrite the winner's). Otherwise the pair is `params`
     when given (the loop steering away from duplicates), or drawn from the sampler, and the trial is
-    created RUNNING with its owner and params in one write: a process killed in between leaves nothing
-    that nobody can tell is dead, and `study.ask` plus one `suggest` per parameter took seven commits.
+    created RUNNING with its owner and params in one write. So a process killed at any point never
+    leaves a RUNNING trial without an owner, and a trial costs one commit where `study.ask` plus one
+    `suggest` per parameter took seven.
     """
     import optuna
     from optuna.trial import TrialState
