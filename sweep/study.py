@@ -97,7 +97,7 @@ def fail_interrupted(study) -> int:
     return failed
 
 
-def set_user_attrs(study, trial_id: int, attrs: dict, *, system_attrs: dict | None = None) -> None:
+def set_trial_attrs(study, trial_id: int, attrs: dict, *, system_attrs: dict | None = None) -> None:
     """Write a trial's user attrs (and optionally system attrs) in one transaction.
 
     Each `set_user_attr` is a query, an upsert and a commit of its own (about 4 ms on SQLite here), and a
@@ -157,7 +157,7 @@ def ask_pair(study, distributions: dict, trials: list, params: dict | None = Non
     for waiting in (t for t in trials if t.state == TrialState.WAITING):
         try:
             if storage.set_trial_state_values(waiting._trial_id, state=TrialState.RUNNING):
-                set_user_attrs(study, waiting._trial_id, _owner())
+                set_trial_attrs(study, waiting._trial_id, _owner())
                 trial = optuna.trial.Trial(study, waiting._trial_id)
                 for name, distribution in distributions.items():
                     trial.suggest_categorical(name, distribution.choices)  # takes the enqueued values
@@ -355,7 +355,7 @@ def run_study(study, settings: StudySettings, *, progress: bool = True) -> Progr
             elif _pair(params) in state.completed:
                 skip = "duplicate"
             if skip:
-                set_user_attrs(study, trial._trial_id,
+                set_trial_attrs(study, trial._trial_id,
                                {"skipped": skip, "size_bytes_predicted": predicted.total_compressed_bytes})
                 study.tell(trial, state=TrialState.PRUNED)
                 # The sampler may keep proposing pairs that cost nothing to reject; the next trial takes an
@@ -382,7 +382,7 @@ def run_study(study, settings: StudySettings, *, progress: bool = True) -> Progr
             attrs["trial_seconds"] = round(time.perf_counter() - started, 3)
             # The budget as an Optuna constraint (what `Trial.set_constraint("size", ...)` stores, <= 0 is
             # feasible), written with the attrs instead of in a commit of its own.
-            set_user_attrs(study, trial._trial_id, attrs,
+            set_trial_attrs(study, trial._trial_id, attrs,
                            system_attrs={CONSTRAINT_KEY: float(size_bytes - settings.budget_bytes)})
             study.tell(trial, [score, size_bytes])
             seconds = time.perf_counter() - started

@@ -133,7 +133,7 @@ def ensure_adapter(ctx: TrialContext, spec: AdapterSpec, *, progress: bool = Tru
                           metadata={"key": spec.key, "data_sha256": spec.data_sha256})
             train_seconds = time.perf_counter() - start
             # Zipped once here, not in every trial that reuses the adapter (a second for a 40 MB one).
-            manifest = cache.seal(spec, zip_bytes=bundle.submission_bytes(None, **{f"{spec.kind}_dir": folder}))
+            manifest = cache.seal(spec, zip_bytes=_zip_bytes(spec.kind, folder))
         grade = cache.load_grade(spec, ctx.settings.grading_key)
         if grade is None:
             start = time.perf_counter()
@@ -143,8 +143,13 @@ def ensure_adapter(ctx: TrialContext, spec: AdapterSpec, *, progress: bool = Tru
             grade = result.to_json()
             cache.save_grade(spec, ctx.settings.grading_key, grade)
     raw_bytes = (folder / "adapter_model.safetensors").stat().st_size
-    zip_bytes = manifest.get("zip_bytes") or bundle.submission_bytes(None, **{f"{spec.kind}_dir": folder})
+    zip_bytes = manifest.get("zip_bytes") or _zip_bytes(spec.kind, folder)  # entries sealed without it
     return AdapterOutcome(spec, folder, grade, train_seconds, grade_seconds, cache_hit, raw_bytes, zip_bytes)
+
+
+def _zip_bytes(kind: str, folder: Path) -> int:
+    """The adapter folder zipped alone, under the arcnames it has in the submission (homework/<kind>_model/)."""
+    return bundle.submission_bytes(None, **{f"{kind}_dir": folder})
 
 
 def objective_value(objective: str, sft: dict, rft: dict) -> float:

@@ -149,7 +149,8 @@ def _train_lora(loaded, rank: int, steps: int):
 @pytest.mark.filterwarnings("ignore::FutureWarning")
 def test_compressed_bound_holds_on_a_trained_adapter(tiny, tmp_path: Path):
     rank = 256  # about 2 MB of weights on the tiny model, so the file is mostly data as on real models
-    model = _train_lora(tiny, rank, steps=12)
+    # Trained past its init: after 12 steps the fp16 bound sat 2.1% above the truth, after 40 steps 1.4%.
+    model = _train_lora(tiny, rank, steps=40)
     lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
     assert all(p.abs().max() > 0 for p in lora_b)
     for dtype in ("fp32", "fp16"):
@@ -162,11 +163,7 @@ def test_compressed_bound_holds_on_a_trained_adapter(tiny, tmp_path: Path):
         # One adapter folder zipped alone: its members plus the 22-byte end record.
         zipped = submission_bytes(None, sft_dir=folder)
         bound = predicted.compressed_bytes + sizing.ZIP_END_RECORD
-        # Never below the truth. Above it by at most 2% in fp32; in fp16 a barely trained adapter like this one
-        # (12 steps: its weights are mostly at init and deflate better) sits 2-3% under the bound, which is set
-        # for trained weights (1-epoch adapters: within 2%, docs/benchmarks.md section 5).
-        slack = {"fp32": 1.02, "fp16": 1.03}[dtype]
-        assert zipped <= bound <= slack * zipped, (dtype, zipped, bound, bound / zipped)
+        assert zipped <= bound <= 1.02 * zipped, (dtype, zipped, bound, bound / zipped)
 
 
 def test_size_without_ranks_lists_tight_pairs(cli):
