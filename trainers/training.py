@@ -13,6 +13,7 @@ import os
 import sys
 import time
 import warnings
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -236,10 +237,15 @@ def train_adapter(
     *,
     progress: bool = True,
     metadata: dict | None = None,
+    steps: int | None = None,
+    during=None,
 ) -> TrainResult:
     """Train a LoRA adapter on `loaded.model` and save it to out_dir; the base model is handed back unchanged.
 
     The base model's weights and requires_grad flags are restored and it is left in eval mode.
+    `steps` replaces the epoch count with an exact number of optimizer steps; `during(peft_model)`, a context
+    manager entered around the loop, lets a strategy start from given weights or act on each step
+    (trainers/shrink.py, trainers/nested.py).
     Seconds are wall time; raw_bytes is the size of the saved adapter_model.safetensors.
     """
     import torch
@@ -254,7 +260,7 @@ def train_adapter(
         raise RanksweepError(
             f"All {len(chosen)} training rows are longer than max_length={config.max_length} tokens: raise max_length."
         )
-    steps = steps_for(len(rows), config.batch_size, config.epochs)
+    steps = steps or steps_for(len(rows), config.batch_size, config.epochs)
     plan = schedule([len(r.ids) for r in rows], config.batch_size, steps, config.seed)
     lora = LoraConfig(
         r=config.rank,
@@ -275,7 +281,8 @@ def train_adapter(
             peft_model = get_peft_model(model, lora)
         try:
             trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
-            log = _fit(peft_model, rows, plan, config, loaded, progress)
+            with during(peft_model) if during is not None else nullcontext():
+                log = _fit(peft_model, rows, plan, config, loaded, progress)
             notes = {
                 **asdict(config),
                 "alpha": config.alpha,
