@@ -9,6 +9,7 @@ import sys
 import warnings
 
 from sweep.commands import command_modules
+from sweep.commands.common import mask_url
 from trainers.errors import RanksweepError
 
 
@@ -46,11 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except RanksweepError as exc:
-        print(f"ranksweep: error: {exc}", file=sys.stderr)
+        # A storage URL in the message (the library's or ours) never shows its password.
+        print(f"ranksweep: error: {mask_url(str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:  # disk full, read-only folder, a path through a file: the user's to fix
         where = f" ({exc.filename})" if exc.filename else ""
-        print(f"ranksweep: error: cannot read or write{where}: {exc.strerror or exc}.", file=sys.stderr)
+        print(mask_url(f"ranksweep: error: cannot read or write{where}: {exc.strerror or exc}."), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ranksweep: interrupted", file=sys.stderr)

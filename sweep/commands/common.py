@@ -4,8 +4,21 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import re
+import shlex
+from pathlib import Path
 
 DEFAULT_STORAGE = "sqlite:///studies.db"
+# Bounds that catch typos and overflow (1e30, inf) long before an hour of training would: a learning rate
+# above 1 diverges every LoRA run, and past these an epoch count or ratio is a slip, not a setting.
+MAX_LR = 1.0
+MAX_EPOCHS = 1000.0
+MAX_ALPHA_RATIO = 1000.0
+MAX_BUDGET_MB = 1e9  # a petabyte; above it the budget in bytes overflows a float
+MAX_RANK = 4096
+MAX_SEED = 2**32 - 1  # numpy and torch seeds are unsigned 32-bit
+MAX_STUDY_NAME_BYTES = 200  # the report folder is named after the study and file names stop at 255 bytes
 
 
 def positive_int(text: str) -> int:
@@ -28,6 +41,159 @@ def positive_float(text: str) -> float:
     if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"'{text}' is not valid: give a number greater than 0")
     return value
+
+
+def _bounded(text: str, low: float, high: float, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (low < value <= high):  # NaN and infinities fail too
+        raise argparse.ArgumentTypeError(f"'{text}' is not valid: give {what} greater than {low:g} and at most {high:g}")
+    return value
+
+
+def learning_rate(text: str) -> float:
+    """argparse type: a learning rate, 0 < lr <= 1."""
+    return _bounded(text, 0.0, MAX_LR, "a learning rate")
+
+
+def epochs_arg(text: str) -> float:
+    """argparse type: passes over the data, 0 < epochs <= 1000 (fractions allowed)."""
+    return _bounded(text, 0.0, MAX_EPOCHS, "an epoch count")
+
+
+def alpha_ratio(text: str) -> float:
+    """argparse type: lora_alpha / rank, 0 < ratio <= 1000."""
+    return _bounded(text, 0.0, MAX_ALPHA_RATIO, "a ratio")
+
+
+def budget_mb(text: str) -> float:
+    """argparse type: a size budget in MiB, 0 < budget <= 1e9."""
+    return _bounded(text, 0.0, MAX_BUDGET_MB, "a budget in MiB")
+
+
+def rank_arg(text: str) -> int:
+    """argparse type: a LoRA rank, 1..4096."""
+    value = positive_int(text)
+    if value > MAX_RANK:
+        raise argparse.ArgumentTypeError(f"'{text}' is not valid: give a rank of at most {MAX_RANK}")
+    return value
+
+
+def seed_arg(text: str) -> int:
+    """argparse type: a seed, 0..2**32-1 (what numpy and torch accept)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"'{text}' is not valid: give a whole number from 0 to {MAX_SEED}")
+    return value
+
+
+def comma_list(item):
+    """argparse type for a comma list whose every item passes `item`; the text itself is returned unchanged,
+    so the command parses it as before, but a bad item is refused while the command line is read."""
+
+    def check(text: str) -> str:
+        for part in text.split(","):
+            try:
+                item(part.strip())
+            except argparse.ArgumentTypeError as exc:
+                raise argparse.ArgumentTypeError(f"'{text}' is not valid: {exc}") from None
+        return text
+
+    return check
+
+
+def study_name(text: str) -> str:
+    """argparse type: a study name that can also name its report folder (not empty, not only dots, no
+    control characters, at most 200 bytes)."""
+    problem = None
+    if not text.strip():
+        problem = "it is empty"
+    elif set(text) <= {"."}:
+        problem = "a name made only of dots cannot name a folder"
+    elif any(ord(c) < 32 or ord(c) == 127 for c in text):
+        problem = "it holds a control character"
+    elif len(text.encode("utf-8")) > MAX_STUDY_NAME_BYTES:
+        problem = f"it is longer than {MAX_STUDY_NAME_BYTES} bytes"
+    if problem:
+        raise argparse.ArgumentTypeError(f"{shlex.quote(text)} is not a usable study name ({problem}); "
+                                         "pick a short name such as hw3")
+    return text
+
+
+def _driver_installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def storage_url(text: str) -> str:
+    """argparse type for --storage: refuse an in-memory database (it keeps nothing), and give a bare
+    postgresql:// URL the driver that is installed (SQLAlchemy 2.1 maps it to psycopg 3; ranksweep's
+    postgres extra installs psycopg2)."""
+    url = text.strip()
+    if re.fullmatch(r"sqlite:(//(/(:memory:)?)?)?", url) or url.startswith("sqlite:///:memory:"):
+        raise argparse.ArgumentTypeError(f"'{text}' is an in-memory database that keeps nothing once the command "
+                                         "ends; give a file, e.g. sqlite:///studies.db")
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme in ("postgres", "postgresql"):
+        if scheme == "postgres" or not _driver_installed("psycopg"):
+            driver = "+psycopg2" if _driver_installed("psycopg2") or not _driver_installed("psycopg") else ""
+            url = f"postgresql{driver}://{rest}"
+    return url
+
+
+def mask_url(url: str) -> str:
+    """A storage URL fit to print: its password replaced by ***."""
+    return re.sub(r"(\b[a-zA-Z][\w+.-]*://[^:/@\s]*:)[^/\s]*@", r"\1***@", str(url))
+
+
+def command(*words) -> str:
+    """A command line to print that pastes safely into a shell: every word quoted where it needs to be."""
+    return " ".join(shlex.quote(str(word)) for word in words)
+
+
+def writable(path: Path) -> bool:
+    """Whether ranksweep may write in or over `path`: the OS allows it and, since root ignores file modes,
+    someone has not marked it read-only either."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return os.access(path, os.W_OK) and bool(mode & 0o222)
+
+
+def check_output(path: Path, flag: str, *, ours, what: str, force: bool | None = None) -> None:
+    """Refuse a file or folder the user named for a command's output before any work is done.
+
+    An existing path is replaced only when `ours(path)` says ranksweep wrote it (and, for commands with a
+    --force flag, only with --force); an empty folder is fine; anything else is refused, so no user file is
+    lost. The nearest existing folder on the way must be writable. Raises RanksweepError.
+    """
+    from trainers.errors import RanksweepError
+
+    path = Path(path)
+    if path.is_symlink() or path.exists():
+        empty_folder = path.is_dir() and not path.is_symlink() and not any(path.iterdir())
+        if not empty_folder:
+            if not ours(path):
+                raise RanksweepError(f"{flag} '{path}' already exists and is not {what}; ranksweep never replaces "
+                                     "files it did not write: choose a new path or remove it yourself.")
+            if force is False:
+                raise RanksweepError(f"{flag} '{path}' already holds {what}; pass --force to replace it, or "
+                                     "choose a new path.")
+            if not writable(path):
+                raise RanksweepError(f"{flag} '{path}' is read-only; make it writable or choose another path.")
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not writable(parent):
+        raise RanksweepError(f"Cannot write {flag} '{path}': '{parent}' is not a writable folder; choose another "
+                             "path.")
 
 
 def questions_arg(text: str) -> int | None:
@@ -57,5 +223,8 @@ def add_storage(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--storage",
         default=DEFAULT_STORAGE,
-        help=f"Optuna storage URL, e.g. postgresql://user@host/db (default: {DEFAULT_STORAGE})",
+        type=storage_url,
+        help="Optuna storage URL: sqlite:///FILE.db on one machine, postgresql://user:password@host/db across "
+        "machines (psycopg2 from the postgres extra; postgresql+psycopg:// for psycopg 3) "
+        f"(default: {DEFAULT_STORAGE})",
     )

@@ -6,7 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from sweep.commands.common import add_base_model, add_device, add_storage, positive_float, positive_int, questions_arg
+from sweep.commands.common import add_base_model, add_device, add_storage, positive_int, questions_arg
+from sweep.commands.common import (alpha_ratio, budget_mb, comma_list, epochs_arg, learning_rate, rank_arg, seed_arg,
+                                   study_name)
 
 
 
@@ -19,9 +21,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "size is over the budget are never trained; adapters already trained (by any trial, study or worker) "
         "are reused from the artifact cache. Rerunning the same command resumes the study.",
     )
-    p.add_argument("--study", required=True, help="study name (created if new, resumed if it exists)")
+    p.add_argument("--study", required=True, type=study_name, help="study name (created if new, resumed if it exists)")
     add_storage(p)
-    p.add_argument("--budget-mb", type=positive_float, default=50.0,
+    p.add_argument("--budget-mb", type=budget_mb, default=50.0,
                    help="zipped submission limit in MiB, as the homework reports bytes/1024/1024 (default: 50)")
     p.add_argument("--trials", type=positive_int, default=None,
                    help="distinct pairs to train and grade in total (default: the preset's)")
@@ -38,11 +40,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--rft-data", type=Path,
                    help="[question, answer, reasoning] JSON (default: homework's rft.json, else generated once "
                    "by rejection sampling from the base model)")
-    p.add_argument("--sft-ranks", help="comma list of SFT ranks to search, e.g. 1,2,4,8")
-    p.add_argument("--rft-ranks", help="comma list of RFT ranks to search")
-    p.add_argument("--alpha-ratios", help="comma list of lora_alpha/rank ratios (default: 4)")
-    p.add_argument("--lrs", help="comma list of learning rates (default: 1e-3)")
-    p.add_argument("--epochs", help="comma list of epoch counts (default: the preset's)")
+    p.add_argument("--sft-ranks", type=comma_list(rank_arg), help="comma list of SFT ranks to search, e.g. 1,2,4,8")
+    p.add_argument("--rft-ranks", type=comma_list(rank_arg), help="comma list of RFT ranks to search")
+    p.add_argument("--alpha-ratios", type=comma_list(alpha_ratio), help="comma list of lora_alpha/rank ratios (default: 4)")
+    p.add_argument("--lrs", type=comma_list(learning_rate), help="comma list of learning rates (default: 1e-3)")
+    p.add_argument("--epochs", type=comma_list(epochs_arg), help="comma list of epoch counts (default: the preset's)")
     p.add_argument("--adapter-dtypes", help="comma list from fp32,fp16: how adapters are stored (fp16 halves size)")
     p.add_argument("--objective", choices=["points", "rft-accuracy", "sft-accuracy", "mean-accuracy"],
                    default="points", help="what to maximise (default: the pair's homework points, ties broken "
@@ -53,7 +55,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, help="training batch size (default: 16)")
     p.add_argument("--rft-questions", type=positive_int, help="training questions offered to rejection sampling")
     p.add_argument("--rft-samples", type=positive_int, help="completions sampled per question for RFT data")
-    p.add_argument("--seed", type=int, default=0, help="seed for sampling pairs and training (default: 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed for sampling pairs and training (default: 0)")
     p.add_argument("--artifacts", type=Path, default=Path("runs/artifacts"),
                    help="artifact cache shared by studies and workers (default: runs/artifacts)")
     p.add_argument("--force", action="store_true",
@@ -145,7 +147,10 @@ def execute(study, settings, *, progress: bool) -> int:
     """Run the study loop and print where it stands; shared by launch and worker."""
     from sweep.study import run_study
 
-    resume = f"ranksweep launch --study {settings.name} --storage {settings.storage}"
+    from sweep.commands.common import command, mask_url
+
+    storage = mask_url(settings.storage)  # printed commands are quoted for pasting, passwords masked
+    resume = command("ranksweep", "launch", "--study", settings.name, "--storage", storage)
     try:
         state = run_study(study, settings, progress=progress)
     except KeyboardInterrupt:
@@ -158,8 +163,8 @@ def execute(study, settings, *, progress: bool) -> int:
     else:
         print(f"Study '{settings.name}': every feasible pair has been tried ({done} complete, "
               f"{settings.trials} asked for).")
-    print(f"See it with: ranksweep status --study {settings.name} --storage {settings.storage}   "
-          f"and: ranksweep report --study {settings.name} --storage {settings.storage}")
+    print(f"See it with: {command('ranksweep', 'status', '--study', settings.name, '--storage', storage)}   "
+          f"and: {command('ranksweep', 'report', '--study', settings.name, '--storage', storage)}")
     return 0
 
 
