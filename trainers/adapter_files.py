@@ -9,14 +9,27 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
 from trainers.data import write_json_atomic
+from trainers.errors import TrainingDiverged
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 TRAINING_LOG = "training_log.csv"
 NOTES = "ranksweep.json"
+ADAPTER_CONFIG = "adapter_config.json"
+# Everything a save leaves in an adapter folder (PEFT writes its README.md model card too).
+FOLDER_FILES = frozenset({ADAPTER_WEIGHTS, ADAPTER_CONFIG, "README.md", TRAINING_LOG, NOTES})
+
+
+def is_adapter_folder(path: Path) -> bool:
+    """Whether `path` is a folder holding an adapter and nothing else (so replacing it loses no other file)."""
+    path = Path(path)
+    if not path.is_dir() or not (path / ADAPTER_CONFIG).is_file():
+        return False
+    return all(entry.name in FOLDER_FILES and entry.is_file() for entry in path.iterdir())
 
 
 def write_training_log(path: Path, log: list[tuple[int, float, float, float]]) -> None:
@@ -32,11 +45,52 @@ def _replace_dir(tmp: Path, out_dir: Path) -> None:
     """Put the finished folder in place; an old out_dir is moved aside first and deleted only afterwards."""
     old = None
     if out_dir.exists():
-        old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-"))
+        old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=_scratch_prefix(out_dir.name)))
         os.replace(out_dir, old / "adapter")
     os.replace(tmp, out_dir)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _scratch_prefix(name: str) -> str:
+    """Temp folders carry their host and pid, so a later save can tell a killed writer's leftovers from a live one's."""
+    return f".{name}.tmp-{socket.gethostname()}-{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_scratch(folder: Path) -> list[Path]:
+    """Delete temp folders that saves on this host left behind when they were killed (their pid is gone)."""
+    host, removed = socket.gethostname(), []
+    for entry in folder.glob(".*.tmp-*") if folder.is_dir() else []:
+        try:
+            owner, pid, _ = entry.name.rsplit("-", 2)
+            dead = owner.endswith(f".tmp-{host}") and not _alive(int(pid))
+        except ValueError:  # not one of ours
+            continue
+        if dead and entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
+def check_finite(peft_model, adapter_dtype: str) -> None:
+    """Refuse to save weights that are not all finite (NaN from a diverged run, or fp16 overflow)."""
+    import torch
+
+    bad = [name for name, p in peft_model.named_parameters() if p.requires_grad and not torch.isfinite(p).all()]
+    if bad:
+        raise TrainingDiverged(
+            f"The trained adapter holds non-finite weights ({len(bad)} tensors, e.g. {bad[0]}) in {adapter_dtype}; "
+            "nothing was saved: lower the learning rate" + (", or save in fp32" if adapter_dtype == "fp16" else "") + ".")
 
 
 def save_adapter(peft_model, out_dir: Path, adapter_dtype: str, notes: dict, log) -> int:
@@ -48,8 +102,10 @@ def save_adapter(peft_model, out_dir: Path, adapter_dtype: str, notes: dict, log
         for param in peft_model.parameters():
             if param.requires_grad:
                 param.data = param.data.to(torch.float16)
+    check_finite(peft_model, adapter_dtype)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    remove_stale_scratch(out_dir.parent)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=_scratch_prefix(out_dir.name)))
     try:
         peft_model.save_pretrained(tmp)
         raw_bytes = (tmp / ADAPTER_WEIGHTS).stat().st_size

@@ -20,7 +20,7 @@ from pathlib import Path
 from trainers.adapter_files import save_adapter
 from trainers.batching import IGNORE, Batch, TokenRow, collate, schedule, steps_for, tokenize_rows
 from trainers.data import QA, RFTRow
-from trainers.errors import RanksweepError
+from trainers.errors import RanksweepError, TrainingDiverged
 from trainers.models import LoadedModel
 
 KINDS = ("sft", "rft")
@@ -112,10 +112,10 @@ def validate(config: TrainConfig, examples: list[TrainExample] | None, out_dir: 
             f"Adapter dtype '{config.adapter_dtype}' is unknown: use one of {', '.join(ADAPTER_DTYPES)}.",
         ),
         (examples is None or len(examples) > 0, "There are no training examples: pass a data file with rows."),
-        (config.alpha_ratio > 0, f"alpha_ratio must be greater than 0, not {config.alpha_ratio}."),
+        (0 < config.alpha_ratio < math.inf, f"alpha_ratio must be a number greater than 0, not {config.alpha_ratio}."),
         (0 <= config.dropout < 1, f"LoRA dropout must be in [0, 1), not {config.dropout}."),
-        (config.lr > 0, f"The learning rate must be greater than 0, not {config.lr}."),
-        (config.epochs > 0, f"epochs must be greater than 0, not {config.epochs}."),
+        (0 < config.lr < math.inf, f"The learning rate must be a number greater than 0, not {config.lr}."),
+        (0 < config.epochs < math.inf, f"epochs must be a number greater than 0, not {config.epochs}."),
         (config.batch_size >= 1, f"batch_size must be 1 or more, not {config.batch_size}."),
         (config.max_examples is None or config.max_examples >= 1, "max_examples must be 1 or more when given."),
         (config.max_length >= 2, f"max_length must be 2 tokens or more, not {config.max_length}."),
@@ -205,12 +205,18 @@ def _fit(peft_model, rows: list[TokenRow], plan: list[list[int]], config: TrainC
         lr = scheduler.get_last_lr()[0]
         with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=autocast):
             loss = batch_loss(core, batch)
+        value = loss.item()
+        if not math.isfinite(value):
+            # One NaN step poisons every weight after it: stop here, before anything is saved or cached.
+            raise TrainingDiverged(
+                f"Training the {config.kind.upper()} adapter (rank {config.rank}) diverged: its loss was {value} at "
+                f"step {step + 1} of {len(plan)}; nothing was saved: lower the learning rate (it peaks at {config.lr:g}).")
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        log.append((step + 1, loss.item(), lr, time.perf_counter() - start))
+        log.append((step + 1, value, lr, time.perf_counter() - start))
         bar.set_postfix(loss=f"{log[-1][1]:.4f}")
     bar.close()
     return log

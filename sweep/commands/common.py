@@ -101,7 +101,9 @@ def comma_list(item):
             try:
                 item(part.strip())
             except argparse.ArgumentTypeError as exc:
-                raise argparse.ArgumentTypeError(f"'{text}' is not valid: {exc}") from None
+                if "," not in text:
+                    raise
+                raise argparse.ArgumentTypeError(f"'{text}': {exc}") from None
         return text
 
     return check

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sweep.commands.common import add_base_model, add_device, positive_float, positive_int
+from sweep.commands.common import (add_base_model, add_device, alpha_ratio, check_output, epochs_arg, learning_rate,
+                                   positive_int, rank_arg, seed_arg)
 from trainers.training import ADAPTER_DTYPES, KINDS, TrainConfig
 
 DEFAULTS = TrainConfig(kind="sft", rank=1)
@@ -20,9 +21,11 @@ def add_parser(subparsers):
         "the built-in unit-conversion questions and RFT generates (and caches) rejection-sampled chains.",
     )
     parser.add_argument("kind", choices=KINDS, help="sft or rft")
-    parser.add_argument("--rank", required=True, type=positive_int, metavar="R",
-                        help="LoRA rank (a whole number of 1 or more)")
-    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="adapter folder to write (replaced)")
+    parser.add_argument("--rank", required=True, type=rank_arg, metavar="R",
+                        help="LoRA rank (a whole number from 1 to 4096)")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR",
+                        help="adapter folder to write: a new or empty folder, or an adapter folder with --force")
+    parser.add_argument("--force", action="store_true", help="replace the adapter already in --out")
     add_base_model(parser)
     add_device(parser)
     parser.add_argument(
@@ -36,11 +39,11 @@ def add_parser(subparsers):
         "with --base-model, and cached)",
     )
     numbers = [
-        ("--epochs", "E", DEFAULTS.epochs, positive_float, "passes over the data, fractions allowed"),
-        ("--lr", "X", DEFAULTS.lr, positive_float, "peak learning rate (linear warmup, cosine decay)"),
-        ("--alpha-ratio", "A", DEFAULTS.alpha_ratio, positive_float, "lora_alpha = A x rank"),
+        ("--epochs", "E", DEFAULTS.epochs, epochs_arg, "passes over the data, fractions allowed, at most 1000"),
+        ("--lr", "X", DEFAULTS.lr, learning_rate, "peak learning rate, at most 1 (linear warmup, cosine decay)"),
+        ("--alpha-ratio", "A", DEFAULTS.alpha_ratio, alpha_ratio, "lora_alpha = A x rank"),
         ("--batch-size", "B", DEFAULTS.batch_size, positive_int, "rows per optimizer step"),
-        ("--seed", "S", DEFAULTS.seed, int, "seeds LoRA init, shuffling and the --max-examples draw"),
+        ("--seed", "S", DEFAULTS.seed, seed_arg, "seeds LoRA init, shuffling and the --max-examples draw"),
     ]
     for flag, metavar, default, kind, text in numbers:
         parser.add_argument(flag, default=default, type=kind, metavar=metavar, help=f"{text} (default: {default:g})")
@@ -78,10 +81,12 @@ def _examples(args):
 def run(args) -> int:
     from trainers.data import file_sha256
     from trainers.models import load_model
+    from trainers.adapter_files import is_adapter_folder
     from trainers.training import train_adapter, validate
 
     config = TrainConfig.from_attrs(args)
     validate(config, None, args.out)  # before any data generation or model loading
+    check_output(args.out, "--out", ours=is_adapter_folder, what="a ranksweep adapter folder", force=args.force)
     examples, data_path = _examples(args)
     validate(config, examples, args.out)
     loaded = load_model(args.base_model, args.device)

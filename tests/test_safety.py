@@ -1,0 +1,123 @@
+"""Nothing lost, nothing half-done: output paths checked before any work, diverged trainings never saved,
+leftovers of killed saves cleaned. Real trainings on `tiny`, real files; commands run in-process."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sweep.cli import main
+from trainers.adapter_files import is_adapter_folder, remove_stale_scratch, save_adapter
+from trainers.errors import TrainingDiverged
+from trainers.training import TrainConfig, sft_examples, train_adapter
+from trainers.unitgen import generate_questions
+
+
+@pytest.fixture(scope="module")
+def examples():
+    return sft_examples(generate_questions(2, seed=0)) * 8
+
+
+def tree(root: Path) -> dict[str, bytes | None]:
+    return {p.relative_to(root).as_posix(): (p.read_bytes() if p.is_file() else None) for p in root.rglob("*")}
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    code = main([*map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_a_diverging_training_stops_and_saves_nothing(tiny, examples, tmp_path):
+    out = tmp_path / "artifacts" / "sft-r2"
+    config = TrainConfig(kind="sft", rank=2, lr=1e30, batch_size=4, epochs=1)
+    with pytest.raises(TrainingDiverged, match=r"diverged: its loss was nan at step 2 of 4; nothing was saved"):
+        train_adapter(tiny, examples, config, out, progress=False)
+    assert not out.parent.exists()  # no adapter, no temp folder, not even the parent
+    # The borrowed model is handed back clean: the next training on it is finite.
+    ok = train_adapter(tiny, examples, TrainConfig(kind="sft", rank=2, batch_size=4), out, progress=False)
+    assert all(loss == loss and loss < 100 for loss in ok.losses)
+
+
+def test_weights_that_overflow_fp16_are_not_saved(tiny, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    lent = {n: p.requires_grad for n, p in tiny.model.named_parameters()}
+    peft_model = get_peft_model(tiny.model, LoraConfig(r=1, target_modules="all-linear", task_type="CAUSAL_LM"))
+    try:
+        name, param = next((n, p) for n, p in peft_model.named_parameters() if "lora_B" in n)
+        with torch.no_grad():
+            param.fill_(1e6)  # finite in float32, infinite once cast to float16 (max 65504)
+        with pytest.raises(TrainingDiverged, match="non-finite weights .* in fp16; nothing was saved: lower the "
+                           "learning rate, or save in fp32"):
+            save_adapter(peft_model, tmp_path / "sft", "fp16", {}, [])
+    finally:
+        peft_model.unload()
+        for n, p in tiny.model.named_parameters():
+            p.requires_grad_(lent[n])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_killed_save_leaves_scratch_that_the_next_save_removes(tiny, examples, tmp_path):
+    host = socket.gethostname()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(gone.stdout)  # that process has exited: its scratch folder is an orphan
+    orphan = tmp_path / f".sft-r2-abc.tmp-{host}-{dead_pid}-k1ll3d00"
+    orphan.mkdir()
+    (orphan / "adapter_model.safetensors").write_bytes(b"\0" * 10)
+    live = tmp_path / f".sft-r4-def.tmp-{host}-{os.getpid()}-l1ve0000"  # a save still running in this process
+    live.mkdir()
+    foreign = tmp_path / f".sft-r8.tmp-otherhost-{dead_pid}-abcdefgh"  # another machine's, on a shared folder
+    foreign.mkdir()
+    train_adapter(tiny, examples, TrainConfig(kind="sft", rank=1, batch_size=8), tmp_path / "sft-r1", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, foreign.name, "sft-r1"])
+    assert remove_stale_scratch(tmp_path) == []
+
+
+TRAIN = ["train", "sft", "--rank", "1", "--base-model", "tiny", "--device", "cpu", "--batch-size", "8",
+         "--max-examples", "8", "--epochs", "1"]
+
+
+def test_train_refuses_a_folder_that_is_not_an_adapter_before_any_work(capsys, tmp_path):
+    out = tmp_path / "d"
+    (out / "homework").mkdir(parents=True)
+    (out / "homework" / "sft.py").write_text("code\n")
+    before = tree(tmp_path)
+    code, _, err = run(capsys, *TRAIN, "--out", out, "--force")
+    assert code == 2
+    assert err.strip() == (f"ranksweep: error: --out '{out}' already exists and is not a ranksweep adapter folder; "
+                           "ranksweep never replaces files it did not write: choose a new path or remove it yourself.")
+    assert tree(tmp_path) == before
+
+
+def test_train_replaces_an_adapter_folder_only_with_force(capsys, tmp_path):
+    out = tmp_path / "sft_model"
+    code, _, err = run(capsys, *TRAIN, "--out", out)
+    assert code == 0, err
+    assert is_adapter_folder(out)
+    first = tree(out)
+    code, _, err = run(capsys, *TRAIN, "--out", out, "--seed", "1")
+    assert code == 2 and "already holds a ranksweep adapter folder; pass --force to replace it" in err
+    assert tree(out) == first
+    (out / "notes.txt").write_text("mine\n")  # an adapter folder with a user's file in it is not ours to replace
+    code, _, err = run(capsys, *TRAIN, "--out", out, "--seed", "1", "--force")
+    assert code == 2 and "is not a ranksweep adapter folder" in err
+    (out / "notes.txt").unlink()
+    code, _, err = run(capsys, *TRAIN, "--out", out, "--seed", "1", "--force")
+    assert code == 0, err
+    assert json.loads((out / "ranksweep.json").read_text())["seed"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sft_model"]
+
+
+def test_train_into_an_empty_folder_is_fine(capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(capsys, *TRAIN, "--out", tmp_path / "empty")
+    assert code == 0, err
+    assert is_adapter_folder(tmp_path / "empty")
