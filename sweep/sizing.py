@@ -188,17 +188,39 @@ def safetensors_header(entries: list[tuple[str, tuple[int, ...]]], dtype: str, m
     return len(text).to_bytes(8, "little") + text
 
 
-def adapter_tensors(config, rank: int, target_modules="all-linear") -> list[tuple[str, tuple[int, ...]]]:
+def adapter_tensors(
+    config, rank: int, target_modules="all-linear", rank_pattern: dict[str, int] | None = None
+) -> list[tuple[str, tuple[int, ...]]]:
     """The (saved name, shape) of every tensor in adapter_model.safetensors, as peft's save_pretrained names them."""
-    return _tensors(lora_shapes(config, target_modules), _check_rank(rank))
+    return _tensors(lora_shapes(config, target_modules), _check_rank(rank), _check_pattern(rank_pattern))
 
 
-def _tensors(shapes, rank: int) -> list[tuple[str, tuple[int, ...]]]:
+def _check_pattern(rank_pattern) -> tuple[tuple[str, int], ...]:
+    """A rank_pattern as a hashable tuple in its own order (peft takes the first key that matches)."""
+    if not rank_pattern:
+        return ()
+    if not isinstance(rank_pattern, dict):
+        raise RanksweepError(f"rank_pattern must map module names to ranks, not {type(rank_pattern).__name__}.")
+    return tuple((str(key), _check_rank(value)) for key, value in rank_pattern.items())
+
+
+def _module_rank(path: str, rank: int, pattern: tuple[tuple[str, int], ...]) -> int:
+    if not pattern:
+        return rank
+    from peft.utils.other import get_pattern_key
+
+    # peft's own matching (a key matches a module path it ends, at a dot), as LoraModel applies rank_pattern.
+    ranks = dict(pattern)
+    return ranks.get(get_pattern_key(ranks.keys(), path), rank)
+
+
+def _tensors(shapes, rank: int, pattern: tuple[tuple[str, int], ...] = ()) -> list[tuple[str, tuple[int, ...]]]:
     tensors = []
     for path, in_features, out_features in shapes:
+        r = _module_rank(path, rank, pattern)
         # peft drops the adapter name ("default") from saved keys: ...q_proj.lora_A.weight
-        tensors.append((f"base_model.model.{path}.lora_A.weight", (rank, in_features)))
-        tensors.append((f"base_model.model.{path}.lora_B.weight", (out_features, rank)))
+        tensors.append((f"base_model.model.{path}.lora_A.weight", (r, in_features)))
+        tensors.append((f"base_model.model.{path}.lora_B.weight", (out_features, r)))
     return tensors
 
 
@@ -223,14 +245,28 @@ def _config_bound(target_modules) -> int:
     return ADAPTER_CONFIG_BOUND + extra
 
 
-def adapter_size(config, rank: int, dtype: str = "fp32", target_modules="all-linear") -> AdapterSize:
-    """Exact adapter_model.safetensors bytes and parameter count for one rank; no weights are loaded."""
-    return _adapter_size(_layout(config, target_modules), _check_rank(rank), _check_dtype(dtype))
+def adapter_size(
+    config,
+    rank: int,
+    dtype: str = "fp32",
+    target_modules="all-linear",
+    rank_pattern: dict[str, int] | None = None,
+    alpha_pattern: dict[str, float] | None = None,
+) -> AdapterSize:
+    """Exact adapter_model.safetensors bytes and parameter count for one rank; no weights are loaded.
+
+    `rank_pattern` gives modules their own rank as peft's LoraConfig does (a shrunk adapter's energy threshold
+    writes one); `alpha_pattern` only scales and never changes the file, and is accepted so that a derived
+    adapter's config can be passed as it is.
+    """
+    del alpha_pattern  # scaling lives in adapter_config.json, not in the weights file
+    pattern = _check_pattern(rank_pattern)
+    return _adapter_size(_layout(config, target_modules), _check_rank(rank), _check_dtype(dtype), pattern)
 
 
 @lru_cache(maxsize=4096)
-def _adapter_size(layout: _Layout, rank: int, dtype: str) -> AdapterSize:
-    tensors = _tensors(layout.shapes, rank)
+def _adapter_size(layout: _Layout, rank: int, dtype: str, pattern: tuple[tuple[str, int], ...] = ()) -> AdapterSize:
+    tensors = _tensors(layout.shapes, rank, pattern)
     params = sum(math.prod(shape) for _, shape in tensors)
     header = len(safetensors_header(tensors, dtype))
     raw = header + params * DTYPES[dtype][1]

@@ -1,0 +1,173 @@
+"""Adapters derived from one training (shrunk with peft's conversion, or nested prefixes) on the tiny model:
+plain PEFT folders, sized to the byte before they exist, computing what they claim to compute."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from peft import LoraConfig, PeftModel
+from safetensors.torch import load_file
+
+from sweep.sizing import adapter_size, config_for
+from trainers.errors import RanksweepError
+from trainers.nested import prefix_adapter, sampled_prefixes, train_nested
+from trainers.shrink import attached_adapter, convert, shrink_adapter, write_shrunk
+from trainers.training import TrainConfig, sft_examples, train_adapter
+from trainers.unitgen import generate_questions
+
+R = 8
+
+
+@pytest.fixture(scope="module")
+def examples():
+    return sft_examples(generate_questions(24, seed=3))
+
+
+@pytest.fixture(scope="module")
+def tiny_config():
+    return config_for("tiny")
+
+
+@pytest.fixture(scope="module")
+def parent(tiny, examples, tmp_path_factory):
+    """A rank-8 SFT adapter trained on the tiny model (lr high enough that B moves well away from zero)."""
+    out = tmp_path_factory.mktemp("parent") / "r8"
+    config = TrainConfig(kind="sft", rank=R, lr=2e-2, epochs=2, batch_size=8, seed=1)
+    train_adapter(tiny, examples, config, out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def nested_parent(tiny, examples, tmp_path_factory):
+    out = tmp_path_factory.mktemp("nested") / "r8"
+    config = TrainConfig(kind="sft", rank=R, lr=2e-2, epochs=2, batch_size=8, seed=1, adapter_dtype="fp16")
+    train_nested(tiny, examples, config, out, ranks=(1, 2, 4), progress=False)
+    return out
+
+
+def _probe(tiny):
+    batch = tiny.tokenizer(["Convert 46 liters to milliliters.", "How many grams are in 3 kg?"], return_tensors="pt",
+                           padding=True)
+    return batch
+
+
+def _logits(tiny, adapter_dir, mask_rank: int | None = None, full_rank: int = R):
+    """Logits of the tiny model with an adapter folder loaded (optionally only its first mask_rank components)."""
+    batch = _probe(tiny)
+    with attached_adapter(tiny, adapter_dir) as peft_model, torch.no_grad():
+        if mask_rank is None:
+            return peft_model(**batch).logits
+        with sampled_prefixes(peft_model, (mask_rank,), full_rank, seed=0):
+            return peft_model(**batch).logits
+
+
+def _plain_load(tiny, adapter_dir) -> LoraConfig:
+    """Load with nothing but peft, on a fresh copy of the base model; return the loaded config."""
+    import copy
+
+    model = copy.deepcopy(tiny.model)
+    peft_model = PeftModel.from_pretrained(model, adapter_dir)
+    return peft_model.peft_config["default"]
+
+
+def _file_bytes(adapter_dir) -> int:
+    return (adapter_dir / "adapter_model.safetensors").stat().st_size
+
+
+def test_shrink_to_full_rank_computes_the_parent(tiny, parent, tmp_path):
+    out = shrink_adapter(tiny, parent, R, tmp_path / "r8")
+    assert torch.allclose(_logits(tiny, out.adapter_dir), _logits(tiny, parent), atol=1e-4)
+    # The project's convention survives: lora_alpha = alpha_ratio * rank, as the parent was trained.
+    config = _plain_load(tiny, out.adapter_dir)
+    assert config.r == R and config.lora_alpha == pytest.approx(4.0 * R)
+
+
+@pytest.mark.parametrize("rank", [1, 2])
+def test_shrunk_adapter_is_the_best_low_rank_update_and_sized_exactly(tiny, tiny_config, parent, tmp_path, rank):
+    predicted = adapter_size(tiny_config, rank, "fp32")
+    out = shrink_adapter(tiny, parent, rank, tmp_path / f"r{rank}")
+    assert _file_bytes(out.adapter_dir) == predicted.raw_bytes == out.raw_bytes
+    config = _plain_load(tiny, out.adapter_dir)
+    assert config.r == rank and not config.rank_pattern
+    # Each module's update is the parent's update cut to `rank` singular values (checked against torch's SVD).
+    parent_w, child_w = load_file(parent / "adapter_model.safetensors"), load_file(out.adapter_dir / "adapter_model.safetensors")
+    name = "base_model.model.model.layers.0.self_attn.q_proj"
+    delta = parent_w[f"{name}.lora_B.weight"] @ parent_w[f"{name}.lora_A.weight"] * 4.0
+    u, s, v = torch.linalg.svd(delta)
+    best = u[:, :rank] @ torch.diag(s[:rank]) @ v[:rank]
+    child = child_w[f"{name}.lora_B.weight"] @ child_w[f"{name}.lora_A.weight"] * 4.0
+    assert torch.allclose(child, best, atol=1e-5)
+    assert (delta - child).norm() > 0.01 * delta.norm()  # a real cut, not a copy
+
+
+def test_recovery_trains_from_the_shrunk_weights(tiny, tiny_config, parent, examples, tmp_path):
+    shrunk = convert(tiny, parent, 2)
+    plain = write_shrunk(tiny, shrunk, parent, tmp_path / "r2-0")
+    recovered = write_shrunk(tiny, shrunk, parent, tmp_path / "r2-3", recover_steps=3, examples=examples)
+    assert recovered.recover_steps == 3 and len(recovered.losses) == 3
+    assert _file_bytes(recovered.adapter_dir) == adapter_size(tiny_config, 2).raw_bytes
+    notes = json.loads((recovered.adapter_dir / "ranksweep.json").read_text())
+    assert notes["origin"] == "shrink" and notes["recover_steps"] == 3 and notes["steps"] == 3
+    assert notes["parent_rank"] == R and notes["rank"] == 2
+    before = load_file(plain.adapter_dir / "adapter_model.safetensors")
+    after = load_file(recovered.adapter_dir / "adapter_model.safetensors")
+    b_keys = [k for k in before if ".lora_B." in k]
+    moved = sum((after[k] - before[k]).norm() ** 2 for k in b_keys) ** 0.5
+    size = sum(before[k].norm() ** 2 for k in b_keys) ** 0.5
+    # Three Adam steps from the shrunk weights move B by about 1.2 here, well under its size of about 2.4;
+    # a run that ignored them would start at B = 0 and end farther than `size` from them.
+    assert 0 < moved < 0.7 * size
+    _plain_load(tiny, recovered.adapter_dir)
+
+
+def test_energy_threshold_gives_a_rank_pattern_sized_exactly(tiny, tiny_config, parent, tmp_path):
+    shrunk = convert(tiny, parent, 0.6)
+    assert shrunk.rank_pattern and len(set(shrunk.rank_pattern.values())) > 1
+    config = shrunk.lora_config
+    predicted = adapter_size(tiny_config, config.r, "fp32", rank_pattern=config.rank_pattern,
+                             alpha_pattern=config.alpha_pattern)
+    uniform = adapter_size(tiny_config, max(shrunk.rank_pattern.values()), "fp32")
+    assert predicted.raw_bytes < uniform.raw_bytes
+    out = write_shrunk(tiny, shrunk, parent, tmp_path / "e60")
+    assert _file_bytes(out.adapter_dir) == predicted.raw_bytes
+    loaded = _plain_load(tiny, out.adapter_dir)
+    assert loaded.rank_pattern == shrunk.rank_pattern
+    with pytest.raises(RanksweepError, match="whole rank"):
+        write_shrunk(tiny, shrunk, parent, tmp_path / "e60-r", recover_steps=2, examples=[])
+
+
+@pytest.mark.parametrize("rank", [1, 2, 4, R])
+def test_nested_prefix_is_a_plain_adapter_computing_its_prefix(tiny, tiny_config, nested_parent, tmp_path, rank):
+    out = prefix_adapter(tiny, nested_parent, rank, tmp_path / f"p{rank}")
+    predicted = adapter_size(tiny_config, rank, "fp16")
+    assert _file_bytes(out.adapter_dir) == predicted.raw_bytes == out.raw_bytes
+    config = _plain_load(tiny, out.adapter_dir)
+    # alpha stays the rank-8 adapter's, so the scaling is alpha/rank, as the prefix was trained.
+    assert config.r == rank and config.lora_alpha == pytest.approx(4.0 * R)
+    assert torch.allclose(_logits(tiny, out.adapter_dir), _logits(tiny, nested_parent, mask_rank=rank), atol=1e-4)
+
+
+def test_nested_training_draws_every_listed_prefix(tiny, examples, tmp_path):
+    draws: list[int] = []
+    config = TrainConfig(kind="sft", rank=4, epochs=2, batch_size=4, seed=0)
+    train_adapter(tiny, examples, config, tmp_path / "n", progress=False,
+                  during=lambda pm: sampled_prefixes(pm, (1, 2, 4), 4, seed=0, draws=draws))
+    assert len(draws) == 12 and set(draws) == {1, 2, 4}
+
+
+def test_nested_prefixes_differ_from_truncating_a_plain_adapter(tiny, nested_parent, parent, tmp_path):
+    # A rank-1 prefix is a working adapter in its own right: its update is not zero, and not the parent's.
+    one = prefix_adapter(tiny, nested_parent, 1, tmp_path / "p1")
+    base = _logits_without_adapter(tiny)
+    assert (_logits(tiny, one.adapter_dir) - base).abs().max() > 1e-3
+    with pytest.raises(RanksweepError, match="not among the prefixes"):
+        prefix_adapter(tiny, nested_parent, 3, tmp_path / "p3")
+    with pytest.raises(RanksweepError, match="not among the prefixes"):
+        prefix_adapter(tiny, parent, 2, tmp_path / "plain-p2")
+
+
+def _logits_without_adapter(tiny):
+    with torch.no_grad():
+        return tiny.model(**_probe(tiny)).logits
