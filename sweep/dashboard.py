@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 HOST = "127.0.0.1"  # the dashboard can edit and delete studies: never listen beyond this machine
 SIZE_METRIC = "zipped bytes"  # the second objective is the submission's zipped size, in bytes
 # The note's ranksweep part ends here; whatever a user typed below it in the dashboard survives a restart.
-NOTE_END = "<!-- written by ranksweep dashboard; text below this line is kept -->"
+NOTE_END = "---\n*Above: written by `ranksweep dashboard` each time it starts. Below: your notes, kept.*"
+# (An HTML comment would be invisible in Markdown but the dashboard prints it as text.)
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,8 @@ def note_markdown(report: Report) -> str:
         lines += ["", "### Pareto frontier", "", "Trial `-`: the two adapters come from different trials.", "",
                   "| " + " | ".join(front.columns) + " |", "|" + "---|" * len(front.columns)]
         lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in front.itertuples(index=False)]
-    lines += ["", "Figures: the study's Artifacts tab (`ranksweep report` writes the full report).", "", NOTE_END]
+    lines += ["", "Figures: Study Artifacts, at the bottom of the study's page (`ranksweep report` writes the whole "
+              "report).", "", NOTE_END]
     return "\n".join(lines)
 
 

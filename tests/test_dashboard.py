@@ -47,7 +47,9 @@ def dashboard(url: str, study: str, cwd: Path, *extra: str):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "sweep", "dashboard", "--study", study, "--storage", url,
                              "--port", "0", *extra], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            # a shell running pytest in the background ignores SIGINT for its children; Ctrl-C is tested
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines: list[str] = []
     found = threading.Event()
 
