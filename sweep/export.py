@@ -9,7 +9,6 @@ the submission zip.
 from __future__ import annotations
 
 import difflib
-import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -178,9 +177,11 @@ def _adapter_base(folder: Path) -> str | None:
     config = folder / "adapter_config.json"
     if not config.is_file():
         return None
+    from trainers.data import parse_json
+
     try:
-        return json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path") or None
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return parse_json(config.read_bytes()).get("base_model_name_or_path") or None
+    except (ValueError, AttributeError):
         raise RanksweepError(f"{config} is not a valid adapter config; fix or remove it and export again.") from None
 
 

@@ -34,12 +34,24 @@ class RFTRow:
     reasoning: str
 
 
+def parse_json(text: str | bytes):
+    """json.loads, with every way a hostile or broken file can fail turned into ValueError with a short reason:
+    bad syntax or encoding, an integer over Python's 4300-digit limit, nesting deeper than the parser's stack."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        reason = str(exc).split(";")[0] if "digits" in str(exc) else str(exc)
+        raise ValueError(reason[:200]) from None
+
+
 def _load_list(path: Path) -> list:
     if not path.is_file():
         raise RanksweepError(f"Data file '{path}' does not exist.")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = parse_json(path.read_bytes())
+    except ValueError as exc:
         raise RanksweepError(f"Data file '{path}' is not valid JSON ({exc}).") from None
     if not isinstance(data, list):
         raise RanksweepError(f"Data file '{path}' must hold a JSON list, not {type(data).__name__}.")

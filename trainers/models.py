@@ -76,11 +76,28 @@ def embedded_gguf_path() -> Path:
     )
 
 
+GGUF_MAGIC = b"GGUF"
+
+
+def _read_gguf(gguf: Path, loader, **kwargs):
+    """loader.from_pretrained on a .gguf file, refusing one that is not GGUF (or that transformers cannot read)
+    with one sentence instead of the parser's traceback."""
+    with open(gguf, "rb") as f:
+        if f.read(4) != GGUF_MAGIC:
+            raise RanksweepError(f"'{gguf}' is not a GGUF model file (it does not start with the GGUF header); "
+                                 "pass a real .gguf, a model folder, or 'embedded'.")
+    try:
+        return loader.from_pretrained(gguf.parent, gguf_file=gguf.name, **kwargs)
+    except Exception as exc:  # the GGUF parser fails on a truncated or odd file with struct, key, value errors...
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise RanksweepError(f"GGUF file '{gguf}' could not be read ({reason}).") from None
+
+
 def _from_gguf(gguf: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tokenizer = _read_gguf(gguf, AutoTokenizer)
+    model = _read_gguf(gguf, AutoModelForCausalLM)
     # The weights are dequantized to float32 on load; the leftover quantizer only blocks save_pretrained.
     model.hf_quantizer = None
     model.config.__dict__.pop("quantization_config", None)
@@ -176,7 +193,7 @@ def resolve_config(name: str):
         return AutoConfig.from_pretrained(embedded_model_dir())
     path = Path(name).expanduser()
     if path.suffix == ".gguf" and path.is_file():
-        return AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+        return _read_gguf(path, AutoConfig)
     if path.is_dir() and (path / "config.json").is_file():
         return AutoConfig.from_pretrained(path)
     if _looks_like_hub_id(name):

@@ -167,9 +167,11 @@ def _check_ours(path: Path, data: bytes, fmt: str) -> None:
     """Refuse to overwrite a config file that holds settings other than the ones export writes."""
     import tomllib
 
+    from trainers.data import parse_json
+
     try:
-        doc = json.loads(data) if fmt == "json" else tomllib.loads(data.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError):
+        doc = parse_json(data) if fmt == "json" else tomllib.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError):  # tomllib, too, recurses once per nested array
         doc = None
     extra = None if not isinstance(doc, dict) else (
         [k for k in doc if k not in CONFIG_KEYS]
