@@ -122,7 +122,8 @@ def study_name(text: str) -> str:
     elif len(text.encode("utf-8")) > MAX_STUDY_NAME_BYTES:
         problem = f"it is longer than {MAX_STUDY_NAME_BYTES} bytes"
     if problem:
-        raise argparse.ArgumentTypeError(f"{shlex.quote(text)} is not a usable study name ({problem}); "
+        shown = shlex.quote(text if len(text) <= 60 else text[:40] + "...")
+        raise argparse.ArgumentTypeError(f"{shown} is not a usable study name ({problem}); "
                                          "pick a short name such as hw3")
     return text
 

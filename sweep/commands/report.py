@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sweep.commands.common import add_storage
+from sweep.commands.common import add_storage, check_output, study_name
 
 OBJECTIVES = ("points", "rft-accuracy", "sft-accuracy", "mean-accuracy")
 
@@ -22,19 +22,46 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--study", required=True, help="study name")
     add_storage(p)
     p.add_argument("--out", type=Path, default=None,
-                   help="folder for the report files (default: runs/<study>/report/)")
+                   help="folder for the report files: new, empty, or an earlier report (default: runs/<study>/report/)")
     p.add_argument("--objective", choices=OBJECTIVES, default=None,
                    help="score pairs by this instead of the study's objective (points are tie-broken by mean "
                    "accuracy)")
     return p
 
 
-def run(args: argparse.Namespace) -> int:
-    from reports.build import build, default_out, render, summary, write_files
+def report_folder(name: str) -> Path:
+    """runs/<study>/report/, for a study name that can name a folder; a name the folder spells differently
+    ("a b" -> "a_b") gets a short hash of the real name, so two studies never share a report folder."""
+    import argparse as _argparse
+    import hashlib
 
+    from reports.build import default_out
+    from trainers.errors import RanksweepError
+
+    try:
+        study_name(name)
+    except _argparse.ArgumentTypeError as exc:
+        raise RanksweepError(f"Study {exc}, or name a report folder with --out.") from None
+    out = default_out(name)
+    if out.parent.name != name:
+        out = out.parent.with_name(f"{out.parent.name}-{hashlib.sha256(name.encode()).hexdigest()[:8]}") / out.name
+    return out
+
+
+def _is_report_folder(path: Path) -> bool:
+    """A folder holding report files only (and temp files of an interrupted write), so rewriting it loses nothing."""
+    from reports.build import FILES
+
+    return path.is_dir() and all(e.is_file() and (e.name in FILES or e.name.startswith(".")) for e in path.iterdir())
+
+
+def run(args: argparse.Namespace) -> int:
+    from reports.build import build, render, summary, write_files
+
+    out = args.out if args.out is not None else report_folder(args.study)
+    check_output(out, "--out", ours=_is_report_folder, what="a ranksweep report folder")  # before the study is read
     report = build(args.storage, args.study, args.objective)
     files = render(report)
-    out = args.out if args.out is not None else default_out(args.study)
     written = write_files(files, out)
     print(summary(report))
     print(f"Wrote {len(written)} files to {out}/: " + ", ".join(path.name for path in written))

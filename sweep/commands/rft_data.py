@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sweep.commands.common import add_base_model, add_device, positive_float, positive_int, questions_arg
+from sweep.commands.common import (add_base_model, add_device, check_output, positive_float, positive_int, questions_arg,
+                                   seed_arg)
 from trainers.errors import RanksweepError
 from trainers.rft_data import RFTSettings
 
@@ -20,7 +21,9 @@ def add_parser(subparsers):
         "chat prompt, keep the first whose answer is correct by the grading rule, and write the homework's "
         "rft.json ([question, answer, reasoning]). Results are cached by model, training file and settings.",
     )
-    parser.add_argument("--out", required=True, type=Path, metavar="FILE", help="rft.json to write (replaced)")
+    parser.add_argument("--out", required=True, type=Path, metavar="FILE",
+                        help="rft.json to write: a new file, or an existing RFT data file with --force")
+    parser.add_argument("--force", action="store_true", help="replace the RFT data file already at --out")
     add_base_model(parser)
     add_device(parser)
     parser.add_argument(
@@ -54,9 +57,18 @@ def settings_from_args(args) -> RFTSettings:
         samples=_parse(args.samples, "--samples", positive_int),
         temperature=_parse(args.temperature, "--temperature", positive_float),
         max_new_tokens=_parse(args.max_new_tokens, "--max-new-tokens", positive_int),
-        seed=_parse(args.seed, "--seed", int),
+        seed=_parse(args.seed, "--seed", seed_arg),
         batch_size=_parse(args.batch_size, "--batch-size", positive_int),
     )
+
+
+def _is_rft_file(path: Path) -> bool:
+    from trainers.data import read_rft
+
+    try:
+        return path.is_file() and bool(read_rft(path))
+    except RanksweepError:
+        return False
 
 
 def run(args) -> int:
@@ -70,6 +82,7 @@ def run(args) -> int:
     out = Path(args.out)
     if out.is_dir():
         raise RanksweepError(f"--out '{out}' is a folder: give a file name such as {out / 'rft.json'}.")
+    check_output(out, "--out", ours=_is_rft_file, what="an RFT data file", force=args.force)  # before sampling
     if args.train_data is None:
         from trainers.unitgen import builtin_data
 
