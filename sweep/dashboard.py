@@ -49,9 +49,13 @@ class Written:
 
 def figures_dir(study_name: str) -> Path:
     """runs/<study>/dashboard-artifacts/: beside the report's own folder (runs/<study>/report/)."""
-    from reports.build import default_out
+    from sweep.commands.report import report_folder
 
-    return default_out(study_name).parent / "dashboard-artifacts"
+    try:
+        return report_folder(study_name).parent / "dashboard-artifacts"
+    except RanksweepError:
+        raise RanksweepError(f"The study name '{study_name}' cannot name a folder; pass --figures DIR for the "
+                             "dashboard's figures.") from None
 
 
 def annotations(report: Report) -> Annotations:
