@@ -9,34 +9,18 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reports.frontier import MIB, Recommendation, adapter_table, budget_bytes, combined_frontier, load_trials, pick
-from reports.objective import Objective, objective_for
+from reports.frontier import MIB, adapter_table, budget_bytes, combined_frontier, load_trials, pick
+from reports.objective import objective_for
+from reports.report import Report
 from trainers.errors import RanksweepError
 
 if TYPE_CHECKING:
     import pandas as pd
 
 FILES = ("trials.csv", "frontier.csv", "pareto.png", "ranks.png", "report.html")
-
-
-@dataclass(frozen=True)
-class Report:
-    """A study's computed report: its tables, the recommendation (or why there is none)."""
-
-    study: str
-    storage: str
-    config: dict
-    goal: Objective
-    budget_bytes: int
-    trials: pd.DataFrame  # one row per trial (reports.study_io.load_trials)
-    adapters: pd.DataFrame  # one row per graded adapter
-    pairs: pd.DataFrame  # every SFT×RFT pair (reports.frontier.combined_frontier)
-    recommendation: Recommendation | None
-    problem: str | None  # why there is no recommendation
 
 
 def build(storage: str, study_name: str, objective: str | None = None) -> Report:

@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from reports.objective import Objective, objective_for, pair_points
+from reports.objective import Objective, objective_for
 from reports.study_io import load_trials
+from sweep.bundle import combined_bytes
 from trainers.errors import RanksweepError
-from trainers.grading import points
 
 if TYPE_CHECKING:
     import numpy as np
@@ -20,7 +20,8 @@ __all__ = ["Recommendation", "adapter_table", "combined_frontier", "load_trials"
 MIB = 1024 * 1024
 ADAPTER_COLUMNS = (
     "kind", "key", "rank", "alpha", "lr", "epochs", "adapter_dtype", "accuracy", "ci_low", "ci_high",
-    "answer_rate", "questions", "points", "zip_bytes", "raw_bytes", "dir", "first_trial", "n_trials",
+    "answer_rate", "questions", "points", "points_low", "points_high", "answer_nll", "zip_bytes", "raw_bytes", "dir",
+    "first_trial", "n_trials",
 )
 PAIR_COLUMNS = (
     "trial", "sft_rank", "rft_rank", "size_mib", "points", "sft_accuracy", "rft_accuracy", "mean_accuracy",
@@ -54,13 +55,16 @@ def adapter_table(trials: pd.DataFrame) -> pd.DataFrame:
         part["n_trials"] = part.groupby("key")["key"].transform("size")
         parts.append(part.drop_duplicates("key", keep="first"))
     table = pd.concat(parts, ignore_index=True).reindex(columns=list(ADAPTER_COLUMNS))
-    for column in ("accuracy", "ci_low", "ci_high", "zip_bytes"):
+    for column in ("accuracy", "ci_low", "ci_high", "zip_bytes", "points", "points_low", "points_high", "answer_nll"):
         table[column] = pd.to_numeric(table[column], errors="coerce")
     # A grade recorded without bounds still has an interval: the point itself.
     table["ci_low"] = table["ci_low"].fillna(table["accuracy"])
     table["ci_high"] = table["ci_high"].fillna(table["accuracy"])
-    # Rounded so equal scores reached by different float paths compare equal (ties are broken on purpose).
-    table["points"] = [round(points(kind, acc), 9) for kind, acc in zip(table["kind"], table["accuracy"])]
+    # Points as graded (the rule lives with the grader); rounded so equal scores reached by different float
+    # paths compare equal (ties are broken on purpose).
+    table["points"] = table["points"].round(9)
+    table["points_low"] = table["points_low"].fillna(table["points"])
+    table["points_high"] = table["points_high"].fillna(table["points"])
     return table.sort_values(["kind", "rank", "first_trial"], ignore_index=True)
 
 
@@ -71,6 +75,8 @@ def combined_frontier(trials: pd.DataFrame, config: dict, objective: str | None 
     A sampled pair's size is the trial's measured zip; any other pair's is the sum of its adapters' zips
     plus the rest of the homework (`size_source` says which). Rows run from smallest to largest.
     """
+    import pandas as pd
+
     goal = objective_for(objective, config)
     adapters = adapter_table(trials)
     sft = adapters[adapters["kind"] == "sft"].drop(columns="kind").add_prefix("sft_")
@@ -83,16 +89,21 @@ def combined_frontier(trials: pd.DataFrame, config: dict, objective: str | None 
     pairs = pairs.merge(_sampled_pairs(trials), on=["sft_key", "rft_key"], how="left")
 
     pairs["points"] = (pairs["sft_points"] + pairs["rft_points"]).round(9)
-    pairs["points_low"] = pair_points(pairs["sft_ci_low"], pairs["rft_ci_low"])
-    pairs["points_high"] = pair_points(pairs["sft_ci_high"], pairs["rft_ci_high"])
+    pairs["points_low"] = pairs["sft_points_low"] + pairs["rft_points_low"]
+    pairs["points_high"] = pairs["sft_points_high"] + pairs["rft_points_high"]
     pairs["mean_accuracy"] = (pairs["sft_accuracy"] + pairs["rft_accuracy"]) / 2
-    pairs["objective"] = goal.values(pairs["sft_accuracy"], pairs["rft_accuracy"])
-    pairs["objective_low"] = goal.values(pairs["sft_ci_low"], pairs["rft_ci_low"])
-    pairs["objective_high"] = goal.values(pairs["sft_ci_high"], pairs["rft_ci_high"])
+    # The study's own objective function, on the adapters' columns: at the grades, and at the Wilson bounds.
+    for suffix, accuracy, points in (("", "accuracy", "points"), ("_low", "ci_low", "points_low"),
+                                     ("_high", "ci_high", "points_high")):
+        sft, rft = (_Scores(pairs[f"{kind}_{accuracy}"], pairs[f"{kind}_{points}"], pairs[f"{kind}_answer_nll"])
+                    for kind in ("sft", "rft"))
+        pairs[f"objective{suffix}"] = goal.value(sft, rft)
 
     pairs["sampled"] = pairs["trial"].notna()
     rest = int(config.get("homework_rest_bytes") or 0)
-    parts = pairs["sft_zip_bytes"] + pairs["rft_zip_bytes"] + rest
+    # The size of a pair never trained together: its parts added up the way the loop adds up a trained one.
+    parts = pd.Series([combined_bytes(rest, int(s), int(r)) for s, r in zip(pairs["sft_zip_bytes"], pairs["rft_zip_bytes"])],
+                      index=pairs.index, dtype="float64")
     pairs["size_bytes"] = pairs["measured_bytes"].where(pairs["sampled"], parts).astype("int64")
     pairs["size_source"] = pairs["sampled"].map({True: MEASURED, False: SUM_OF_PARTS})
     pairs["size_mib"] = pairs["size_bytes"] / MIB
@@ -100,11 +111,20 @@ def combined_frontier(trials: pd.DataFrame, config: dict, objective: str | None 
     pairs["on_frontier"] = False
     feasible = pairs["feasible"].to_numpy()
     pairs.loc[feasible, "on_frontier"] = non_dominated(
-        pairs.loc[feasible, "objective"].to_numpy(float), pairs.loc[feasible, "size_bytes"].to_numpy(float)
+        goal.sign * pairs.loc[feasible, "objective"].to_numpy(float), pairs.loc[feasible, "size_bytes"].to_numpy(float)
     )
     pairs["trial"] = pairs["trial"].astype("Int64")
     table = pairs.reindex(columns=list(PAIR_COLUMNS))
-    return table.sort_values(["size_bytes", "objective"], ascending=[True, False], ignore_index=True)
+    return table.sort_values(["size_bytes", "objective"], ascending=[True, goal.sign < 0], ignore_index=True)
+
+
+@dataclass(frozen=True)
+class _Scores:
+    """One kind's adapter columns under the names the objective reads (sweep.records.AdapterResult's)."""
+
+    accuracy: pd.Series
+    points: pd.Series
+    answer_nll: pd.Series
 
 
 def _sampled_pairs(trials: pd.DataFrame) -> pd.DataFrame:
@@ -178,7 +198,8 @@ def pick(pairs: pd.DataFrame, goal: Objective, budget: int, study_name: str) -> 
     """The recommendation from a `combined_frontier` table; RanksweepError when no pair fits the budget."""
     import pandas as pd
 
-    feasible = pairs[pairs["feasible"]].sort_values(["objective", "size_bytes"], ascending=[False, True])
+    ranked = pairs.assign(quality=goal.sign * pairs["objective"])  # grows with quality either way
+    feasible = ranked[ranked["feasible"]].sort_values(["quality", "size_bytes"], ascending=[False, True])
     if feasible.empty:
         what = "has no graded SFT/RFT pair yet" if pairs.empty else f"has no pair within {budget / MIB:.2f} MiB"
         raise RanksweepError(
@@ -187,11 +208,12 @@ def pick(pairs: pd.DataFrame, goal: Objective, budget: int, study_name: str) -> 
         )
     best = feasible.iloc[0]
     # Smaller pairs whose 95% range reaches the best one's: the data cannot tell them apart.
-    close = feasible[(feasible["size_bytes"] < best["size_bytes"])
-                     & (feasible["objective_high"] >= best["objective_low"])]
+    reaches = (feasible["objective_high"] >= best["objective_low"] if goal.sign > 0
+               else feasible["objective_low"] <= best["objective_high"])
+    close = feasible[(feasible["size_bytes"] < best["size_bytes"]) & reaches]
     overlaps = None
     if not close.empty:
-        near = close.sort_values(["size_bytes", "objective"], ascending=[True, False]).iloc[0]
+        near = close.sort_values(["size_bytes", "quality"], ascending=[True, False]).iloc[0]
         overlaps = (f"interval overlaps the smaller pair sft={int(near['sft_rank'])}/rft={int(near['rft_rank'])} "
                     f"({near['size_mib']:.1f} MiB)")
     trial = None if pd.isna(best["trial"]) else int(best["trial"])

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from reports.frontier import MIB
 
 if TYPE_CHECKING:
-    from reports.build import Report
+    from reports.report import Report
 
 STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; max-width: 1180px; margin: 2em auto; padding: 0 1em; color: #222; }

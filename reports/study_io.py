@@ -3,66 +3,33 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from dataclasses import fields, replace
 from typing import TYPE_CHECKING, Any
 
+from sweep.records import KINDS, AdapterResult, TrialResult
+from sweep.storage import open_storage
 from trainers.errors import RanksweepError
 
 if TYPE_CHECKING:
     import pandas as pd
     from optuna.storages import BaseStorage
 
-KINDS = ("sft", "rft")
+__all__ = ["load_trials", "open_storage"]
 
-# Per-adapter trial attrs (docs/design.md, "What a study stores"), prefixed with `sft_` / `rft_`.
-ADAPTER_ATTRS = (
-    "rank", "alpha", "lr", "epochs", "params", "raw_bytes_predicted", "raw_bytes", "zip_bytes",
-    "accuracy", "ci_low", "ci_high", "answer_rate", "questions", "points",
-    "train_seconds", "grade_seconds", "cache_hit", "key", "dir",
-)
-PAIR_ATTRS = (
-    "adapter_dtype", "size_bytes_predicted", "size_bytes", "budget_bytes", "feasible",
-    "points", "mean_accuracy", "score", "device", "skipped", "error",
-)
+# Per-adapter columns, prefixed with `sft_` / `rft_` (the fields of sweep.records.AdapterResult).
+ADAPTER_ATTRS = tuple(f.name for f in fields(AdapterResult) if f.name != "kind")
+PAIR_ATTRS = tuple(f.name for f in fields(TrialResult) if f.name not in KINDS)
 # Every column `load_trials` guarantees, so an empty or young study still yields a usable frame.
-TRIAL_COLUMNS = (
+TRIAL_COLUMNS = tuple(dict.fromkeys((  # the pair's ranks are adapter columns too: each column once
     "trial", "state", "value_score", "value_size_bytes", "datetime_start", "datetime_complete",
     *PAIR_ATTRS, *(f"{kind}_{attr}" for kind in KINDS for attr in ADAPTER_ATTRS),
-)
+)))
 # Counts and bytes: kept whole numbers (nullable) although a trial that has none leaves a gap.
 INT_COLUMNS = (
     "value_size_bytes", "size_bytes_predicted", "size_bytes", "budget_bytes",
     *(f"{kind}_{attr}" for kind in KINDS
       for attr in ("rank", "params", "raw_bytes_predicted", "raw_bytes", "zip_bytes", "questions")),
 )
-
-
-def open_storage(storage: str | BaseStorage, *, must_exist: bool = True, **rdb_kwargs) -> BaseStorage:
-    """Open an Optuna storage by URL; with `must_exist`, a missing SQLite file is a user error.
-
-    `rdb_kwargs` go to `RDBStorage` (the sweep adds its heartbeat). Errors are one RanksweepError line.
-    """
-    import optuna
-    import sqlalchemy.exc
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the CLI prints its own progress
-    if not isinstance(storage, str):
-        return storage
-    if storage.startswith("sqlite:"):
-        database = sqlalchemy.engine.make_url(storage).database
-        # RDBStorage would silently create an empty database; reading a study must never do that.
-        if must_exist and database and database != ":memory:" and not Path(database).is_file():
-            raise RanksweepError(
-                f"No study storage at {database}; pass --storage with the URL the study was launched with."
-            )
-        # SQLite allows one writer at a time: workers on one machine wait for the lock instead of failing
-        # with "database is locked" (the default wait is 5 s, shorter than a busy study's writes can take).
-        rdb_kwargs.setdefault("engine_kwargs", {"connect_args": {"timeout": 60}})
-    try:
-        return optuna.storages.RDBStorage(storage, **rdb_kwargs)
-    except (ImportError, ValueError, sqlalchemy.exc.SQLAlchemyError) as exc:
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise RanksweepError(f"Cannot open the storage {storage} ({reason}); check the --storage URL.") from None
 
 
 def load_trials(storage: str | BaseStorage, study_name: str) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -87,9 +54,12 @@ def load_trials(storage: str | BaseStorage, study_name: str) -> tuple[pd.DataFra
     rows = []
     for trial in study.get_trials(deepcopy=False):
         values = trial.values or [None, None]
-        # Params first: a pruned, failed or running trial has its ranks only there (the runner records
-        # the user attrs once both adapters are graded); the user attrs, when present, are the schema.
-        row: dict[str, Any] = {**trial.params, **trial.user_attrs}
+        # The trial's record (sweep.records), flat; its params fill the pair of trials that never wrote one.
+        # Adapters count only in COMPLETE trials: a trial stopped while writing its record is no result.
+        result = TrialResult.from_trial(trial)
+        if trial.state.name != "COMPLETE":
+            result = replace(result, sft=None, rft=None)
+        row: dict[str, Any] = {**trial.params, **result.to_attrs()}
         row.update({
             "trial": trial.number,
             "state": trial.state.name,

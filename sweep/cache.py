@@ -20,8 +20,12 @@ import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from trainers.data import write_json_atomic
+from trainers.data import file_sha256, write_json_atomic
+
+if TYPE_CHECKING:
+    from trainers.training import TrainConfig
 
 # Bump when the trainer changes in a way that changes adapters, so old entries are not reused.
 TRAINER_VERSION = 1
@@ -31,36 +35,33 @@ HASHED_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
 @dataclass(frozen=True)
 class AdapterSpec:
-    """Everything that determines a trained adapter's weights."""
+    """Everything that determines a trained adapter's weights: its TrainConfig, the base model and the data.
 
-    kind: str  # "sft" | "rft"
-    rank: int
-    alpha_ratio: float
-    lr: float
-    epochs: float
-    adapter_dtype: str
-    batch_size: int
-    max_examples: int | None
-    seed: int
+    The cache key hashes every field of the TrainConfig, so a field added there (dropout, target modules,
+    max length, ...) can never be left out of the key.
+    """
+
+    config: TrainConfig
     base_model: str
     data_sha256: str  # the training file: train.json for SFT, rft.json for RFT
 
     @property
     def key(self) -> str:
-        blob = json.dumps({**asdict(self), "trainer_version": TRAINER_VERSION}, sort_keys=True)
+        blob = json.dumps({"config": asdict(self.config), "base_model": self.base_model,
+                           "data_sha256": self.data_sha256, "trainer_version": TRAINER_VERSION}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     @property
+    def kind(self) -> str:
+        return self.config.kind
+
+    @property
+    def rank(self) -> int:
+        return self.config.rank
+
+    @property
     def alpha(self) -> float:
-        return self.alpha_ratio * self.rank
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return self.config.alpha
 
 
 @contextlib.contextmanager
@@ -97,7 +98,7 @@ class ArtifactCache:
         folder = self.adapter_dir(spec)
         try:
             recorded = json.loads((folder / MANIFEST).read_text())
-            if all(sha256_file(folder / name) == recorded[name] for name in HASHED_FILES):
+            if all(file_sha256(folder / name) == recorded[name] for name in HASHED_FILES):
                 return recorded
         except (OSError, ValueError, KeyError, TypeError):
             pass
@@ -111,8 +112,9 @@ class ArtifactCache:
         """Record the hashes of a freshly trained entry (and `facts` about it, such as its zipped size);
         until then it does not count as cached. Returns the manifest."""
         folder = self.adapter_dir(spec)
-        hashes = {name: sha256_file(folder / name) for name in HASHED_FILES}
-        manifest = {**hashes, **facts, "spec": asdict(spec), "key": spec.key}
+        hashes = {name: file_sha256(folder / name) for name in HASHED_FILES}
+        manifest = {**hashes, **facts, "spec": {**asdict(spec.config), "base_model": spec.base_model,
+                                                    "data_sha256": spec.data_sha256}, "key": spec.key}
         write_json_atomic(folder / MANIFEST, manifest)
         return manifest
 

@@ -7,7 +7,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sweep.space import Budget, SearchSpace
+from sweep.space import Effort, SearchSpace
+from trainers.data import file_sha256
 
 # Bump when grading changes in a way that changes results, so cached grades are not reused.
 GRADER_VERSION = 1
@@ -22,7 +23,7 @@ class StudySettings:
     objective: str
     budget_bytes: int
     space: SearchSpace
-    effort: Budget
+    effort: Effort
     trials: int
     seed: int
     preset: str
@@ -31,20 +32,22 @@ class StudySettings:
     valid_path: Path
     rft_path: Path | None  # the user's rft.json; None: generate it by rejection sampling
     homework: Path | None  # counted in the zipped size when given
+    trainer: str = "ranksweep"  # what makes a trial's two adapters (sweep.trial.pair_builder)
+    strategy: str = "independent"  # how the built-in trainer makes them (sweep.trial.build_pair)
 
     @property
     def grading_key(self) -> str:
         """Identifies a grading setting: the validation file, how many questions, the grader version."""
-        blob = json.dumps([_sha256(self.valid_path), self.effort.questions, GRADER_VERSION])
+        blob = json.dumps([file_hash(self.valid_path), self.effort.questions, GRADER_VERSION])
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def identity(self) -> dict:
         """What makes results comparable: resuming with other values is refused unless --force."""
         return {
             "base_model": self.base_model,
-            "train_sha256": _sha256(self.train_path),
-            "valid_sha256": _sha256(self.valid_path),
-            "rft_sha256": _sha256(self.rft_path) if self.rft_path else None,
+            "train_sha256": file_hash(self.train_path),
+            "valid_sha256": file_hash(self.valid_path),
+            "rft_sha256": file_hash(self.rft_path) if self.rft_path else None,
         }
 
     def to_config(self, homework_rest_bytes: int) -> dict:
@@ -53,12 +56,7 @@ class StudySettings:
             **self.identity(),
             "budget_bytes": self.budget_bytes,
             "objective": self.objective,
-            "sft_ranks": list(self.space.sft_ranks),
-            "rft_ranks": list(self.space.rft_ranks),
-            "alpha_ratios": list(self.space.alpha_ratios),
-            "lrs": list(self.space.lrs),
-            "epochs": list(self.space.epochs),
-            "adapter_dtypes": list(self.space.adapter_dtypes),
+            **_space_config(self.space),
             "effort": asdict(self.effort),
             "questions": self.effort.questions,
             "trials": self.trials,
@@ -70,23 +68,35 @@ class StudySettings:
             "rft_path": str(self.rft_path.resolve()) if self.rft_path else None,
             "homework": str(self.homework.resolve()) if self.homework else None,
             "homework_rest_bytes": homework_rest_bytes,
+            "trainer": self.trainer,
+            "strategy": self.strategy,
         }
+
+    def space_changes(self, config: dict) -> list[str]:
+        """The search-space fields (`sft_ranks`, ...) whose values differ from a stored config's."""
+        return [k for k, v in _space_config(self.space).items() if k in config and list(config[k]) != v]
+
+
+def _space_config(space: SearchSpace) -> dict:
+    return {"sft_ranks": list(space.sft_ranks), "rft_ranks": list(space.rft_ranks),
+            "alpha_ratios": list(space.alpha_ratios), "lrs": list(space.lrs), "epochs": list(space.epochs),
+            "adapter_dtypes": list(space.adapter_dtypes)}
 
 
 _hash_memo: dict[tuple[str, float], str] = {}
 
 
-def _sha256(path: Path) -> str:
-    """File hash, memoised on (path, mtime) because the study asks for it on every trial."""
+def file_hash(path: Path) -> str:
+    """`trainers.data.file_sha256`, memoised on (path, mtime) because the study asks for it on every trial."""
     memo_key = (str(Path(path).resolve()), Path(path).stat().st_mtime)
     if memo_key not in _hash_memo:
-        _hash_memo[memo_key] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        _hash_memo[memo_key] = file_sha256(path)
     return _hash_memo[memo_key]
 
 
 def settings_from_config(config: dict, *, name: str, storage: str, device: str, artifacts: Path | None) -> StudySettings:
     """Rebuild a study's settings from its stored config (how `worker` joins a study)."""
-    effort = Budget(**config["effort"])
+    effort = Effort(**{k: v for k, v in config["effort"].items() if k in Effort.__dataclass_fields__})
     space = SearchSpace(
         sft_ranks=tuple(config["sft_ranks"]),
         rft_ranks=tuple(config["rft_ranks"]),
@@ -112,4 +122,6 @@ def settings_from_config(config: dict, *, name: str, storage: str, device: str, 
         valid_path=Path(config["valid_path"]),
         rft_path=Path(config["rft_path"]) if config.get("rft_path") else None,
         homework=Path(config["homework"]) if config.get("homework") else None,
+        trainer=config.get("trainer", "ranksweep"),  # configs stored before these two fields: the defaults
+        strategy=config.get("strategy", "independent"),
     )

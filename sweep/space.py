@@ -41,8 +41,9 @@ class SearchSpace:
 
 
 @dataclass(frozen=True)
-class Budget:
-    """Training and grading effort per adapter; presets fill it, flags override single fields."""
+class Effort:
+    """Training and grading effort per adapter; presets fill it, flags override single fields.
+    (Not "budget": in ranksweep a budget is always bytes.)"""
 
     max_examples: int | None = None  # None: the whole training set
     questions: int | None = 100  # graded validation questions; None: all
@@ -55,7 +56,7 @@ class Budget:
 @dataclass(frozen=True)
 class Preset:
     space: SearchSpace
-    budget: Budget
+    effort: Effort
     trials: int
 
 
@@ -63,13 +64,13 @@ PRESETS = {
     # A CPU-sized study: small training subset, one epoch, 50 questions, three ranks per kind.
     "quick": Preset(
         space=SearchSpace(sft_ranks=(2, 8, 32), rft_ranks=(2, 8, 32)),
-        budget=Budget(max_examples=160, questions=50, rft_questions=16, rft_samples=4),
+        effort=Effort(max_examples=160, questions=50, rft_questions=16, rft_samples=4),
         trials=6,
     ),
     # Homework scale: the whole training set, graded on the homework's 100 questions.
     "full": Preset(
         space=SearchSpace(epochs=(3.0,)),
-        budget=Budget(max_examples=None, questions=100, rft_questions=None, rft_samples=15),
+        effort=Effort(max_examples=None, questions=100, rft_questions=None, rft_samples=15),
         trials=16,
     ),
 }
@@ -100,13 +101,13 @@ def parse_floats(text: str, what: str) -> tuple[float, ...]:
 def with_overrides(preset: Preset, **fields) -> Preset:
     """Apply the flags a user gave explicitly (None means 'not given') on top of a preset."""
     space_fields = {k: v for k, v in fields.items() if k in SearchSpace.__dataclass_fields__ and v is not None}
-    budget_fields = {k: v for k, v in fields.items() if k in Budget.__dataclass_fields__ and v is not None}
+    effort_fields = {k: v for k, v in fields.items() if k in Effort.__dataclass_fields__ and v is not None}
     for dtype in space_fields.get("adapter_dtypes", ()):
         if dtype not in DTYPES:
             raise RanksweepError(f"Adapter dtype '{dtype}' is not one of {', '.join(DTYPES)}.")
     return replace(
         preset,
         space=replace(preset.space, **space_fields),
-        budget=replace(preset.budget, **budget_fields),
+        effort=replace(preset.effort, **effort_fields),
         trials=fields.get("trials") or preset.trials,
     )

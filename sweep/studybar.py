@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import sys
 
+from sweep.objective import objective_for
+from sweep.records import TrialResult
+
 
 class StudyBar:
     def __init__(self, settings, *, enabled: bool = True):
@@ -15,22 +18,21 @@ class StudyBar:
         self._bar = tqdm(total=settings.trials, desc=f"study {settings.name}", unit="trial", position=0,
                          leave=True, disable=not enabled, file=sys.stderr, dynamic_ncols=True,
                          bar_format="{desc}: {n}/{total} trials |{bar:20}| {postfix}")
+        self._sign = objective_for(settings.objective).sign
 
-    @staticmethod
-    def _best(trials: list) -> str:
-        from optuna.trial import TrialState
-
-        best = None
+    def _best(self, trials: list) -> str:
+        best, best_value = None, None
         for t in trials:
-            if t.state != TrialState.COMPLETE:
+            if t.state.name != "COMPLETE":
                 continue
-            if t.user_attrs.get("feasible") and (best is None or t.values[0] > best.values[0]):
-                best = t
+            result = TrialResult.from_trial(t)
+            value = self._sign * t.values[0]
+            if result.feasible and result.sft and result.rft and (best is None or value > best_value):
+                best, best_value = result, value
         if best is None:
             return "best: none feasible yet"
-        a = best.user_attrs
-        return (f"best: sft={a['sft_rank']}/rft={a['rft_rank']} {a['points']:.1f} pts "
-                f"(acc {a['sft_accuracy']:.0%}/{a['rft_accuracy']:.0%}) {a['size_bytes'] / 2**20:.1f} MiB")
+        return (f"best: sft={best.sft_rank}/rft={best.rft_rank} {best.points:.1f} pts "
+                f"(acc {best.sft.accuracy:.0%}/{best.rft.accuracy:.0%}) {best.size_bytes / 2**20:.1f} MiB")
 
     def update(self, state, trials: list, seconds: float | None = None) -> None:
         """Redraw from the study loop's snapshot of the trials; `seconds` is the trial that just finished."""
@@ -47,3 +49,9 @@ class StudyBar:
 
     def close(self) -> None:
         self._bar.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

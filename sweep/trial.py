@@ -1,30 +1,23 @@
-"""One trial: make sure both adapters of a pair are trained and graded (from the cache when possible),
-then measure the pair's zipped size and compute its objective."""
+"""One trial's work: make the pair's two adapters (trained and graded, or reused from the cache), then add
+up the pair's zipped size and its objective into a `TrialResult`.
+
+`pair_builder(settings)` picks the function that makes the two adapters (`settings.trainer`); the
+built-in one, `build_pair`, dispatches on `settings.strategy`. Another runner replaces that one step and
+returns the same `AdapterResult`s; everything after it (`record_pair`) is shared."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from sweep import bundle
 from sweep.cache import AdapterSpec, ArtifactCache, file_lock
-from sweep.settings import StudySettings, _sha256
+from sweep.objective import objective_for
+from sweep.records import AdapterResult, TrialResult
+from sweep.settings import StudySettings, file_hash
 from trainers.errors import RanksweepError
-
-
-@dataclass
-class AdapterOutcome:
-    """What one adapter of a trial cost and scored."""
-
-    spec: AdapterSpec
-    folder: Path
-    grade: dict  # trainers.grading.Grade.to_json()
-    train_seconds: float
-    grade_seconds: float
-    cache_hit: bool
-    raw_bytes: int
-    zip_bytes: int
 
 
 @dataclass
@@ -33,6 +26,7 @@ class TrialContext:
 
     settings: StudySettings
     cache: ArtifactCache
+    progress: bool = True  # per-training and grading progress bars
     _loaded: object = None
     _rft_path: Path | None = None
     _rows: dict = field(default_factory=dict)
@@ -98,27 +92,22 @@ class TrialContext:
 
 
 def adapter_spec(ctx: TrialContext, kind: str, params: dict) -> AdapterSpec:
+    """The cache identity of one adapter of a pair: its TrainConfig, the base model and its data's hash."""
+    from trainers.training import TrainConfig
+
     s = ctx.settings
     data = s.train_path if kind == "sft" else ctx.rft_path()
-    return AdapterSpec(
-        kind=kind,
-        rank=params[f"{kind}_rank"],
-        alpha_ratio=params["alpha_ratio"],
-        lr=params["lr"],
-        epochs=params["epochs"],
-        adapter_dtype=params["adapter_dtype"],
-        batch_size=s.effort.batch_size,
-        max_examples=s.effort.max_examples,
-        seed=s.seed,
-        base_model=s.base_model,
-        data_sha256=_sha256(data),
-    )
+    config = TrainConfig(kind=kind, rank=params[f"{kind}_rank"], alpha_ratio=params["alpha_ratio"], lr=params["lr"],
+                         epochs=params["epochs"], adapter_dtype=params["adapter_dtype"],
+                         batch_size=s.effort.batch_size, max_examples=s.effort.max_examples, seed=s.seed)
+    return AdapterSpec(config=config, base_model=s.base_model, data_sha256=file_hash(data))
 
 
-def ensure_adapter(ctx: TrialContext, spec: AdapterSpec, *, progress: bool = True) -> AdapterOutcome:
+def ensure_adapter(ctx: TrialContext, spec: AdapterSpec, *, progress: bool = True) -> AdapterResult:
     """Train and grade one adapter unless a verified cache entry (and its grade) already exists."""
-    from trainers.grading import grade_model
-    from trainers.training import TrainConfig, train_adapter
+    from sweep.sizing import adapter_size, config_for
+    from trainers.grading import grade_model, points
+    from trainers.training import train_adapter
 
     cache = ctx.cache
     folder = cache.adapter_dir(spec)
@@ -127,9 +116,8 @@ def ensure_adapter(ctx: TrialContext, spec: AdapterSpec, *, progress: bool = Tru
         manifest = cache.verify(spec)
         cache_hit = manifest is not None
         if not cache_hit:
-            config = TrainConfig.from_attrs(spec)
             start = time.perf_counter()
-            train_adapter(ctx.loaded, ctx.examples(spec.kind), config, folder, progress=progress,
+            train_adapter(ctx.loaded, ctx.examples(spec.kind), spec.config, folder, progress=progress,
                           metadata={"key": spec.key, "data_sha256": spec.data_sha256})
             train_seconds = time.perf_counter() - start
             # Zipped once here, not in every trial that reuses the adapter (a second for a 40 MB one).
@@ -142,9 +130,19 @@ def ensure_adapter(ctx: TrialContext, spec: AdapterSpec, *, progress: bool = Tru
             grade_seconds = time.perf_counter() - start
             grade = result.to_json()
             cache.save_grade(spec, ctx.settings.grading_key, grade)
-    raw_bytes = (folder / "adapter_model.safetensors").stat().st_size
-    zip_bytes = manifest.get("zip_bytes") or _zip_bytes(spec.kind, folder)  # entries sealed without it
-    return AdapterOutcome(spec, folder, grade, train_seconds, grade_seconds, cache_hit, raw_bytes, zip_bytes)
+    predicted = adapter_size(config_for(ctx.settings.base_model), spec.rank, spec.config.adapter_dtype)
+    return AdapterResult(
+        kind=spec.kind, rank=spec.rank, alpha=spec.alpha, lr=spec.config.lr, epochs=spec.config.epochs,
+        dtype=spec.config.adapter_dtype, accuracy=grade["accuracy"], key=spec.key, dir=str(folder.resolve()),
+        params=predicted.params, raw_bytes_predicted=predicted.raw_bytes,
+        raw_bytes=(folder / "adapter_model.safetensors").stat().st_size,
+        zip_bytes=manifest.get("zip_bytes") or _zip_bytes(spec.kind, folder),  # entries sealed without it
+        ci_low=grade["ci_low"], ci_high=grade["ci_high"], answer_rate=grade["answer_rate"],
+        questions=grade["questions"], points=grade["points"],
+        points_low=points(spec.kind, grade["ci_low"]), points_high=points(spec.kind, grade["ci_high"]),
+        answer_nll=grade.get("answer_nll"), answer_nll_se=grade.get("answer_nll_se"),
+        train_seconds=round(train_seconds, 3), grade_seconds=round(grade_seconds, 3), cache_hit=cache_hit,
+    )
 
 
 def _zip_bytes(kind: str, folder: Path) -> int:
@@ -152,59 +150,34 @@ def _zip_bytes(kind: str, folder: Path) -> int:
     return bundle.submission_bytes(None, **{f"{kind}_dir": folder})
 
 
-def objective_value(objective: str, sft: dict, rft: dict) -> float:
-    """The value a study maximises; points are tie-broken by mean accuracy (they are flat at 0 below
-    40% SFT / 60% RFT accuracy, and a study must still climb there)."""
-    mean_accuracy = (sft["accuracy"] + rft["accuracy"]) / 2
-    if objective == "points":
-        return sft["points"] + rft["points"] + mean_accuracy / 100
-    if objective == "sft-accuracy":
-        return sft["accuracy"]
-    if objective == "rft-accuracy":
-        return rft["accuracy"]
-    if objective == "mean-accuracy":
-        return mean_accuracy
-    raise RanksweepError(f"Unknown objective '{objective}'.")
+PairBuilder = Callable[[TrialContext, dict], "tuple[AdapterResult, AdapterResult]"]
 
 
-def trial_attrs(ctx: TrialContext, sft: AdapterOutcome, rft: AdapterOutcome, predicted) -> tuple[dict, float, int]:
-    """The pair's zipped size (measured parts: the homework's rest, then each adapter) and the trial's user
-    attrs (schema in docs/design.md)."""
+def build_pair(ctx: TrialContext, params: dict) -> tuple[AdapterResult, AdapterResult]:
+    """The pair's SFT and RFT adapters, made the way `settings.strategy` says."""
+    if ctx.settings.strategy == "independent":  # each adapter trained on its own, at its own rank
+        return (ensure_adapter(ctx, adapter_spec(ctx, "sft", params), progress=ctx.progress),
+                ensure_adapter(ctx, adapter_spec(ctx, "rft", params), progress=ctx.progress))
+    raise RanksweepError(f"Unknown adapter strategy '{ctx.settings.strategy}'.")
+
+
+def pair_builder(settings: StudySettings) -> PairBuilder:
+    """The function that makes a trial's two adapters, by `settings.trainer`."""
+    if settings.trainer == "ranksweep":
+        return build_pair
+    raise RanksweepError(f"Unknown trainer '{settings.trainer}'.")
+
+
+def record_pair(ctx: TrialContext, params: dict, sft: AdapterResult, rft: AdapterResult, predicted,
+                **extra) -> TrialResult:
+    """The trial's record: the pair's zipped size from measured parts (the homework's rest, then each adapter,
+    `bundle.combined_bytes`), its points and objective; `extra` adds owner and timing fields."""
     settings = ctx.settings
     size_bytes = bundle.combined_bytes(predicted.rest_bytes, sft.zip_bytes, rft.zip_bytes)
-    score = objective_value(settings.objective, sft.grade, rft.grade)
-    attrs = {
-        "adapter_dtype": sft.spec.adapter_dtype,
-        "size_bytes_predicted": predicted.total_compressed_bytes,
-        "size_bytes": size_bytes,
-        "budget_bytes": settings.budget_bytes,
-        "feasible": size_bytes <= settings.budget_bytes,
-        "points": sft.grade["points"] + rft.grade["points"],
-        "mean_accuracy": (sft.grade["accuracy"] + rft.grade["accuracy"]) / 2,
-        "score": score,
-        "device": ctx.device,
-    }
-    for kind, outcome, size in (("sft", sft, predicted.sft), ("rft", rft, predicted.rft)):
-        g = outcome.grade
-        attrs.update({
-            f"{kind}_rank": outcome.spec.rank,
-            f"{kind}_alpha": outcome.spec.alpha,
-            f"{kind}_lr": outcome.spec.lr,
-            f"{kind}_epochs": outcome.spec.epochs,
-            f"{kind}_params": size.params,
-            f"{kind}_raw_bytes_predicted": size.raw_bytes,
-            f"{kind}_raw_bytes": outcome.raw_bytes,
-            f"{kind}_zip_bytes": outcome.zip_bytes,
-            f"{kind}_accuracy": g["accuracy"],
-            f"{kind}_ci_low": g["ci_low"],
-            f"{kind}_ci_high": g["ci_high"],
-            f"{kind}_answer_rate": g["answer_rate"],
-            f"{kind}_questions": g["questions"],
-            f"{kind}_points": g["points"],
-            f"{kind}_train_seconds": round(outcome.train_seconds, 3),
-            f"{kind}_grade_seconds": round(outcome.grade_seconds, 3),
-            f"{kind}_cache_hit": outcome.cache_hit,
-            f"{kind}_key": outcome.spec.key,
-            f"{kind}_dir": str(outcome.folder.resolve()),
-        })
-    return attrs, score, size_bytes
+    return TrialResult(
+        **{k: params[k] for k in ("sft_rank", "rft_rank", "alpha_ratio", "lr", "epochs", "adapter_dtype")},
+        budget_bytes=settings.budget_bytes, size_bytes_predicted=predicted.total_compressed_bytes,
+        size_bytes=size_bytes, feasible=size_bytes <= settings.budget_bytes,
+        points=sft.points + rft.points, mean_accuracy=(sft.accuracy + rft.accuracy) / 2,
+        score=objective_for(settings.objective).value(sft, rft), device=ctx.device, sft=sft, rft=rft, **extra,
+    )

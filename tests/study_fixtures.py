@@ -1,9 +1,10 @@
 """Writers of realistic ranksweep studies into a real Optuna storage, for tests that read studies.
 
-Trials are made the way the study runner makes them (sweep/study.py): `ask` with the six categorical
-params, the user attrs of docs/design.md set only once both adapters are graded, `tell` with
-[score, zipped bytes]; pruned trials carry `skipped` and `size_bytes_predicted`, failed ones `error`,
-running ones only host/pid. Sizes follow the 360M model's measured figures (docs: PRODUCT.md), grades
+Trials are made the way the study loop makes them (sweep/study.py, sweep/attempt.py): `ask` with the six
+categorical params, the record (sweep.records.TrialResult.to_attrs) written once both adapters are graded,
+the size constraint, `tell` with [score, zipped bytes]; pruned trials carry `skipped`,
+`size_bytes_predicted` and the constraint, failed ones `error`, running ones only host/pid. Scores come
+from the project's own objective (sweep.objective), pair sizes from sweep.bundle.combined_bytes. Sizes follow the 360M model's measured figures (docs: PRODUCT.md), grades
 come from the real grader's Wilson interval and points. A study is built in memory, then copied into
 the target storage with `optuna.copy_study`: one write per trial instead of one per attr, so a test
 storage takes about a second per study instead of ten.
@@ -14,6 +15,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from sweep.bundle import combined_bytes
+from sweep.objective import metric_names, objective_for, study_directions
+from sweep.records import AdapterResult, TrialResult
 from trainers.grading import points, wilson_interval
 
 MIB = 1024 * 1024
@@ -24,8 +28,6 @@ PARAMS_PER_RANK = 542_720  # SmolLM2-360M, all-linear LoRA
 HEADER_BYTES = 59_040  # safetensors header of a PEFT adapter file
 ZIP_RATIO = {"fp32": 0.915, "fp16": 0.87}  # deflate barely shrinks trained weights
 BYTES_PER_PARAM = {"fp32": 4, "fp16": 2}
-# One zip holds one central directory; zipping each part alone repeats it, so parts sum a little higher.
-ZIP_OVERHEAD = 44
 
 
 @dataclass(frozen=True)
@@ -70,35 +72,40 @@ def predicted_bytes(spec: TrialSpec) -> int:
 
 def measured_bytes(spec: TrialSpec) -> int:
     """The zipped submission as the runner measures it for a trained pair."""
-    return zip_bytes("sft", spec) + zip_bytes("rft", spec) + REST_BYTES - ZIP_OVERHEAD
+    return combined_bytes(REST_BYTES, zip_bytes("sft", spec), zip_bytes("rft", spec))
 
 
-def trial_attrs(spec: TrialSpec, budget: int) -> tuple[dict, float, int]:
-    """The user attrs, score and size of a completed trial (mirrors sweep/trial.py's trial_attrs)."""
-    size = measured_bytes(spec)
-    attrs = {"adapter_dtype": spec.adapter_dtype, "size_bytes_predicted": predicted_bytes(spec),
-             "size_bytes": size, "budget_bytes": spec.budget_bytes or budget,
-             "feasible": size <= (spec.budget_bytes or budget), "device": "cuda"}
-    accuracy = {}
+def trial_result(spec: TrialSpec, budget: int, objective: str = "points") -> TrialResult:
+    """The record of a completed trial, built as sweep/trial.py's record_pair builds it."""
+    adapters = {}
     for kind, rank, correct in (("sft", spec.sft_rank, spec.sft_correct), ("rft", spec.rft_rank, spec.rft_correct)):
         acc = correct / QUESTIONS
         low, high = wilson_interval(correct, QUESTIONS)
-        accuracy[kind] = acc
-        attrs.update({
-            f"{kind}_rank": rank, f"{kind}_alpha": spec.alpha_ratio * rank, f"{kind}_lr": spec.lr,
-            f"{kind}_epochs": spec.epochs, f"{kind}_params": PARAMS_PER_RANK * rank,
-            f"{kind}_raw_bytes_predicted": raw_bytes(rank, spec.adapter_dtype),
-            f"{kind}_raw_bytes": raw_bytes(rank, spec.adapter_dtype), f"{kind}_zip_bytes": zip_bytes(kind, spec),
-            f"{kind}_accuracy": acc, f"{kind}_ci_low": low, f"{kind}_ci_high": high,
-            f"{kind}_answer_rate": min(1.0, acc + 0.2), f"{kind}_questions": QUESTIONS,
-            f"{kind}_points": points(kind, acc), f"{kind}_train_seconds": 41.5 * rank ** 0.3,
-            f"{kind}_grade_seconds": 12.0, f"{kind}_cache_hit": False,
-            f"{kind}_key": adapter_key(kind, spec), f"{kind}_dir": f"/cache/adapters/{adapter_key(kind, spec)}",
-        })
-    mean = (accuracy["sft"] + accuracy["rft"]) / 2
-    attrs.update({"points": attrs["sft_points"] + attrs["rft_points"], "mean_accuracy": mean})
-    attrs["score"] = attrs["points"] + mean / 100
-    return attrs, attrs["score"], size
+        adapters[kind] = AdapterResult(
+            kind=kind, rank=rank, alpha=spec.alpha_ratio * rank, lr=spec.lr, epochs=spec.epochs,
+            dtype=spec.adapter_dtype, accuracy=acc, key=adapter_key(kind, spec),
+            dir=f"/cache/adapters/{adapter_key(kind, spec)}", params=PARAMS_PER_RANK * rank,
+            raw_bytes_predicted=raw_bytes(rank, spec.adapter_dtype), raw_bytes=raw_bytes(rank, spec.adapter_dtype),
+            zip_bytes=zip_bytes(kind, spec), ci_low=low, ci_high=high, answer_rate=min(1.0, acc + 0.2),
+            questions=QUESTIONS, points=points(kind, acc), points_low=points(kind, low), points_high=points(kind, high),
+            train_seconds=41.5 * rank ** 0.3, grade_seconds=12.0,
+        )
+    sft, rft = adapters["sft"], adapters["rft"]
+    size = measured_bytes(spec)
+    run_budget = spec.budget_bytes or budget
+    return TrialResult(
+        sft_rank=spec.sft_rank, rft_rank=spec.rft_rank, alpha_ratio=spec.alpha_ratio, lr=spec.lr, epochs=spec.epochs,
+        adapter_dtype=spec.adapter_dtype, budget_bytes=run_budget, size_bytes_predicted=predicted_bytes(spec),
+        size_bytes=size, feasible=size <= run_budget, points=sft.points + rft.points,
+        mean_accuracy=(sft.accuracy + rft.accuracy) / 2, score=objective_for(objective).value(sft, rft),
+        device="cuda", host="gpu-box", pid=4242, sft=sft, rft=rft,
+    )
+
+
+def trial_attrs(spec: TrialSpec, budget: int) -> tuple[dict, float, int]:
+    """A completed trial's user attrs, score and size (TrialResult.to_attrs of `trial_result`)."""
+    result = trial_result(spec, budget)
+    return result.to_attrs(), result.score, result.size_bytes
 
 
 def config(budget: int = BUDGET_BYTES, objective: str = "points") -> dict:
@@ -117,40 +124,53 @@ def write_study(storage, name: str, specs: list[TrialSpec], *, budget: int = BUD
                 objective: str = "points") -> str:
     """Write a study named `name` holding `specs` (in order) into `storage` (a URL or an Optuna storage,
     which saves reconnecting when writing several); returns the name."""
+    import dataclasses
+
     import optuna
     from optuna.distributions import CategoricalDistribution
     from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     memory = optuna.storages.InMemoryStorage()
-    study = optuna.create_study(study_name=name, storage=memory, directions=["maximize", "minimize"])
+    study = optuna.create_study(study_name=name, storage=memory, directions=study_directions(objective))
+    study.set_metric_names(metric_names(objective))
     study.set_user_attr("config", config(budget, objective))
     pairs = [{"sft_rank": s.sft_rank, "rft_rank": s.rft_rank, "alpha_ratio": s.alpha_ratio, "lr": s.lr,
               "epochs": s.epochs, "adapter_dtype": s.adapter_dtype} for s in specs]
     # Optuna wants one distribution per param for the whole study, as the runner's search space gives.
     distributions = {k: CategoricalDistribution(sorted({p[k] for p in pairs})) for k in pairs[0]} if pairs else {}
     cache_hits: set[str] = set()
+    study_id = memory.get_study_id_from_name(name)
     for spec, params in zip(specs, pairs):
         study.enqueue_trial(params)
         trial = study.ask(distributions)
         trial.set_user_attr("host", "gpu-box")
         trial.set_user_attr("pid", 4242)
+        trial_id = memory.get_trial_id_from_study_id_trial_number(study_id, trial.number)
         if spec.outcome in ("over-budget", "duplicate"):
-            trial.set_user_attr("skipped", spec.outcome)
-            trial.set_user_attr("size_bytes_predicted", predicted_bytes(spec))
+            result = TrialResult(**params, skipped=spec.outcome, size_bytes_predicted=predicted_bytes(spec),
+                                 budget_bytes=budget)
+            for key, value in result.to_attrs().items():
+                trial.set_user_attr(key, value)
+            over = float(predicted_bytes(spec) - budget)
+            trial.set_constraint("size", over)
+            memory.set_trial_system_attr(trial_id, "constraints", [over])
             study.tell(trial, state=TrialState.PRUNED)
         elif spec.outcome == "fail":
             trial.set_user_attr("error", "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB")
             study.tell(trial, state=TrialState.FAIL)
         elif spec.outcome == "complete":
-            attrs, score, size = trial_attrs(spec, budget)
-            for kind in ("sft", "rft"):
-                attrs[f"{kind}_cache_hit"] = attrs[f"{kind}_key"] in cache_hits
-                cache_hits.add(attrs[f"{kind}_key"])
-            for key, value in attrs.items():
+            result = trial_result(spec, budget, objective)
+            hits = {kind: getattr(result, kind).key in cache_hits for kind in ("sft", "rft")}
+            cache_hits.update(a.key for a in result.adapters())
+            result = dataclasses.replace(result, sft=dataclasses.replace(result.sft, cache_hit=hits["sft"]),
+                                         rft=dataclasses.replace(result.rft, cache_hit=hits["rft"]))
+            for key, value in result.to_attrs().items():
                 trial.set_user_attr(key, value)
-            trial.set_constraint("size", float(size - budget))
-            study.tell(trial, [score, size])
+            over = float(result.size_bytes - budget)
+            trial.set_constraint("size", over)
+            memory.set_trial_system_attr(trial_id, "constraints", [over])
+            study.tell(trial, [result.score, result.size_bytes])
         elif spec.outcome != "running":  # a running trial is left open
             raise ValueError(f"unknown outcome {spec.outcome!r}")
     optuna.copy_study(from_study_name=name, from_storage=memory, to_storage=storage)

@@ -11,6 +11,7 @@ import study_fixtures as sf  # tests/ is on sys.path under pytest
 from reports import frontier as fr
 from reports.build import FILES, build, render, write_files
 from reports.plots import PARETO_PIXELS, RANKS_PIXELS
+from sweep.bundle import combined_bytes
 from trainers.errors import RanksweepError
 
 
@@ -106,7 +107,9 @@ def test_every_pair_is_enumerated_with_its_size_source(sweep):
             assert row["size_bytes"] == by_trial.loc[row["trial"], "size_bytes"]
         else:
             assert row["size_source"] == "sum of parts"
-            assert row["size_bytes"] == row["sft_zip_bytes"] + row["rft_zip_bytes"] + sf.REST_BYTES
+            # Added up the way the loop adds up a trained pair (one zip's end record, not three).
+            assert row["size_bytes"] == combined_bytes(sf.REST_BYTES, row["sft_zip_bytes"], row["rft_zip_bytes"])
+            assert row["size_bytes"] == row["sft_zip_bytes"] + row["rft_zip_bytes"] + sf.REST_BYTES - 2 * 22
         assert row["feasible"] == (row["size_bytes"] <= sf.BUDGET_BYTES)
         assert row["objective_low"] <= row["objective"] <= row["objective_high"]
     # Trial 8 ran under an older, larger budget: measured, sampled, and over today's budget.
@@ -164,8 +167,8 @@ def test_recommend_picks_the_best_feasible_pair(storage, sweep):
 def test_recommend_can_pick_a_pair_never_trained_together(storage):
     rec = fr.recommend(storage, "unsampled")
     assert (rec.sft_rank, rec.rft_rank, rec.trial) == (8, 16, None)
-    assert rec.size_bytes == sf.zip_bytes("sft", sf.TrialSpec(8, 4)) + sf.zip_bytes("rft", sf.TrialSpec(4, 16)) \
-        + sf.REST_BYTES
+    assert rec.size_bytes == combined_bytes(sf.REST_BYTES, sf.zip_bytes("sft", sf.TrialSpec(8, 4)),
+                                            sf.zip_bytes("rft", sf.TrialSpec(4, 16)))
     assert "never trained as one trial" in rec.reason
 
 

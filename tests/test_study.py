@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import optuna
@@ -59,11 +60,16 @@ def test_study_respects_budget_reuses_adapters_and_predicts_sizes(cli, workdir):
         assert a["size_bytes"] == submission_bytes(None, sft_dir=Path(a["sft_dir"]), rft_dir=Path(a["rft_dir"]))
         assert a["sft_zip_bytes"] == submission_bytes(None, sft_dir=Path(a["sft_dir"]))
         assert json.loads((Path(a["rft_dir"]) / "manifest.json").read_text())["zip_bytes"] == a["rft_zip_bytes"]
-        # The budget is the trial's Optuna constraint, which TPE reads (<= 0 is feasible).
-        assert t.constraints == {"size": float(a["size_bytes"] - budget)}
-        assert {"host", "pid"} <= set(a)
+        # The budget is the trial's Optuna constraint (<= 0 is feasible), in the form Trial.set_constraint writes
+        # and in the list form optuna-dashboard 0.21 reads; TPE reads both.
+        over = float(a["size_bytes"] - budget)
+        assert t.constraints == {"size": over, "0": over} and t.system_attrs["constraints"] == [over]
+        assert {"host", "pid", "sampler_seed"} <= set(a)
     for t in study.get_trials(states=(optuna.trial.TrialState.PRUNED,)):
         assert t.user_attrs["skipped"] in ("over-budget", "duplicate")
+        if t.user_attrs["skipped"] == "over-budget":  # never trained, still infeasible to the sampler
+            assert t.constraints["size"] == t.user_attrs["size_bytes_predicted"] - budget > 0
+    assert study.metric_names == ["points", "zipped bytes"]
     # Each distinct adapter was trained once: 4 pairs over ranks {4, 16} need at most 2 SFT + 2 RFT trainings.
     trained = [(k, t.user_attrs[f"{k}_key"]) for t in done for k in ("sft", "rft") if not t.user_attrs[f"{k}_cache_hit"]]
     assert len(trained) == len(set(trained)) <= 4
@@ -83,25 +89,38 @@ def test_stops_when_every_feasible_pair_was_tried(cli, workdir):
     assert len(completed(load(workdir, "s1"))) == 4  # only {4,16} x {4,16} fits
 
 
-def test_resume_after_interruption_retries_the_pair(cli, workdir):
+def test_resume_after_interruption_retries_the_pair(cli, workdir, monkeypatch):
+    """A trial whose process died (its heartbeat stopped) is failed by the next run, and *its pair* completes."""
+    from optuna.distributions import CategoricalDistribution
+
+    from sweep.storage import open_storage
+
     assert cli(*launch_args(workdir, "s2", trials=2)).returncode == 0
-    study = load(workdir, "s2")
-    # Simulate a crash in the middle of a trial: a RUNNING trial left behind by a process that is gone.
-    trial = study.ask({k: optuna.distributions.CategoricalDistribution(v) for k, v in {
+    monkeypatch.setenv("RANKSWEEP_HEARTBEAT_SECONDS", "1")  # stale after 4 s
+    storage = open_storage(f"sqlite:///{workdir}/studies.db", heartbeat=True)
+    study = optuna.load_study(study_name="s2", storage=storage)
+    done = {(t.params["sft_rank"], t.params["rft_rank"]) for t in completed(study)}
+    sft, rft = next((s, r) for s in (4, 16) for r in (4, 16) if (s, r) not in done)
+    # A trial left RUNNING by a process that stopped beating mid-training.
+    study.enqueue_trial({"sft_rank": sft, "rft_rank": rft, "alpha_ratio": 4.0, "lr": 1e-3, "epochs": 1.0,
+                         "adapter_dtype": "fp32"})
+    trial = study.ask({k: CategoricalDistribution(v) for k, v in {
         "sft_rank": [4, 16, 64], "rft_rank": [4, 16, 64], "alpha_ratio": [4.0], "lr": [1e-3],
         "epochs": [1.0], "adapter_dtype": ["fp32"]}.items()})
-    import socket
-
-    trial.set_user_attr("host", socket.gethostname())
-    trial.set_user_attr("pid", 2**22 + 12345)  # no such process
+    study_id = storage.get_study_id_from_name("s2")
+    storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(study_id, trial.number))
     interrupted = trial.number
-    result = cli(*launch_args(workdir, "s2", trials=3))
+    time.sleep(5)
+    result = cli(*launch_args(workdir, "s2", trials=3), env={"RANKSWEEP_HEARTBEAT_SECONDS": "1"})
     assert result.returncode == 0, result.stderr
     study = load(workdir, "s2")
-    states = {t.number: t.state for t in study.get_trials()}
-    assert states[interrupted] == optuna.trial.TrialState.FAIL
-    assert "interrupted" in study.trials[interrupted].user_attrs["error"]
+    assert study.trials[interrupted].state == optuna.trial.TrialState.FAIL
+    retried = [t for t in completed(study) if t.system_attrs.get("failed_trial") == interrupted]
+    assert [(t.params["sft_rank"], t.params["rft_rank"]) for t in retried] == [(sft, rft)]
     assert len(completed(study)) == 3
+    status = json.loads(cli("status", "--study", "s2", "--storage", f"sqlite:///{workdir}/studies.db",
+                            "--json").stdout)
+    assert status["trials"][interrupted]["error"].startswith("interrupted")
 
 
 def test_resume_with_other_data_is_refused(cli, workdir, tmp_path):

@@ -129,7 +129,7 @@ def build_settings(args):
         rft_samples=args.rft_samples,
         trials=args.trials,
     )
-    effort = preset.budget
+    effort = preset.effort
     if args.questions is not None:
         from dataclasses import replace
 
@@ -143,7 +143,7 @@ def build_settings(args):
     )
 
 
-def execute(study, settings, *, progress: bool) -> int:
+def execute(opened, settings, *, progress: bool) -> int:
     """Run the study loop and print where it stands; shared by launch and worker."""
     from sweep.study import run_study
 
@@ -152,7 +152,7 @@ def execute(study, settings, *, progress: bool) -> int:
     storage = mask_url(settings.storage)  # printed commands are quoted for pasting, passwords masked
     resume = command("ranksweep", "launch", "--study", settings.name, "--storage", storage)
     try:
-        state = run_study(study, settings, progress=progress)
+        state = run_study(opened, settings, progress=progress)
     except KeyboardInterrupt:
         print(f"\nStopped: the running trial was marked failed and will be retried. Resume with: {resume} "
               "(same flags)", file=sys.stderr)
@@ -160,6 +160,9 @@ def execute(study, settings, *, progress: bool) -> int:
     done = len(state.completed)
     if done >= settings.trials:
         print(f"Study '{settings.name}': {done} pairs trained and graded.")
+    elif state.running:
+        print(f"Study '{settings.name}': {done} pairs complete; the last {len(state.running)} are running in other "
+              "processes.")
     else:
         print(f"Study '{settings.name}': every feasible pair has been tried ({done} complete, "
               f"{settings.trials} asked for).")
@@ -176,5 +179,5 @@ def run(args) -> int:
     rest = bundle.rest_bytes(settings.homework) if settings.homework else 0
     feasible_pairs(settings, rest)  # an impossible budget or unknown model is refused before the study exists
     writable_folder(settings.artifacts, "--artifacts")
-    study = open_study(settings, rest, force=args.force)
-    return execute(study, settings, progress=not args.no_progress)
+    opened = open_study(settings, rest, force=args.force)  # checks the study before writing to it
+    return execute(opened, settings, progress=not args.no_progress)

@@ -23,28 +23,27 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def study_status(study) -> dict:
     """The status document: one entry per trial plus training counts (what --json prints)."""
+    from sweep.records import TrialResult
+
     trials, trainings = [], {"sft": 0, "rft": 0, "reused": 0}
     for t in study.get_trials(deepcopy=False):
-        a = t.user_attrs
+        r = TrialResult.from_trial(t)
         trials.append({
             "number": t.number,
             "state": t.state.name,
-            "sft_rank": t.params.get("sft_rank"),
-            "rft_rank": t.params.get("rft_rank"),
-            "size_bytes": a.get("size_bytes", a.get("size_bytes_predicted")),
-            "points": a.get("points"),
-            "sft_accuracy": a.get("sft_accuracy"),
-            "rft_accuracy": a.get("rft_accuracy"),
-            "feasible": a.get("feasible", False if a.get("skipped") == "over-budget" else None),
-            "skipped": a.get("skipped"),
-            "error": a.get("error"),
+            "sft_rank": r.sft_rank,
+            "rft_rank": r.rft_rank,
+            "size_bytes": r.size_bytes if r.size_bytes is not None else r.size_bytes_predicted,
+            "points": r.points,
+            "sft_accuracy": r.sft.accuracy if r.sft else None,
+            "rft_accuracy": r.rft.accuracy if r.rft else None,
+            "feasible": r.feasible,
+            "skipped": r.skipped,
+            "error": r.error,
         })
         if t.state.name == "COMPLETE":
-            for kind in ("sft", "rft"):
-                if a.get(f"{kind}_cache_hit"):
-                    trainings["reused"] += 1
-                else:
-                    trainings[kind] += 1
+            for adapter in r.adapters():
+                trainings["reused" if adapter.cache_hit else adapter.kind] += 1
     return {"study": study.study_name, "trials": trials, "trainings": trainings}
 
 
@@ -55,7 +54,7 @@ def _cell(value, fmt: str = "{}") -> str:
 def run(args) -> int:
     from sweep.study import load_existing
 
-    doc = study_status(load_existing(args.study, args.storage))
+    doc = study_status(load_existing(args.study, args.storage).study)
     if args.json:
         print(json.dumps(doc, indent=1))
         return 0

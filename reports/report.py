@@ -1,0 +1,29 @@
+"""A study's computed report as one record: what `reports.build` computes and its views (tables, plots, the
+HTML page, the dashboard's note) read. Its own module, so that views need not import the builder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from reports.frontier import Recommendation
+from reports.objective import Objective
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@dataclass(frozen=True)
+class Report:
+    """A study's computed report: its tables, the recommendation (or why there is none)."""
+
+    study: str
+    storage: str
+    config: dict
+    goal: Objective
+    budget_bytes: int
+    trials: pd.DataFrame  # one row per trial (reports.study_io.load_trials)
+    adapters: pd.DataFrame  # one row per graded adapter
+    pairs: pd.DataFrame  # every SFT×RFT pair (reports.frontier.combined_frontier)
+    recommendation: Recommendation | None
+    problem: str | None  # why there is no recommendation

@@ -1,0 +1,64 @@
+"""Opening an Optuna storage by URL: the one place that does it, for the study loop and for the readers.
+
+The loop's storage carries Optuna's heartbeat (`heartbeat_interval`, `grace_period`): while a trial runs,
+Optuna's own thread records a beat, and a RUNNING trial whose beat is older than the grace period is
+failed by the next process that starts a trial, which re-enqueues its pair once
+(`RetryHeartbeatStaleTrialCallback`). Readers open it without.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from trainers.errors import RanksweepError
+
+if TYPE_CHECKING:
+    from optuna.storages import BaseStorage
+
+# A beat every 10 s costs one small write; a killed launch's trial is failed (and its pair re-enqueued) once
+# its beat is 40 s old. RANKSWEEP_HEARTBEAT_SECONDS shortens both (the kill tests use 1 s).
+HEARTBEAT_SECONDS = 10
+GRACE_BEATS = 4
+
+
+def heartbeat_seconds() -> int:
+    """The heartbeat interval in seconds (RANKSWEEP_HEARTBEAT_SECONDS, else HEARTBEAT_SECONDS)."""
+    text = os.environ.get("RANKSWEEP_HEARTBEAT_SECONDS", "")
+    if text.strip().isdigit() and int(text) >= 1:
+        return int(text)
+    return HEARTBEAT_SECONDS
+
+
+def open_storage(storage: str | BaseStorage, *, must_exist: bool = True, heartbeat: bool = False) -> BaseStorage:
+    """An Optuna RDB storage for a URL; with `must_exist`, a missing SQLite file is a user error (nothing is
+    created); with `heartbeat`, the study loop's heartbeat and stale-trial retry. Errors are one sentence."""
+    import optuna
+    import sqlalchemy.exc
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # the CLI prints its own progress and failures
+    if not isinstance(storage, str):
+        return storage
+    kwargs: dict = {}
+    if storage.startswith("sqlite:"):
+        database = sqlalchemy.engine.make_url(storage).database
+        # RDBStorage would silently create an empty database; reading a study must never do that.
+        if must_exist and database and database != ":memory:" and not Path(database).is_file():
+            raise RanksweepError(
+                f"No study storage at {database}; pass --storage with the URL the study was launched with."
+            )
+        # SQLite allows one writer at a time: workers on one machine wait for the lock instead of failing
+        # with "database is locked" (the default wait is 5 s, shorter than a busy study's writes can take).
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+    if heartbeat:
+        from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+        beat = heartbeat_seconds()
+        kwargs.update(heartbeat_interval=beat, grace_period=GRACE_BEATS * beat,
+                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
+    try:
+        return optuna.storages.RDBStorage(storage, **kwargs)
+    except (ImportError, ValueError, sqlalchemy.exc.SQLAlchemyError) as exc:
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise RanksweepError(f"Cannot open the storage {storage} ({reason}); check the --storage URL.") from None
