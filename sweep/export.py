@@ -1,5 +1,6 @@
 """The export plan: pick a study's rank pair, turn it into file changes (rank constants, adapter copies,
-or a JSON/TOML config file), show them as a diff, then write them atomically with backups.
+or a JSON/TOML config file), show them as a diff, then write them all or nothing, with backups
+(sweep/changeset.py).
 
 Nothing is written outside the homework root (and the --to file); every file that is replaced is first
 copied to `<root>/.ranksweep/backups/<UTC time>/`, which sits beside `homework/` and so never enters
@@ -8,20 +9,17 @@ the submission zip.
 
 from __future__ import annotations
 
-import difflib
-import os
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
+from sweep.changeset import Change, apply, inside as _inside
 from sweep.rank_constants import is_identifier, set_constant
 from trainers.errors import RanksweepError
 
 DEFAULT_SFT_VAR = "homework/sft.py:DEFAULT_LORA_RANK"
 DEFAULT_RFT_VAR = "homework/rft.py:RFT_LORA_RANK"
 ADAPTER_HOMES = {"sft": "homework/sft_model", "rft": "homework/rft_model"}
-BACKUPS = ".ranksweep/backups"
 
 
 @dataclass(frozen=True)
@@ -120,35 +118,6 @@ def _num(value):
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-@dataclass(frozen=True)
-class Change:
-    """One file to write: its path (relative to the root it belongs to), old bytes (None: new file), new bytes."""
-
-    path: str
-    old: bytes | None
-    new: bytes
-    source: Path | None = None  # a file already holding `new` (an adapter file), so a dry run need not copy it
-
-    def describe(self) -> str:
-        """A unified diff for text, one line for binary adapter weights."""
-        if self.path.endswith(".safetensors"):
-            verb, old = ("replace", f"{len(self.old):,} bytes") if self.old is not None else ("create", "none")
-            return f"{verb} {self.path} ({old} → {len(self.new):,} bytes)"
-        # Rank files may be in any declared encoding; the diff is for reading, so undecodable bytes show as �.
-        old_lines = self.old.decode("utf-8", "replace").splitlines(keepends=True) if self.old is not None else []
-        diff = difflib.unified_diff(old_lines, self.new.decode("utf-8", "replace").splitlines(keepends=True),
-                                    "/dev/null" if self.old is None else f"a/{self.path}", f"b/{self.path}")
-        return "".join(line if line.endswith(("\n", "\r")) else line + "\n" for line in diff).rstrip("\n")
-
-
-def _inside(root: Path, relpath: str, what: str) -> Path:
-    """root/relpath, refused if it (or a link on the way) leads outside root."""
-    path = root / relpath
-    if not path.resolve().is_relative_to(root.resolve()):
-        raise RanksweepError(f"{what} '{relpath}' is outside the homework folder {root}; name a file inside it.")
-    return path
-
-
 def check_tree(root: Path, sft: RankVar, rft: RankVar) -> None:
     """Refuse a --homework folder that is not a homework root: it needs homework/ and both rank files."""
     if not (root / "homework").is_dir():
@@ -226,44 +195,6 @@ def adapter_changes(root: Path, choice: Choice) -> list[Change]:
             if new != old:
                 changes.append(Change(f"{ADAPTER_HOMES[kind]}/{name}", old, new, source / name))
     return changes
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write bytes through a temp file in the same folder and os.replace, keeping an old file's mode."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def apply(root: Path, changes: list[Change], *, backup: bool = True) -> Path | None:
-    """Back up every file about to be replaced, then write each change; returns the backup folder (None if none)."""
-    folder = None
-    if backup and any(c.old is not None for c in changes):
-        base = _inside(root, BACKUPS, "Backup folder")
-        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H-%M-%SZ")
-        n = 1
-        while True:  # two exports within one second get -2, -3, ...
-            folder = base / (stamp if n == 1 else f"{stamp}-{n}")
-            try:
-                folder.mkdir(parents=True)
-                break
-            except FileExistsError:
-                n += 1
-        for change in changes:
-            if change.old is not None:
-                write_atomic(folder / change.path, change.old)
-    for change in changes:
-        write_atomic(root / change.path, change.new)
-    return folder
 
 
 @dataclass(frozen=True)

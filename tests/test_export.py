@@ -108,10 +108,111 @@ def test_dry_run_writes_nothing(capsys, hw, storage):
     assert snapshot(hw) == before
 
 
-def test_over_budget_writes_then_exits_nonzero(capsys, hw, storage):
-    code, out, _ = export(capsys, "--homework", hw, "--storage", storage, "--study", "sweep", "--budget-mb", "0.001")
+def test_over_budget_writes_nothing_unless_forced(capsys, hw, storage):
+    before = snapshot(hw)
+    args = ("--homework", hw, "--storage", storage, "--study", "sweep", "--budget-mb", "0.001")
+    code, out, err = export(capsys, *args)
+    assert code == 2 and out == ""
+    assert re.fullmatch(r"ranksweep: error: This export would make the submission zip 0\.\d\d MiB, over the 0\.00 MiB "
+                        r"budget, so nothing was written: export a smaller pair \(ranksweep report lists them\), or "
+                        r"pass --force to write it anyway\.\n", err), err
+    assert snapshot(hw) == before
+    code, out, _ = export(capsys, *args, "--force")
     assert code == 1 and "OVER by" in out and "of the 0.00 MiB budget" in out
     assert (hw / "homework" / "sft.py").read_bytes() == SFT_AFTER
+
+
+def test_a_read_only_rank_file_is_refused_before_anything_is_written(capsys, hw, storage):
+    (hw / "homework" / "rft.py").chmod(0o444)
+    before = snapshot(hw)
+    code, _, err = export(capsys, "--homework", hw, "--storage", storage, "--study", "sweep")
+    assert code == 2
+    assert err == ("ranksweep: error: homework/rft.py is read-only, so nothing was written; make it writable "
+                   "(chmod u+w) and export again, or use --dry-run and edit it by hand.\n")
+    assert snapshot(hw) == before and backups(hw) == []
+
+
+def test_a_rank_file_in_a_read_only_folder_is_refused_before_the_other_is_written(capsys, hw, storage):
+    (hw / "locked").mkdir()
+    (hw / "locked" / "rft.py").write_bytes(RFT)
+    (hw / "locked").chmod(0o555)
+    try:
+        before = snapshot(hw)
+        code, _, err = export(capsys, "--homework", hw, "--storage", storage, "--study", "sweep",
+                              "--rft-var", "locked/rft.py:RFT_LORA_RANK")
+        assert code == 2
+        assert err == ("ranksweep: error: Cannot write in 'locked' (read-only or not a folder), so nothing was "
+                       "written; make it writable and export again.\n")
+        assert snapshot(hw) == before  # sft.py, first in line, was not rewritten either
+    finally:
+        (hw / "locked").chmod(0o755)
+
+
+def test_a_write_that_fails_midway_puts_back_the_files_already_written(capsys, monkeypatch, hw, storage):
+    import errno
+
+    import sweep.changeset
+
+    real = sweep.changeset.write_atomic
+
+    def disk_full_on_rft(path, data):  # the disk fills up between the two rank files
+        if path == hw / "homework" / "rft.py":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, data)
+
+    monkeypatch.setattr(sweep.changeset, "write_atomic", disk_full_on_rft)
+    code, out, err = export(capsys, "--homework", hw, "--storage", storage, "--study", "sweep")
+    assert code == 2
+    assert err == ("ranksweep: error: Writing homework/rft.py failed (No space left on device); homework/sft.py was "
+                   "put back as before, so nothing changed.\n")
+    assert (hw / "homework" / "sft.py").read_bytes() == SFT
+    assert (hw / "homework" / "rft.py").read_bytes() == RFT
+
+
+def test_a_backup_that_fails_leaves_no_half_backup_and_changes_nothing(capsys, monkeypatch, hw, storage):
+    import errno
+
+    import sweep.changeset
+
+    assert export(capsys, "--homework", hw, "--storage", storage, "--study", "sweep", "--trial", "6")[0] == 0
+    [earlier] = backups(hw)
+    real = sweep.changeset.write_atomic
+
+    def disk_full_in_backups(path, data):
+        if ".ranksweep" in path.parts and path.name == "sft.py":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, data)
+
+    monkeypatch.setattr(sweep.changeset, "write_atomic", disk_full_in_backups)
+    before = snapshot(hw)
+    code, _, err = export(capsys, "--homework", hw, "--storage", storage, "--study", "sweep")
+    assert code == 2 and err == ("ranksweep: error: Backing up the files to replace failed (No space left on device); "
+                                 "nothing was changed.\n")
+    assert snapshot(hw) == before and backups(hw) == [earlier]
+
+
+def test_a_symlinked_rank_file_stays_a_link(capsys, hw, storage):
+    (hw / "shared").mkdir()
+    (hw / "shared" / "ranks.py").write_bytes(RFT)
+    (hw / "homework" / "rft.py").unlink()
+    (hw / "homework" / "rft.py").symlink_to("../shared/ranks.py")
+    code, _, err = export(capsys, "--homework", hw, "--storage", storage, "--study", "sweep")
+    assert code == 0, err
+    assert (hw / "homework" / "rft.py").is_symlink()
+    assert (hw / "shared" / "ranks.py").read_bytes() == RFT_AFTER
+    [backup] = backups(hw)
+    assert (backup / "homework" / "rft.py").read_bytes() == RFT
+
+
+def test_config_file_in_a_read_only_folder_is_refused_before_the_study_is_read(capsys, tmp_path):
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro").chmod(0o555)
+    try:
+        code, _, err = export(capsys, "--to", tmp_path / "ro" / "r.json", "--storage", f"sqlite:///{tmp_path}/no.db")
+        assert code == 2 and f"Cannot write --to '{tmp_path / 'ro' / 'r.json'}': '{tmp_path / 'ro'}' is not a " \
+            "writable folder" in err
+    finally:
+        (tmp_path / "ro").chmod(0o755)
 
 
 def test_a_second_module_level_assignment_is_refused_with_both_lines(capsys, hw, storage):

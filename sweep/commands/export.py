@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from sweep.commands.common import add_storage, positive_float
+from sweep.commands.common import add_storage, budget_mb, check_output
 from trainers.errors import RanksweepError
 
 CONFIG_KEYS = ("sft", "rft", "adapter_dtype", "study", "trial", "size_bytes", "points")
@@ -22,8 +22,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Take a study's recommended pair (or --trial N) and rewrite the rank constants in the "
         "homework's code (only the numbers change), optionally copying the pair's trained adapters into "
         "homework/sft_model and homework/rft_model. Every change is printed as a diff; replaced files are "
-        "backed up under DIR/.ranksweep/backups/ first. Afterwards the submission zip is built in memory and "
-        "its size checked against the budget (exit 1 when over). With --to FILE.json|FILE.toml the ranks, "
+        "backed up under DIR/.ranksweep/backups/ first, and every write is checked before the first one (a "
+        "write that still fails puts the others back). The submission zip is built in memory first: an export "
+        "that would put it over the budget writes nothing unless --force (then exits 1). With --to FILE.json|FILE.toml the ranks, "
         "alphas and adapter dtype are written to a config file instead.",
     )
     target = p.add_mutually_exclusive_group(required=True)
@@ -42,8 +43,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--base-model",
                    help="the base model the homework's adapters must be trained on (default: the one named in "
                    "homework/sft_model/adapter_config.json); --with-adapters refuses a study trained on another")
-    p.add_argument("--budget-mb", type=positive_float,
+    p.add_argument("--budget-mb", type=budget_mb,
                    help="zipped submission limit in MiB, bytes/1024/1024 (default: the study's budget, else 50)")
+    p.add_argument("--force", action="store_true",
+                   help="write even when the submission zip would be over the budget (the exit code is then 1)")
     return p
 
 
@@ -51,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if args.to is not None:
         homework_only = [f for f, v in (("--with-adapters", args.with_adapters), ("--sft-var", args.sft_var),
                                         ("--rft-var", args.rft_var), ("--base-model", args.base_model),
-                                        ("--budget-mb", args.budget_mb)) if v]
+                                        ("--budget-mb", args.budget_mb), ("--force", args.force)) if v]
         if homework_only:
             raise RanksweepError(f"Drop {', '.join(homework_only)}: with --to FILE only --study, --storage, --trial "
                                  f"and --dry-run apply.")
@@ -60,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def export_homework(args: argparse.Namespace) -> int:
-    from sweep.export import (DEFAULT_RFT_VAR, DEFAULT_SFT_VAR, adapter_changes, apply, check_base_model,
+    from sweep.export import (DEFAULT_RFT_VAR, DEFAULT_SFT_VAR, ZipCheck, adapter_changes, apply, check_base_model,
                               check_tree, choose, parse_var, rank_changes, study_name, zip_check)
     from sweep.sizing import budget_bytes
 
@@ -77,12 +80,18 @@ def export_homework(args: argparse.Namespace) -> int:
     else:
         budget = int(choice.budget_bytes) if choice.budget_bytes else budget_bytes(DEFAULT_BUDGET_MB)
 
+    check = zip_check(root, budget, pending=changes)  # measured before anything is written
+    if check.over and changes and not args.dry_run and not args.force:
+        mib = 1024 * 1024
+        raise RanksweepError(f"This export would make the submission zip {check.size_bytes / mib:.2f} MiB, over the "
+                             f"{budget / mib:.2f} MiB budget, so nothing was written: export a smaller pair "
+                             "(ranksweep report lists them), or pass --force to write it anyway.")
     print(choice.summary())
     _report_changes(changes, args.dry_run, lambda: apply(root, changes), root)
     if changes and not args.with_adapters:
         print("adapters not copied (use --with-adapters): retrain them with the new ranks before you submit")
-    check = zip_check(root, budget, pending=changes if args.dry_run else [])
-    print(check.line())
+    # Once written, the tree holds exactly the planned bytes: the zip measured above is the real one.
+    print(ZipCheck(check.size_bytes, check.budget_bytes, planned=bool(changes) and args.dry_run).line())
     return 1 if check.over else 0
 
 
@@ -113,6 +122,8 @@ def export_config(args: argparse.Namespace) -> int:
     old = path.read_bytes() if path.exists() else None
     if old is not None:
         _check_ours(path, old, fmt)
+    if not args.dry_run:  # writability, before the study is read
+        check_output(path, "--to", ours=lambda _: True, what=f"a ranksweep .{fmt} export")
     choice = choose(args.storage, study_name(args.storage, args.study), args.trial)
     payload = config_payload(choice)
     new = (render_json(payload) if fmt == "json" else render_toml(payload)).encode("utf-8")
