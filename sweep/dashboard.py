@@ -14,16 +14,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from reports.frontier import MIB
+from sweep.objective import MAXIMIZE, SIZE_METRIC, metric_names
 from trainers.errors import RanksweepError
 
 if TYPE_CHECKING:
     import optuna
     from optuna.artifacts import FileSystemArtifactStore
 
-    from reports.build import Report
+    from reports.report import Report
 
 HOST = "127.0.0.1"  # the dashboard can edit and delete studies: never listen beyond this machine
-SIZE_METRIC = "zipped bytes"  # the second objective is the submission's zipped size, in bytes
 # The note's ranksweep part ends here; whatever a user typed below it in the dashboard survives a restart.
 NOTE_END = "---\n*Above: written by `ranksweep dashboard` each time it starts. Below: your notes, kept.*"
 # (An HTML comment would be invisible in Markdown but the dashboard prints it as text.)
@@ -66,7 +66,7 @@ def annotations(report: Report) -> Annotations:
     graded = int((report.trials["state"] == "COMPLETE").sum())
     # The trial count in the name tells figures of a study that grew apart in the dashboard's list.
     figures = {f"{stem}-{graded}-trials.png": files[f"{stem}.png"] for stem in ("pareto", "ranks")}
-    return Annotations([report.goal.name, SIZE_METRIC], note_markdown(report), figures)
+    return Annotations(metric_names(report.goal.name), note_markdown(report), figures)
 
 
 def note_markdown(report: Report) -> str:
@@ -85,7 +85,8 @@ def note_markdown(report: Report) -> str:
         if rec.overlaps:
             lines += ["", f"Its 95% {report.goal.noun} {rec.overlaps}; grading more questions would tell them apart."]
     count = "1 trial" if len(report.trials) == 1 else f"{len(report.trials)} trials"
-    lines += ["", f"{count} ({state_counts(report.trials)}); objectives: `{report.goal.name}` (maximised) and "
+    way = "maximised" if report.goal.direction == MAXIMIZE else "minimised"
+    lines += ["", f"{count} ({state_counts(report.trials)}); objectives: `{report.goal.name}` ({way}) and "
               f"`{SIZE_METRIC}` (minimised); a trial is feasible when its zip fits the budget."]
     front = readable_frontier(report.pairs, report.goal)
     if not front.empty:
