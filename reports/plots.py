@@ -50,7 +50,7 @@ def pareto_figure(pairs: pd.DataFrame, trials: pd.DataFrame, goal: Objective, bu
     fig = _figure(PARETO_INCHES)
     ax = fig.add_subplot()
     budget = budget_bytes / MIB
-    ax.axvline(budget, color="#b22222", linestyle="--", linewidth=1.2, label=f"budget {budget:.1f} MiB")
+    ax.axvline(budget, color="#b22222", linestyle="--", linewidth=1.2, label=f"budget {budget:.2f} MiB")  # as the page says it
     ax.set_xlabel("zipped submission size (MiB)")
     ax.set_ylabel(goal.label)
     ax.set_title(title, loc="left")
@@ -98,8 +98,9 @@ def pareto_figure(pairs: pd.DataFrame, trials: pd.DataFrame, goal: Objective, bu
               for s, r, x, v in zip(rest["sft_rank"], rest["rft_rank"], rest["size_mib"], y("objective", rest))]
     ax.set_xlim(0, max(widest, pairs["size_mib"].max()) * 1.06)
     ax.margins(y=0.12)
-    _place_labels(ax, texts, optional=others, avoid=[key])
+    # The legend first: it narrows the axes, and labels placed before that would crowd once it is drawn.
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
+    _place_labels(ax, texts, optional=others, avoid=[key])
     return fig
 
 
