@@ -50,7 +50,7 @@ def pareto_figure(pairs: pd.DataFrame, trials: pd.DataFrame, goal: Objective, bu
     fig = _figure(PARETO_INCHES)
     ax = fig.add_subplot()
     budget = budget_bytes / MIB
-    ax.axvline(budget, color="#b22222", linestyle="--", linewidth=1.2, label=f"budget {budget:.2f} MiB")  # as the page says it
+    ax.axvline(budget, color="#b22222", linestyle="--", linewidth=1.2, label=f"budget {budget:.2f} MiB")
     ax.set_xlabel("zipped submission size (MiB)")
     ax.set_ylabel(goal.label)
     ax.set_title(title, loc="left")
