@@ -1,15 +1,19 @@
 """Bad input, one case a row: each is refused with one line on stderr, exit 2, no traceback, and the
-working folder (its storage, artifacts and data) is left exactly as it was."""
+working folder (its storage, artifacts, data and every file the user named) is left exactly as it was.
+
+The cases run the CLI in-process (`sweep.cli.main`, as `python -m sweep` does), so the table stays fast."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
 
 from postgres import closed_port
 from study_fixtures import write_single_trial_study
+from sweep.cli import main
 from trainers.data import write_json_atomic
 
 LAUNCH = ["launch", "--study", "s", "--base-model", "tiny", "--device", "cpu", "--preset", "quick",
@@ -56,6 +60,64 @@ CASES = {
     "export-homework-without-constants": (["export", "--study", "known", "--homework", "hw"], "hw"),
     # outputs that cannot be written: a path under a regular file (chmod does not stop root)
     "launch-artifacts-inside-a-file": (with_flag(LAUNCH, "--artifacts", "blocker/art"), "blocker/art"),
+    # non-finite and absurd numbers, refused while the command line is read
+    "launch-epochs-inf": (LAUNCH + ["--epochs", "inf"],
+                          "--epochs 'inf' is not valid: give an epoch count greater than 0 and at most 1000"),
+    "launch-lrs-inf": (LAUNCH + ["--lrs", "1e-3,inf"],
+                       "--lrs '1e-3,inf': 'inf' is not valid: give a learning rate greater than 0 and at most 1"),
+    "launch-lrs-nan": (LAUNCH + ["--lrs", "nan"], "--lrs 'nan' is not valid: give a learning rate"),
+    "launch-alpha-huge": (LAUNCH + ["--alpha-ratios", "1e300"], "--alpha-ratios '1e300' is not valid: give a ratio"),
+    "launch-budget-inf": (LAUNCH + ["--budget-mb", "inf"], "--budget-mb 'inf' is not valid: give a budget in MiB"),
+    "launch-rank-huge": (LAUNCH + ["--sft-ranks", "2,100000"], "'100000' is not valid: give a rank of at most 4096"),
+    "launch-seed-negative": (LAUNCH + ["--seed", "-1", "--storage", "sqlite:///new.db"],
+                             "--seed '-1' is not valid: give a whole number from 0 to 4294967295"),
+    "train-lr-huge": (TRAIN + ["--lr", "1e30"], "--lr '1e30' is not valid: give a learning rate greater than 0 and "
+                      "at most 1"),
+    "train-epochs-inf": (TRAIN + ["--epochs", "inf"], "--epochs 'inf' is not valid"),
+    "train-seed-negative": (TRAIN + ["--seed", "-1"], "--seed '-1' is not valid"),
+    "rft-data-seed-negative": (["rft-data", "--out", "new-rft.json", "--seed", "-1"],
+                               "--seed '-1' is not valid: give a whole number from 0 to 4294967295."),
+    # hostile JSON: a number over Python's digit limit, nesting deeper than the parser's stack
+    "launch-5000-digit-number": (with_flag(LAUNCH, "--train-data", "huge-number.json"),
+                                 "huge-number.json' is not valid JSON (Exceeds the limit (4300 digits)"),
+    "train-5000-digit-number": (TRAIN + ["--train-data", "huge-number.json"], "Exceeds the limit (4300 digits)"),
+    "launch-deep-nesting": (with_flag(LAUNCH, "--valid-data", "deep.json"),
+                            "deep.json' is not valid JSON (nested too deeply)"),
+    "train-rft-deep-nesting": (["train", "rft", "--rank", "1", "--out", "out", "--rft-data", "deep.json"],
+                               "deep.json' is not valid JSON (nested too deeply)"),
+    # a text file passed as a .gguf model
+    "launch-text-as-gguf": (with_flag(LAUNCH, "--base-model", "text.gguf"), "'text.gguf' is not a GGUF model file"),
+    "size-text-as-gguf": (["size", "--base-model", "text.gguf"], "'text.gguf' is not a GGUF model file"),
+    "train-text-as-gguf": (with_flag(TRAIN, "--base-model", "text.gguf"), "'text.gguf' is not a GGUF model file"),
+    "grade-text-as-gguf": (["grade", "--adapter", "none", "--kind", "sft", "--base-model", "text.gguf",
+                            "--device", "cpu", "--valid-data", "valid.json"], "'text.gguf' is not a GGUF model file"),
+    # outputs that exist and are not ranksweep's: refused before any work
+    "train-out-is-a-homework": (with_flag(TRAIN, "--out", "hw"),
+                                "--out 'hw' already exists and is not a ranksweep adapter folder; ranksweep never "
+                                "replaces files it did not write"),
+    "train-out-adapter-without-force": (with_flag(TRAIN, "--out", "adapter"),
+                                        "--out 'adapter' already holds a ranksweep adapter folder; pass --force"),
+    "rft-data-out-is-not-rft-data": (["rft-data", "--out", "malformed.json", "--base-model", "tiny"],
+                                     "--out 'malformed.json' already exists and is not an RFT data file"),
+    "rft-data-out-rft-without-force": (["rft-data", "--out", "rft.json", "--base-model", "tiny"],
+                                       "--out 'rft.json' already holds an RFT data file; pass --force"),
+    "report-out-holds-other-files": (["report", "--study", "known", "--out", "hw"],
+                                     "--out 'hw' already exists and is not a ranksweep report folder"),
+    "export-to-read-only-folder": (["export", "--study", "known", "--to", "read-only/ranks.json"],
+                                   "Cannot write --to 'read-only/ranks.json'"),
+    # storage URLs
+    "launch-in-memory-storage": (LAUNCH + ["--storage", "sqlite://"],
+                                 "'sqlite://' is an in-memory database that keeps nothing once the command ends"),
+    "bare-postgresql-url-uses-psycopg2": (["status", "--study", "s", "--storage",
+                                           "postgresql://ranksweep@127.0.0.1:{port}/db"], "Connection refused"),
+    "storage-password-masked": (["report", "--study", "s", "--out", "new-report", "--storage",
+                                 "postgresql://ranksweep:s3cret@127.0.0.1:{port}/db"],
+                                "postgresql+psycopg2://ranksweep:***@127.0.0.1"),
+    # study names that cannot name a report folder
+    "launch-study-dots": (with_flag(LAUNCH, "--study", ".."), "--study .. is not a usable study name"),
+    "launch-study-empty": (with_flag(LAUNCH, "--study", ""), "--study '' is not a usable study name (it is empty)"),
+    "launch-study-too-long": (with_flag(LAUNCH, "--study", "x" * 300), "(it is longer than 200 bytes)"),
+    "report-study-dots": (["report", "--study", ".."], "Study .. is not a usable study name"),
 }
 
 
@@ -78,19 +140,43 @@ def workdir(tmp_path_factory) -> Path:
     (root / "blocker").write_text("a regular file, not a folder\n")
     (root / "hw" / "homework").mkdir(parents=True)
     (root / "hw" / "homework" / "sft.py").write_text("def train():\n    return None\n")
+    (root / "huge-number.json").write_text('[["How many gram are there per 6 kg?", ' + "9" * 5000 + "]]")
+    (root / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (root / "text.gguf").write_text("not a model, just text\n")
+    (root / "adapter").mkdir()
+    (root / "adapter" / "adapter_config.json").write_text(json.dumps({"r": 4, "peft_type": "LORA"}))
+    (root / "adapter" / "adapter_model.safetensors").write_bytes(b"\0" * 16)
+    (root / "read-only").mkdir(mode=0o555)
     write_single_trial_study(f"sqlite:///{root}/studies.db", "known")
     return root
 
 
+def run_main(args: list[str]) -> int:
+    """The exit code `python -m sweep ARGS` would give (argparse exits through SystemExit)."""
+    try:
+        return main(args)
+    except SystemExit as exc:
+        return exc.code
+
+
 @pytest.mark.parametrize("case", CASES)
-def test_bad_input_is_one_line_and_writes_nothing(cli, workdir, case):
+def test_bad_input_is_one_line_and_writes_nothing(workdir, monkeypatch, capsys, case):
     args, mentioned = CASES[case]
     args = [a.format(port=closed_port()) for a in args]
+    monkeypatch.chdir(workdir)
     before = fingerprint(workdir)
-    result = cli(*args, cwd=workdir)
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ranksweep"), result.stderr
-    assert "error:" in lines[0] and mentioned in lines[0], lines[0]
+    code = run_main(args)  # an uncaught exception (a traceback) fails the test here
+    out, err = capsys.readouterr()
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ranksweep: error: "), err
+    assert mentioned in lines[0], lines[0]
+    assert "s3cret" not in out + err
     assert fingerprint(workdir) == before
+
+
+def test_one_case_as_a_user_runs_it(cli, workdir):
+    """The same contract through a real `python -m sweep` process: stderr is the one line, nothing else."""
+    result = cli(*CASES["launch-epochs-inf"][0], cwd=workdir)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("ranksweep: error: --epochs 'inf' is not valid") and result.stderr.count("\n") == 1

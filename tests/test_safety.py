@@ -125,3 +125,19 @@ def test_train_into_an_empty_folder_is_fine(capsys, tmp_path):
     code, _, err = run(capsys, *TRAIN, "--out", tmp_path / "empty")
     assert code == 0, err
     assert is_adapter_folder(tmp_path / "empty")
+
+
+def test_launch_names_its_own_flags_when_rejection_sampling_keeps_nothing(capsys, tmp_path, monkeypatch):
+    from small_data import write_small_data
+
+    write_small_data(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RANKSWEEP_CACHE", str(tmp_path / "cache"))
+    code, _, err = run(capsys, "launch", "--study", "s", "--base-model", "tiny", "--device", "cpu", "--preset", "quick",
+                       "--train-data", "train.json", "--valid-data", "valid.json", "--sft-ranks", "1",
+                       "--rft-ranks", "1", "--trials", "1", "--max-examples", "8", "--questions", "1",
+                       "--rft-questions", "1", "--rft-samples", "1", "--no-progress")
+    assert code == 2
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("ranksweep: error: Rejection sampling kept none of 1 questions"), err
+    assert "(launch: --rft-samples, --rft-questions; rft-data: --samples, --questions)" in last

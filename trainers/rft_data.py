@@ -148,7 +148,8 @@ def ensure_rft_data(
     if report.kept == 0:
         raise RanksweepError(
             f"Rejection sampling kept none of {report.asked} questions ({report.completions} completions from "
-            f"'{generator}' were all wrong): raise --samples or --questions, or use a stronger --base-model."
+            f"'{generator}' were all wrong): sample more per question or offer more questions (launch: "
+            "--rft-samples, --rft-questions; rft-data: --samples, --questions), or use a stronger --base-model."
         )
     # The report goes first: whoever sees the data file may rely on its report being there.
     write_json_atomic(report_path(target), {"generator": generator, **asdict(settings), **report.summary()})

@@ -46,7 +46,9 @@ def add_parser(subparsers):
 def _parse(text: str, flag: str, parse):
     try:
         return parse(text)
-    except (argparse.ArgumentTypeError, ValueError) as exc:
+    except argparse.ArgumentTypeError as exc:  # it names the value and says what would be valid
+        raise RanksweepError(f"{flag} {exc}.") from None
+    except ValueError as exc:
         raise RanksweepError(f"{flag} {text!r} is not valid ({exc}).") from None
 
 
