@@ -141,3 +141,25 @@ def test_launch_names_its_own_flags_when_rejection_sampling_keeps_nothing(capsys
     last = err.strip().splitlines()[-1]
     assert last.startswith("ranksweep: error: Rejection sampling kept none of 1 questions"), err
     assert "(launch: --rft-samples, --rft-questions; rft-data: --samples, --questions)" in last
+
+
+def test_printed_commands_paste_safely_into_a_shell(capsys, tmp_path, monkeypatch):
+    from small_data import write_small_data
+
+    write_small_data(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    name = "it's $(touch pwned) `touch pwned2` & more"
+    code, out, err = run(capsys, "launch", "--study", name, "--base-model", "tiny", "--device", "cpu",
+                         "--preset", "quick", "--train-data", "train.json", "--valid-data", "valid.json",
+                         "--rft-data", "rft.json", "--sft-ranks", "1", "--rft-ranks", "1", "--trials", "1",
+                         "--max-examples", "8", "--questions", "2", "--no-progress")
+    assert code == 0, err
+    [line] = [line for line in out.splitlines() if line.startswith("See it with: ")]
+    status, report = line.removeprefix("See it with: ").split("   and: ")
+    assert status.startswith("ranksweep status --study ")
+    # What bash does with the pasted line: the name arrives as one word, nothing inside it runs.
+    words = subprocess.run(["bash", "-c", "printf '%s\\n' " + status.removeprefix("ranksweep ")],
+                           cwd=tmp_path, capture_output=True, text=True, check=True).stdout.splitlines()
+    assert words == ["status", "--study", name, "--storage", "sqlite:///studies.db"]
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "pwned2").exists()
+    assert report.startswith("ranksweep report --study ")

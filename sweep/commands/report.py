@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sweep.commands.common import add_storage, check_output, study_name
+from sweep.commands.common import add_storage, check_output, mask_url, study_name
 
 OBJECTIVES = ("points", "rft-accuracy", "sft-accuracy", "mean-accuracy")
 
@@ -56,12 +56,14 @@ def _is_report_folder(path: Path) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from reports.build import build, render, summary, write_files
 
     out = args.out if args.out is not None else report_folder(args.study)
     check_output(out, "--out", ours=_is_report_folder, what="a ranksweep report folder")  # before the study is read
     report = build(args.storage, args.study, args.objective)
-    files = render(report)
+    files = render(replace(report, storage=mask_url(report.storage)))  # the page names its storage, never a password
     written = write_files(files, out)
     print(summary(report))
     print(f"Wrote {len(written)} files to {out}/: " + ", ".join(path.name for path in written))
