@@ -234,9 +234,9 @@ def _reason(best: pd.Series, feasible: pd.DataFrame, goal: Objective, budget: in
     import pandas as pd
 
     pairs = "the only pair that fits" if len(feasible) == 1 else f"the {len(feasible)} pairs that fit"
-    sentence = (f"Highest {goal.noun} of {pairs} the {budget / MIB:.1f} MiB budget: "
+    sentence = (f"Highest {goal.noun} of {pairs} the {budget / MIB:.2f} MiB budget: "
                 f"{goal.show(best['objective'] if goal.name != 'points' else best['points'])} "
-                f"at {best['size_mib']:.1f} MiB")
+                f"at {best['size_mib']:.2f} MiB")  # two decimals, as the tables: a 0.25 MiB budget read "0.2"
     if goal.name == "points":
         tied = int((feasible["points"] == best["points"]).sum()) - 1
         if tied:

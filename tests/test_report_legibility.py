@@ -47,3 +47,8 @@ def test_budget_in_the_legend_has_the_headers_precision(storage):
     fig, _, _ = saved_labels(build(storage, "flat"))
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert "budget 62.50 MiB" in legend
+
+
+def test_the_recommendation_says_the_budget_as_the_header_does(storage):
+    report = build(storage, "flat")
+    assert "the 62.50 MiB budget" in report.recommendation.reason
