@@ -21,9 +21,11 @@ from optuna.trial import TrialState
 from conftest import ROOT
 from postgres import postgres_url, unique_name
 from small_data import write_small_data
-from sweep.cache import HASHED_FILES, MANIFEST, AdapterSpec, sha256_file
-from sweep.settings import _sha256
+from sweep.cache import HASHED_FILES, MANIFEST, AdapterSpec
+from sweep.settings import file_hash
 from sweep.space import PRESETS
+from trainers.data import file_sha256
+from trainers.training import TrainConfig
 
 BUDGET_MB = 0.4  # every pair of ranks {4, 16} fits (tiny adapters are ~8 KiB per rank)
 
@@ -45,8 +47,12 @@ def launch_args(data: Path, work: Path, study: str, trials: int, *, storage: str
     ]
 
 
+# Heartbeat every second, so a killed process's trial is stale (and its pair retried) 4 s later.
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "RANKSWEEP_HEARTBEAT_SECONDS": "1"}
+
+
 def start(*args: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = ENV
     return subprocess.Popen([sys.executable, "-m", "sweep", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -88,13 +94,27 @@ def assert_cache_verifies(artifacts: Path) -> None:
         assert not folder.name.startswith("."), f"leftover temporary folder {folder}"
         manifest = json.loads((folder / MANIFEST).read_text())
         for name in HASHED_FILES:
-            assert sha256_file(folder / name) == manifest[name], folder
+            assert file_sha256(folder / name) == manifest[name], folder
+
+
+def running_params(db: Path) -> dict[int, int]:
+    """RUNNING trial number -> how many of its params are written."""
+    if not db.exists():
+        return {}
+    with sqlite3.connect(db, timeout=60) as con:
+        try:
+            return dict(con.execute("SELECT t.number, COUNT(p.param_id) FROM trials t LEFT JOIN trial_params p "
+                                    "ON p.trial_id = t.trial_id WHERE t.state = 'RUNNING' GROUP BY t.number"))
+        except sqlite3.OperationalError:
+            return {}
 
 
 def assert_all_accounted(study, trials: list) -> None:
     assert len({t.number for t in trials}) == len(trials)
     assert {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL}
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    # No pair was completed twice.
+    assert len({pair(t) for t in complete}) == len(complete), [pair(t) for t in complete]
     # An adapter is trained by exactly one trial; every other trial that needed it found it in the cache.
     trained = Counter(t.user_attrs[f"{k}_key"] for t in complete for k in ("sft", "rft")
                       if not t.user_attrs[f"{k}_cache_hit"])
@@ -102,33 +122,35 @@ def assert_all_accounted(study, trials: list) -> None:
     assert set(trained) == used and max(trained.values()) == 1, trained
 
 
-def test_sigkill_mid_training_then_rerun_resumes(data, tmp_path):
+def test_sigkill_mid_training_then_rerun_retries_that_pair(data, tmp_path):
     args = launch_args(data, tmp_path, "crash", trials=3)
     db = tmp_path / "studies.db"
     proc = start(*args)
-    # Kill once a trial is running after a first one completed: a trial that was training or grading.
-    wait_for(lambda: "COMPLETE" in trial_states(db).values() and "RUNNING" in trial_states(db).values(),
+    # Kill once a trial with its pair is running after a first one completed: a trial training or grading.
+    wait_for(lambda: "COMPLETE" in trial_states(db).values() and 6 in running_params(db).values(),
              proc, "a second trial started")
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     before = trial_states(db)
     killed = [n for n, s in before.items() if s == "RUNNING"]
     done_before = {n for n, s in before.items() if s == "COMPLETE"}
-    assert killed and done_before
+    assert len(killed) == 1 and done_before
+    time.sleep(5)  # past the grace period: the killed trial's heartbeat is stale
 
     result = subprocess.run([sys.executable, "-m", "sweep", *args], cwd=ROOT, capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
+                            env=ENV, timeout=600)
     assert result.returncode == 0, result.stderr
     study = optuna.load_study(study_name="crash", storage=f"sqlite:///{db}")
     trials = study.get_trials()
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 3 and len({pair(t) for t in complete}) == 3  # none lost, none twice
     assert done_before <= {t.number for t in complete}
-    for number in killed:
-        t = study.trials[number]
-        assert t.state == TrialState.FAIL and t.user_attrs["error"].startswith("interrupted")
-        if set(t.params) >= {"sft_rank", "rft_rank"}:
-            assert pair(t) in {pair(c) for c in complete}  # its pair was retried (or already done)
+    [number] = killed
+    t = study.trials[number]
+    assert t.state == TrialState.FAIL
+    # Its pair was retried, by the trial Optuna's retry callback enqueued, and completed.
+    [retry] = [c for c in complete if c.system_attrs.get("failed_trial") == number]
+    assert pair(retry) == pair(t)
     assert_all_accounted(study, trials)
     assert_cache_verifies(tmp_path / "artifacts")
     with sqlite3.connect(db) as con:
@@ -172,9 +194,9 @@ def test_a_failing_trial_does_not_end_the_study(cli, data, tmp_path):
     # The SFT rank-16 adapter's lock path is taken by a folder, so that adapter cannot be trained: every
     # trial that needs it fails with an OSError, the others complete.
     quick = PRESETS["quick"]
-    spec = AdapterSpec(kind="sft", rank=16, alpha_ratio=4.0, lr=1e-3, epochs=1.0, adapter_dtype="fp32",
-                       batch_size=quick.budget.batch_size, max_examples=16, seed=0, base_model="tiny",
-                       data_sha256=_sha256(data / "train.json"))
+    config = TrainConfig(kind="sft", rank=16, alpha_ratio=4.0, lr=1e-3, epochs=1.0, adapter_dtype="fp32",
+                         batch_size=quick.effort.batch_size, max_examples=16, seed=0)
+    spec = AdapterSpec(config=config, base_model="tiny", data_sha256=file_hash(data / "train.json"))
     (tmp_path / "artifacts" / "locks" / f"{spec.key}.lock").mkdir(parents=True)
     result = cli(*launch_args(data, tmp_path, "failing", trials=2, rft_ranks="4"))
     assert result.returncode == 0, result.stderr
@@ -189,7 +211,7 @@ def test_a_failing_trial_does_not_end_the_study(cli, data, tmp_path):
 def run_two_workers(data: Path, work: Path, storage: str, study: str, trials: int) -> list:
     """Create the study with one complete trial, then let two workers raise the target and run it together."""
     first = subprocess.run([sys.executable, "-m", "sweep", *launch_args(data, work, study, 1, storage=storage)],
-                           cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                           cwd=ROOT, capture_output=True, text=True, env=ENV)
     assert first.returncode == 0, first.stderr
     worker = ["worker", "--study", study, "--storage", storage, "--device", "cpu", "--trials", str(trials),
               "--no-progress"]
@@ -202,7 +224,11 @@ def run_two_workers(data: Path, work: Path, storage: str, study: str, trials: in
     trials_ = loaded.get_trials()
     assert_all_accounted(loaded, trials_)
     complete = [t for t in trials_ if t.state == TrialState.COMPLETE]
-    assert len({pair(t) for t in complete}) >= trials
+    # The target reached with each pair once (assert_all_accounted: no adapter trained twice, no pair twice), and
+    # the two workers drew with seeds of their own.
+    assert len(complete) == len({pair(t) for t in complete}) >= trials
+    seeds = {t.user_attrs["sampler_seed"] for t in trials_ if t.number > 0 and "sampler_seed" in t.user_attrs}
+    assert len(seeds) == 2, seeds
     # The artifact folder holds exactly the adapters the trials trained, each once.
     used = {t.user_attrs[f"{k}_key"] for t in complete for k in ("sft", "rft")}
     assert {p.name.rsplit("-", 1)[1] for p in (work / "artifacts" / "adapters").iterdir()} == used
