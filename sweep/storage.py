@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 # its beat is 40 s old. RANKSWEEP_HEARTBEAT_SECONDS shortens both (the kill tests use 1 s).
 HEARTBEAT_SECONDS = 10
 GRACE_BEATS = 4
+# Processes that open one brand-new SQLite file at once race to create its tables; a loser looks again.
+SQLITE_CREATE_TRIES = 8
 
 
 def heartbeat_seconds() -> int:
@@ -58,7 +60,27 @@ def open_storage(storage: str | BaseStorage, *, must_exist: bool = True, heartbe
         kwargs.update(heartbeat_interval=beat, grace_period=GRACE_BEATS * beat,
                       heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
     try:
-        return optuna.storages.RDBStorage(storage, **kwargs)
+        return _rdb_storage(storage, kwargs)
     except (ImportError, ValueError, sqlalchemy.exc.SQLAlchemyError) as exc:
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise RanksweepError(f"Cannot open the storage {storage} ({reason}); check the --storage URL.") from None
+
+
+def _rdb_storage(url: str, kwargs: dict):
+    """RDBStorage(url), retried when another process is creating the same new SQLite file's tables at this
+    moment ("table studies already exists", "UNIQUE constraint failed: alembic_version"): they exist once it
+    is done, and the next look finds them."""
+    import time
+
+    import optuna
+    import sqlalchemy.exc
+
+    for attempt in range(SQLITE_CREATE_TRIES):
+        try:
+            return optuna.storages.RDBStorage(url, **kwargs)
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError) as exc:
+            text = str(exc)
+            racing = "already exists" in text or "UNIQUE constraint failed" in text
+            if not (url.startswith("sqlite:") and racing) or attempt + 1 == SQLITE_CREATE_TRIES:
+                raise
+            time.sleep(0.05 * (attempt + 1))

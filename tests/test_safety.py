@@ -163,3 +163,36 @@ def test_printed_commands_paste_safely_into_a_shell(capsys, tmp_path, monkeypatc
     assert words == ["status", "--study", name, "--storage", "sqlite:///studies.db"]
     assert not (tmp_path / "pwned").exists() and not (tmp_path / "pwned2").exists()
     assert report.startswith("ranksweep report --study ")
+
+
+def _open_and_create(url: str, barrier, results) -> None:
+    import optuna
+
+    from sweep.storage import open_storage
+
+    barrier.wait()  # every process opens the brand-new file at the same moment
+    try:
+        optuna.create_study(study_name=f"s{os.getpid()}", storage=open_storage(url, must_exist=False))
+        results.put("ok")
+    except Exception as exc:  # reported, so the assertion shows what a loser saw
+        results.put(f"{type(exc).__name__}: {exc}"[:300])
+
+
+def test_launches_opening_one_new_sqlite_file_at_once_all_succeed(tmp_path):
+    import multiprocessing
+
+    import optuna
+
+    import sweep.storage  # noqa: F401  imported before forking, so every child starts at once
+
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(3):  # before the fix, 9 of 10 such rounds had a loser ("table ... already exists")
+        url = f"sqlite:///{tmp_path}/new-{round_}.db"
+        barrier, results = ctx.Barrier(3), ctx.Queue()
+        procs = [ctx.Process(target=_open_and_create, args=(url, barrier, results)) for _ in range(3)]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join(60)
+        assert [results.get(timeout=5) for _ in procs] == ["ok"] * 3
+        assert len(optuna.get_all_study_names(url)) == 3
