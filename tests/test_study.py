@@ -1,4 +1,7 @@
-"""A real study on the tiny model: budget respected, adapters trained once, sizes exact, resume works."""
+"""A real study on the tiny model: budget respected, adapters trained once, sizes exact, resume works, and a
+resume or a worker that would change or misuse a study is refused before anything is written.
+
+The CLI runs in-process (`ranksweep` fixture): the commands' behaviour without a new interpreter per call."""
 
 from __future__ import annotations
 
@@ -41,8 +44,8 @@ def completed(study):
     return study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
 
 
-def test_study_respects_budget_reuses_adapters_and_predicts_sizes(cli, workdir):
-    result = cli(*launch_args(workdir, "s1", trials=4))
+def test_study_respects_budget_reuses_adapters_and_predicts_sizes(ranksweep, workdir):
+    result = ranksweep(*launch_args(workdir, "s1", trials=4))
     assert result.returncode == 0, result.stderr
     study = load(workdir, "s1")
     done = completed(study)
@@ -76,26 +79,26 @@ def test_study_respects_budget_reuses_adapters_and_predicts_sizes(cli, workdir):
     adapters = list((workdir / "artifacts" / "adapters").iterdir())
     assert len(adapters) == len({key for t in done for key in (t.user_attrs["sft_key"], t.user_attrs["rft_key"])})
 
-    status = cli("status", "--study", "s1", "--storage", f"sqlite:///{workdir}/studies.db", "--json")
+    status = ranksweep("status", "--study", "s1", "--storage", f"sqlite:///{workdir}/studies.db", "--json")
     doc = json.loads(status.stdout)
     assert doc["trainings"]["sft"] + doc["trainings"]["rft"] == len(trained)
     assert sum(t["state"] == "COMPLETE" for t in doc["trials"]) == 4
 
 
-def test_stops_when_every_feasible_pair_was_tried(cli, workdir):
-    result = cli(*launch_args(workdir, "s1", trials=9))
+def test_stops_when_every_feasible_pair_was_tried(ranksweep, workdir):
+    result = ranksweep(*launch_args(workdir, "s1", trials=9))
     assert result.returncode == 0, result.stderr
     assert "every feasible pair has been tried" in result.stdout
     assert len(completed(load(workdir, "s1"))) == 4  # only {4,16} x {4,16} fits
 
 
-def test_resume_after_interruption_retries_the_pair(cli, workdir, monkeypatch):
+def test_resume_after_interruption_retries_the_pair(ranksweep, workdir, monkeypatch):
     """A trial whose process died (its heartbeat stopped) is failed by the next run, and *its pair* completes."""
     from optuna.distributions import CategoricalDistribution
 
     from sweep.storage import open_storage
 
-    assert cli(*launch_args(workdir, "s2", trials=2)).returncode == 0
+    assert ranksweep(*launch_args(workdir, "s2", trials=2)).returncode == 0
     monkeypatch.setenv("RANKSWEEP_HEARTBEAT_SECONDS", "1")  # stale after 4 s
     storage = open_storage(f"sqlite:///{workdir}/studies.db", heartbeat=True)
     study = optuna.load_study(study_name="s2", storage=storage)
@@ -111,23 +114,100 @@ def test_resume_after_interruption_retries_the_pair(cli, workdir, monkeypatch):
     storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(study_id, trial.number))
     interrupted = trial.number
     time.sleep(5)
-    result = cli(*launch_args(workdir, "s2", trials=3), env={"RANKSWEEP_HEARTBEAT_SECONDS": "1"})
+    result = ranksweep(*launch_args(workdir, "s2", trials=3), env={"RANKSWEEP_HEARTBEAT_SECONDS": "1"})
     assert result.returncode == 0, result.stderr
     study = load(workdir, "s2")
     assert study.trials[interrupted].state == optuna.trial.TrialState.FAIL
     retried = [t for t in completed(study) if t.system_attrs.get("failed_trial") == interrupted]
     assert [(t.params["sft_rank"], t.params["rft_rank"]) for t in retried] == [(sft, rft)]
     assert len(completed(study)) == 3
-    status = json.loads(cli("status", "--study", "s2", "--storage", f"sqlite:///{workdir}/studies.db",
+    status = json.loads(ranksweep("status", "--study", "s2", "--storage", f"sqlite:///{workdir}/studies.db",
                             "--json").stdout)
     assert status["trials"][interrupted]["error"].startswith("interrupted")
 
 
-def test_resume_with_other_data_is_refused(cli, workdir, tmp_path):
+def test_resume_with_other_data_is_refused(ranksweep, workdir, tmp_path):
     other = tmp_path / "train.json"
     write_json_atomic(other, [["How many gram are there per 2 kg?", 2000.0]])
     args = launch_args(workdir, "s1", trials=4)
     args[args.index("--train-data") + 1] = other
-    result = cli(*args)
+    result = ranksweep(*args)
     assert result.returncode == 2
     assert "different train_sha256" in result.stderr and "Traceback" not in result.stderr
+
+
+def snapshot(root: Path, study: str) -> tuple:
+    """What a refused command must leave unchanged: the study's attrs and every trial's number, state, attrs."""
+    s = load(root, study)
+    return s.user_attrs, [(t.number, t.state, t.params, t.user_attrs) for t in s.get_trials()]
+
+
+@pytest.mark.parametrize("flag, value, named", [
+    ("--sft-ranks", "4,16", "sft_ranks 4,16,64"),
+    ("--preset", "full", "epochs 1.0"),
+    ("--objective", "sft-accuracy", None),  # same direction: allowed, checked below
+])
+def test_resume_with_another_search_space_is_refused_before_writing(ranksweep, workdir, flag, value, named):
+    args = launch_args(workdir, "s1", trials=4)
+    if flag in args:
+        args[args.index(flag) + 1] = value
+    else:
+        args += [flag, value]
+    before = snapshot(workdir, "s1")
+    result = ranksweep(*args)
+    if named is None:
+        assert result.returncode == 0, result.stderr
+        return
+    assert result.returncode == 2, result.stderr
+    assert named in result.stderr and "another --study name" in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert snapshot(workdir, "s1") == before  # the config was not rewritten, no trial was added
+    # The study still runs: a worker reads the unchanged config.
+    assert ranksweep("worker", "--study", "s1", "--storage", f"sqlite:///{workdir}/studies.db",
+                     "--device", "cpu", "--no-progress").returncode == 0
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--trials", "50", "--artifacts", "{root}/train.json/art"], "--artifacts"),
+    (["--trials", "50", "--device", "cuda"], "cuda"),
+])
+def test_worker_checks_every_flag_before_touching_the_study(ranksweep, workdir, flags, named):
+    import torch
+
+    if "cuda" in flags and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    before = snapshot(workdir, "s1")
+    result = ranksweep("worker", "--study", "s1", "--storage", f"sqlite:///{workdir}/studies.db", "--no-progress",
+                       *[f.format(root=workdir) for f in flags])
+    assert result.returncode == 2 and named in result.stderr and "Traceback" not in result.stderr
+    assert snapshot(workdir, "s1") == before  # target not raised, no PRUNED or FAIL trial added
+
+
+@pytest.mark.parametrize("command", ["launch", "worker"])
+def test_a_study_ranksweep_did_not_make_is_refused(ranksweep, workdir, command):
+    url = f"sqlite:///{workdir}/studies.db"
+    if "foreign" not in optuna.get_all_study_names(url):
+        foreign = optuna.create_study(study_name="foreign", storage=url)
+        foreign.set_user_attr("owner", "someone else")
+        foreign.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    before = snapshot(workdir, "foreign")
+    args = launch_args(workdir, "foreign", trials=2) if command == "launch" else [
+        "worker", "--study", "foreign", "--storage", url, "--device", "cpu", "--no-progress"]
+    result = ranksweep(*args)
+    assert result.returncode == 2
+    assert result.stderr == (f"ranksweep: error: Study 'foreign' in {url} was not made by ranksweep (it has no "
+                             "ranksweep config); give another --study name.\n")
+    assert snapshot(workdir, "foreign") == before
+
+
+def test_the_loop_uses_no_private_optuna_parts():
+    """The study loop, reports and trainers stay on Optuna's public API (docs/design.md, issue 12)."""
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    private = re.compile(r"\._storage\b|_thread_local|optuna\.storages\._|_create_scoped_session|_sample_relative"
+                         r"|\._trial_id\b|\._study_id\b")
+    hits = [f"{path.relative_to(root)}:{n}: {line.strip()}"
+            for folder in ("sweep", "reports", "trainers") for path in sorted((root / folder).rglob("*.py"))
+            for n, line in enumerate(path.read_text().splitlines(), 1) if private.search(line)]
+    assert hits == []
