@@ -1,7 +1,8 @@
 """Turn prompt/completion pairs into token rows, a seeded batch schedule, and padded tensors.
 
 A row is the prompt's tokens (as the generator tokenizes a prompt: with the tokenizer's special
-tokens), then " " + the completion (its own leading whitespace dropped), then EOS. Only the completion
+tokens), then " " + the completion (its own leading whitespace dropped; no " " after a prompt that ends
+in whitespace), then EOS. Only the completion
 and EOS are labelled, so the model learns to answer and to stop, never to write questions. Rows longer
 than `max_length` tokens are dropped rather than truncated: a cut row would teach a question or answer
 that was never asked.
@@ -36,7 +37,10 @@ class TokenRow:
 def tokenize_rows(tokenizer, pairs: list[tuple[str, str]], max_length: int) -> tuple[list[TokenRow], int]:
     """Token rows for (prompt, completion) pairs and the number dropped for being longer than max_length."""
     prompts = tokenizer([p for p, _ in pairs], add_special_tokens=True)["input_ids"]
-    completions = tokenizer([SEPARATOR + c.lstrip() for _, c in pairs], add_special_tokens=False)["input_ids"]
+    # A prompt that already ends in whitespace (a template such as "{question} ") is the exact text the
+    # user's code feeds the model: the completion follows it directly rather than after a second space.
+    completions = tokenizer([("" if p[-1:].isspace() else SEPARATOR) + c.lstrip() for p, c in pairs],
+                            add_special_tokens=False)["input_ids"]
     eos = tokenizer.eos_token_id
     rows, dropped = [], 0
     for prompt, completion in zip(prompts, completions):

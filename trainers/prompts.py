@@ -1,13 +1,21 @@
-"""The few-shot chat prompt that asks an instruct model for a short unit-conversion reasoning chain.
+"""The text a model is prompted with: the few-shot chat prompt that asks an instruct model for a short
+unit-conversion reasoning chain (RFT data), and the prompt template that turns a question into the exact
+text an adapter is trained and graded on.
 
 Small models copy the shape of the examples closely, so every example has the same three beats:
 the conversion factor as `1 A = F B`, the one multiplication, and the answer tag.
+
+A prompt template is a string holding `{question}` once, e.g. `{question} ` for a homework whose
+`format_prompt` appends a space. The default, `{question}`, is the raw question: ranksweep's format
+before templates existed, so adapters and grades made without one keep their meaning.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+
+from trainers.errors import RanksweepError
 
 # A small model knows few conversion factors but copies well from its context: measured on the
 # built-in questions (24 questions x 8 samples, 135M embedded model), this table doubled the share of
@@ -79,3 +87,48 @@ def prompt_fingerprint() -> str:
     """A short hash of the prompt's content, so cached RFT data is regenerated when the prompt changes."""
     blob = json.dumps([SYSTEM, WORKED_EXAMPLES]).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()[:12]
+
+
+DEFAULT_PROMPT_TEMPLATE = "{question}"
+QUESTION_FIELD = "{question}"
+
+
+def check_prompt_template(template: str) -> str:
+    """The template itself, or a RanksweepError when it does not hold `{question}` exactly once."""
+    count = template.count(QUESTION_FIELD)
+    if count != 1:
+        found = "does not contain" if count == 0 else f"contains {count} times"
+        raise RanksweepError(
+            f"Prompt template {template!r} {found} {QUESTION_FIELD}: write the text your code feeds the model "
+            "with {question} where the question goes, e.g. '{question} '."
+        )
+    return template
+
+
+def render_prompt(template: str, question: str) -> str:
+    """The text the model sees for `question`. Plain replacement, not str.format, so a template may hold
+    other braces (a chat transcript, JSON) without escaping them."""
+    return check_prompt_template(template).replace(QUESTION_FIELD, question)
+
+
+def templated(examples: list, template: str) -> list:
+    """Training examples (anything with `prompt` and `completion`) with each prompt put through `template`;
+    the default template returns the list unchanged."""
+    from dataclasses import replace
+
+    check_prompt_template(template)
+    if template == DEFAULT_PROMPT_TEMPLATE:
+        return list(examples)
+    return [replace(e, prompt=render_prompt(template, e.prompt)) for e in examples]
+
+
+def read_adapter_template(adapter_dir) -> str | None:
+    """The prompt template recorded in an adapter folder's ranksweep.json at training, or None."""
+    from pathlib import Path
+
+    meta = Path(adapter_dir) / "ranksweep.json"
+    try:
+        value = json.loads(meta.read_text(encoding="utf-8")).get("prompt_template")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None

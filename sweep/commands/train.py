@@ -55,6 +55,9 @@ def add_parser(subparsers):
         default=DEFAULTS.adapter_dtype,
         help=f"dtype of the saved weights; fp16 halves the file (default: {DEFAULTS.adapter_dtype})",
     )
+    parser.add_argument("--prompt-template", default="{question}", metavar="T",
+                        help="the text your code feeds the model, with {question} where the question goes, e.g. "
+                        "'{question} ' for a format_prompt that appends a space (default: the raw question)")
     return parser
 
 
@@ -87,7 +90,11 @@ def run(args) -> int:
     config = TrainConfig.from_attrs(args)
     validate(config, None, args.out)  # before any data generation or model loading
     check_output(args.out, "--out", ours=is_adapter_folder, what="a ranksweep adapter folder", force=args.force)
+    from trainers.prompts import check_prompt_template, templated
+
+    check_prompt_template(args.prompt_template)
     examples, data_path = _examples(args)
+    examples = templated(examples, args.prompt_template)
     validate(config, examples, args.out)
     loaded = load_model(args.base_model, args.device)
     result = train_adapter(
@@ -95,7 +102,8 @@ def run(args) -> int:
         examples,
         config,
         args.out,
-        metadata={"data_path": str(data_path), "data_sha256": file_sha256(data_path)},
+        metadata={"data_path": str(data_path), "data_sha256": file_sha256(data_path),
+                  "prompt_template": args.prompt_template},
     )
     print(f"adapter folder:    {result.adapter_dir}")
     print(f"trainable params:  {result.trainable_params:,}")
