@@ -117,6 +117,8 @@ def test_dashboard_serves_trials_constraints_names_note_and_figures(tiny_study):
         budget = trial.user_attrs["budget_bytes"]
         assert served[trial.number]["constraints"] == pytest.approx([trial.user_attrs["size_bytes"] - budget])
         assert all(c <= 0 for c in served[trial.number]["constraints"]) == trial.user_attrs["feasible"]
+    over = [t for t in trials if t.user_attrs.get("skipped") == "over-budget"]
+    assert over and all(served[t.number]["constraints"][0] > 0 for t in over)  # 16/16, pruned untrained
     assert detail["objective_names"] == ["points", "zipped bytes"]
     rec = recommend(url, "t")
     assert f"**SFT rank {rec.sft_rank}, RFT rank {rec.rft_rank}**" in detail["note"]["body"]
