@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import re
+from dataclasses import replace
+
+import optuna
 
 import pytest
 import study_fixtures as sf  # tests/ is on sys.path under pytest
@@ -12,6 +15,8 @@ from reports import frontier as fr
 from reports.build import FILES, build, render, write_files
 from reports.plots import PARETO_PIXELS, RANKS_PIXELS
 from sweep.bundle import combined_bytes
+from sweep.objective import OBJECTIVES
+from sweep.records import TrialResult
 from trainers.errors import RanksweepError
 
 
@@ -140,6 +145,24 @@ def test_combined_frontier_is_at_least_as_good_as_the_trials(sweep):
     sampled = pairs[pairs["sampled"]].set_index("trial")
     for _, trial in trials[trials["state"] == "COMPLETE"].iterrows():
         assert sampled.loc[trial["trial"], "objective"] == pytest.approx(trial["value_score"])
+
+
+@pytest.mark.parametrize("name", list(OBJECTIVES))
+def test_every_pairs_objective_is_the_study_loops_own_function(storage, sweep, name):
+    """The report scores every pair, trained together or not, with sweep.objective, the function the loop
+    tells Optuna: recomputed here from the adapters' records as the loop would, at the grade and the bounds."""
+    trials, config, _ = sweep
+    pairs = fr.combined_frontier(trials, config, name)
+    study = optuna.load_study(study_name="sweep", storage=storage)
+    adapters = {a.key: a for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+                for a in TrialResult.from_trial(t).adapters()}
+    goal = OBJECTIVES[name]
+    for _, row in pairs.iterrows():
+        sft, rft = adapters[row["sft_key"]], adapters[row["rft_key"]]
+        assert row["objective"] == pytest.approx(goal.value(sft, rft), abs=1e-9)
+        low = goal.value(replace(sft, accuracy=sft.ci_low, points=sft.points_low),
+                         replace(rft, accuracy=rft.ci_low, points=rft.points_low))
+        assert row["objective_low"] == pytest.approx(low, abs=1e-9)
 
 
 # --- recommendation ---------------------------------------------------------------------------------------
@@ -294,3 +317,21 @@ def test_cli_missing_study_is_one_line_and_exit_2(cli, storage, tmp_path):
     assert result.stderr.strip().count("\n") == 0
     assert result.stderr.startswith("ranksweep: error: No study named 'nope'")
     assert not (tmp_path / "out").exists()
+
+
+def test_records_round_trip_and_read_older_studies():
+    """A record reads back as written; attrs of an older study (no per-adapter dtype, points bounds, NLL,
+    origin) read with defaults, and keys the records do not know are ignored."""
+    result = sf.trial_result(sf.SWEEP[1], sf.BUDGET_BYTES)
+    assert TrialResult.from_attrs(result.to_attrs()) == result
+    older = {k: v for k, v in result.to_attrs().items()
+             if not k.endswith(("_dtype", "_points_low", "_points_high", "_origin", "_parent_key", "sampler_seed"))
+             or k == "adapter_dtype"}
+    older["constraint"] = 1.0  # a key of an earlier schema
+    read = TrialResult.from_attrs(older)
+    assert read.sft.dtype == "fp32" and read.sft.origin == "trained" and read.sft.parent_key is None
+    assert read.sft.points_low is None and read.sft.answer_nll is None and read.sampler_seed is None
+    assert read.sft.accuracy == result.sft.accuracy and read.size_bytes == result.size_bytes
+    # A trial that stopped before grading has a pair (from its params) and no adapters.
+    pruned = TrialResult.from_attrs({"skipped": "over-budget"}, {"sft_rank": 16, "rft_rank": 16})
+    assert (pruned.sft_rank, pruned.sft, pruned.rft) == (16, None, None)
