@@ -114,8 +114,9 @@ def annotate(study: optuna.Study, wanted: Annotations, store: FileSystemArtifact
     names = study.metric_names is None
     if names:
         study.set_metric_names(wanted.metric_names)
-    body = merged_note(wanted.note, get_note(study))
-    note = body != get_note(study)
+    existing = get_note(study)
+    body = merged_note(wanted.note, existing)
+    note = body != existing
     if note:  # each save adds a version; an unchanged note keeps its history short
         save_note(study, body)
     return Written(names, note, upload_new_figures(study, store, wanted.figures))
