@@ -70,7 +70,7 @@ def study_name(storage: str, name: str | None) -> str:
     """--study, or the storage's only study when it holds exactly one."""
     import optuna
 
-    from reports.study_io import open_storage
+    from sweep.storage import open_storage
 
     if name is not None:
         return name
