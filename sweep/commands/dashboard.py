@@ -56,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
     import sqlalchemy.exc
 
     from reports.build import build
-    from sweep.storage import open_storage
     from sweep.dashboard import annotate, annotations, figures_dir, serve, study_url
+    from sweep.storage import open_storage
     from trainers.errors import RanksweepError
 
     report = build(args.storage, args.study)  # a missing storage or study is one sentence from here
