@@ -85,6 +85,8 @@ CASES = {
                             "deep.json' is not valid JSON (nested too deeply)"),
     "train-rft-deep-nesting": (["train", "rft", "--rank", "1", "--out", "out", "--rft-data", "deep.json"],
                                "deep.json' is not valid JSON (nested too deeply)"),
+    "grade-adapter-notes-deep-nesting": (["grade", "--adapter", "deep-adapter", "--base-model", "tiny"],
+                                         "deep-adapter/ranksweep.json' is not a JSON object; delete it or pass --kind"),
     # a text file passed as a .gguf model
     "launch-text-as-gguf": (with_flag(LAUNCH, "--base-model", "text.gguf"), "'text.gguf' is not a GGUF model file"),
     "size-text-as-gguf": (["size", "--base-model", "text.gguf"], "'text.gguf' is not a GGUF model file"),
@@ -147,6 +149,9 @@ def workdir(tmp_path_factory) -> Path:
     (root / "adapter" / "adapter_config.json").write_text(json.dumps({"r": 4, "peft_type": "LORA"}))
     (root / "adapter" / "adapter_model.safetensors").write_bytes(b"\0" * 16)
     (root / "read-only").mkdir(mode=0o555)
+    (root / "deep-adapter").mkdir()
+    (root / "deep-adapter" / "adapter_config.json").write_text("{}")
+    (root / "deep-adapter" / "ranksweep.json").write_text("[" * 100_000 + "]" * 100_000)
     write_single_trial_study(f"sqlite:///{root}/studies.db", "known")
     return root
 

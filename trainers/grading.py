@@ -6,7 +6,6 @@ A numeric answer is correct when, after rounding it and the truth to 3 decimals,
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
@@ -135,9 +134,11 @@ def read_adapter_kind(adapter_dir: str | Path) -> str | None:
     meta = Path(adapter_dir) / "ranksweep.json"
     if not meta.is_file():
         return None
+    from trainers.data import parse_json
+
     try:
-        kind = json.loads(meta.read_text(encoding="utf-8")).get("kind")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        kind = parse_json(meta.read_bytes()).get("kind")
+    except (ValueError, AttributeError):  # bad JSON, a 5000-digit number, deep nesting, not an object
         raise RanksweepError(f"'{meta}' is not a JSON object; delete it or pass --kind.") from None
     return kind if isinstance(kind, str) else None
 
