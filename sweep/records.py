@@ -60,7 +60,8 @@ class AdapterResult:
     points_high: float | None = None
     answer_nll: float | None = None  # mean negative log-likelihood of the true answer (nats), lower is better
     answer_nll_se: float | None = None
-    train_seconds: float = 0.0  # 0 when reused from the cache
+    train_seconds: float = 0.0  # 0 when reused from the cache; a derived adapter's: its parent's, when trained here
+    derive_seconds: float = 0.0  # a derived adapter's cut (and recovery steps), 0 when reused or trained
     grade_seconds: float = 0.0
     cache_hit: bool = False
     origin: str = "trained"  # "trained", or how it was derived from the adapter `parent_key`

@@ -34,6 +34,7 @@ class StudySettings:
     homework: Path | None  # counted in the zipped size when given
     trainer: str = "ranksweep"  # what makes a trial's two adapters (sweep.trial.pair_builder)
     strategy: str = "independent"  # how the built-in trainer makes them (sweep.trial.build_pair)
+    recover_steps: int = 0  # strategy "shrink": training steps at the target rank after the cut (sweep/strategies.py)
 
     @property
     def grading_key(self) -> str:
@@ -70,6 +71,7 @@ class StudySettings:
             "homework_rest_bytes": homework_rest_bytes,
             "trainer": self.trainer,
             "strategy": self.strategy,
+            "recover_steps": self.recover_steps,
         }
 
     def space_changes(self, config: dict) -> list[str]:
@@ -124,4 +126,5 @@ def settings_from_config(config: dict, *, name: str, storage: str, device: str, 
         homework=Path(config["homework"]) if config.get("homework") else None,
         trainer=config.get("trainer", "ranksweep"),  # configs stored before these two fields: the defaults
         strategy=config.get("strategy", "independent"),
+        recover_steps=config.get("recover_steps", 0),
     )

@@ -103,8 +103,11 @@ def adapter_spec(ctx: TrialContext, kind: str, params: dict) -> AdapterSpec:
     return AdapterSpec(config=config, base_model=s.base_model, data_sha256=file_hash(data))
 
 
-def ensure_adapter(ctx: TrialContext, spec: AdapterSpec, *, progress: bool = True) -> AdapterResult:
-    """Train and grade one adapter unless a verified cache entry (and its grade) already exists."""
+def ensure_adapter(ctx: TrialContext, spec: AdapterSpec, *, progress: bool = True, make=None) -> AdapterResult:
+    """Train and grade one adapter unless a verified cache entry (and its grade) already exists.
+
+    `make(folder)` writes the adapter instead of training it (a derived adapter, sweep/strategies.py).
+    """
     from sweep.sizing import adapter_size, config_for
     from trainers.grading import grade_model, points
     from trainers.training import train_adapter
@@ -117,8 +120,11 @@ def ensure_adapter(ctx: TrialContext, spec: AdapterSpec, *, progress: bool = Tru
         cache_hit = manifest is not None
         if not cache_hit:
             start = time.perf_counter()
-            train_adapter(ctx.loaded, ctx.examples(spec.kind), spec.config, folder, progress=progress,
-                          metadata={"key": spec.key, "data_sha256": spec.data_sha256})
+            if make is not None:
+                make(folder)
+            else:
+                train_adapter(ctx.loaded, ctx.examples(spec.kind), spec.config, folder, progress=progress,
+                              metadata={"key": spec.key, "data_sha256": spec.data_sha256})
             train_seconds = time.perf_counter() - start
             # Zipped once here, not in every trial that reuses the adapter (a second for a 40 MB one).
             manifest = cache.seal(spec, zip_bytes=_zip_bytes(spec.kind, folder))
@@ -158,6 +164,10 @@ def build_pair(ctx: TrialContext, params: dict) -> tuple[AdapterResult, AdapterR
     if ctx.settings.strategy == "independent":  # each adapter trained on its own, at its own rank
         return (ensure_adapter(ctx, adapter_spec(ctx, "sft", params), progress=ctx.progress),
                 ensure_adapter(ctx, adapter_spec(ctx, "rft", params), progress=ctx.progress))
+    if ctx.settings.strategy in ("shrink", "nested"):  # every rank derived from one training per kind and setting
+        from sweep.strategies import ensure_strategy_adapter
+
+        return ensure_strategy_adapter(ctx, "sft", params), ensure_strategy_adapter(ctx, "rft", params)
     raise RanksweepError(f"Unknown adapter strategy '{ctx.settings.strategy}'.")
 
 

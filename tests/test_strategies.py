@@ -4,6 +4,7 @@ plain PEFT folders, sized to the byte before they exist, computing what they cla
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -171,3 +172,84 @@ def test_nested_prefixes_differ_from_truncating_a_plain_adapter(tiny, nested_par
 def _logits_without_adapter(tiny):
     with torch.no_grad():
         return tiny.model(**_probe(tiny)).logits
+
+
+# --- studies: `launch --strategy` on tiny ---------------------------------------------------------------------
+
+
+def _study_args(root, study: str, strategy: str, *extra) -> list[str]:
+    return [
+        "launch", "--study", study, "--storage", f"sqlite:///{root}/studies.db", "--base-model", "tiny",
+        "--device", "cpu", "--preset", "quick", "--sft-ranks", "2,4,8", "--rft-ranks", "2,8",
+        "--budget-mb", "1", "--trials", "4", "--train-data", root / "train.json", "--valid-data",
+        root / "valid.json", "--rft-data", root / "rft.json", "--max-examples", "16", "--questions", "4",
+        "--artifacts", root / "artifacts", "--no-progress", "--strategy", strategy, *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def study_root(tmp_path_factory):
+    from small_data import write_small_data
+
+    return write_small_data(tmp_path_factory.mktemp("strategy-study"))
+
+
+def _records(root, study: str):
+    import optuna
+
+    from sweep.records import TrialResult
+
+    loaded = optuna.load_study(study_name=study, storage=f"sqlite:///{root}/studies.db")
+    done = loaded.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    return [TrialResult.from_trial(t) for t in done]
+
+
+@pytest.mark.parametrize("strategy,extra", [("shrink", ("--recover-steps", "2")), ("nested", ())])
+def test_study_derives_every_rank_from_one_training_per_kind(ranksweep, study_root, strategy, extra):
+    study = f"one-{strategy}"
+    result = ranksweep(*_study_args(study_root, study, strategy, *extra))
+    assert result.returncode == 0, result.stderr
+    records = _records(study_root, study)
+    assert len(records) == 4
+    parents = {"sft": set(), "rft": set()}
+    for record in records:
+        for adapter in record.adapters():
+            top = 8  # the largest rank of both kinds' spaces: the one training per kind
+            assert adapter.raw_bytes == adapter.raw_bytes_predicted  # sized exactly, derived or not
+            if strategy == "shrink" and adapter.rank == top:
+                assert adapter.origin == "trained"  # the parent itself, graded as trained
+                continue
+            assert adapter.origin == strategy and adapter.parent_key
+            parents[adapter.kind].add(adapter.parent_key)
+            notes = json.loads((Path(adapter.dir) / "ranksweep.json").read_text())
+            assert notes["origin"] == strategy and notes["parent_key"] == adapter.parent_key
+            assert notes["recover_steps"] == (2 if strategy == "shrink" else 0)
+            config = json.loads((Path(adapter.dir) / "adapter_config.json").read_text())
+            assert config["r"] == adapter.rank
+            assert config["lora_alpha"] == pytest.approx(adapter.alpha)
+    assert all(len(keys) <= 1 for keys in parents.values())  # one parent per kind (one setting in this space)
+    status = ranksweep("status", "--study", study, "--storage", f"sqlite:///{study_root}/studies.db", "--json")
+    counts = json.loads(status.stdout)["trainings"]
+    derived = sum(1 for r in records for a in r.adapters() if a.origin != "trained" and not a.cache_hit)
+    assert counts["sft"] + counts["rft"] == 2  # one training per kind, however many ranks the trials asked for
+    assert counts["derived_sft"] + counts["derived_rft"] == derived > 0
+
+
+def test_derived_adapters_are_cached_under_their_parent(ranksweep, study_root):
+    # A second shrink study over the same space reuses the first one's parents and derived adapters.
+    args = _study_args(study_root, "one-shrink-again", "shrink", "--recover-steps", "2")
+    assert ranksweep(*args).returncode == 0
+    first = {a.key for r in _records(study_root, "one-shrink") for a in r.adapters()}
+    again = [a for r in _records(study_root, "one-shrink-again") for a in r.adapters()]
+    assert all(a.cache_hit and a.train_seconds == 0 for a in again if a.key in first)
+    # Other recovery steps are other adapters: same parent, new keys.
+    other = _study_args(study_root, "one-shrink-0", "shrink")
+    assert ranksweep(*other).returncode == 0
+    zero = [a for r in _records(study_root, "one-shrink-0") for a in r.adapters() if a.origin == "shrink"]
+    assert zero and all(a.key not in first and a.train_seconds == 0 for a in zero)
+
+
+def test_recover_steps_need_shrink(ranksweep, study_root):
+    result = ranksweep(*_study_args(study_root, "bad", "nested", "--recover-steps", "3"))
+    assert result.returncode == 2 and "--strategy shrink" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -51,6 +51,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "by mean accuracy); the zipped size is always minimised")
     p.add_argument("--questions", type=questions_arg, default=None,
                    help="validation questions graded per adapter, N or 'all' (default: the preset's)")
+    p.add_argument("--strategy", choices=["independent", "shrink", "nested"], default="independent",
+                   help="how adapters are made: independent trains each rank; shrink trains the largest rank once "
+                   "per kind and cuts it to each rank (peft's conversion); nested trains one adapter whose "
+                   "prefixes are every rank (default: independent; README: 'Every rank from one training')")
+    p.add_argument("--recover-steps", type=seed_arg, default=0,
+                   help="with --strategy shrink: training steps at each rank after the cut (default: 0)")
     p.add_argument("--max-examples", type=positive_int, help="training rows per adapter (default: the preset's)")
     p.add_argument("--batch-size", type=positive_int, help="training batch size (default: 16)")
     p.add_argument("--rft-questions", type=positive_int, help="training questions offered to rejection sampling")
@@ -111,6 +117,9 @@ def build_settings(args):
     from trainers.data import read_qa, read_rft
     from trainers.models import resolve_device
 
+    from sweep.strategies import check_strategy
+
+    check_strategy(args.strategy, args.recover_steps)
     train, valid, rft = _data_paths(args)
     read_qa(train), read_qa(valid)  # validate now: a bad file should fail before any training
     if rft is not None:
@@ -140,6 +149,7 @@ def build_settings(args):
         objective=args.objective, budget_bytes=budget_bytes(args.budget_mb), space=preset.space, effort=effort,
         trials=preset.trials, seed=args.seed, preset=args.preset, artifacts=args.artifacts,
         train_path=train, valid_path=valid, rft_path=rft, homework=args.homework,
+        strategy=args.strategy, recover_steps=args.recover_steps,
     )
 
 

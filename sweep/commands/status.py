@@ -25,7 +25,8 @@ def study_status(study) -> dict:
     """The status document: one entry per trial plus training counts (what --json prints)."""
     from sweep.records import TrialResult
 
-    trials, trainings = [], {"sft": 0, "rft": 0, "reused": 0}
+    trials, trainings = [], {"sft": 0, "rft": 0, "reused": 0, "derived_sft": 0, "derived_rft": 0}
+    parents_trained: set[str] = set()
     for t in study.get_trials(deepcopy=False):
         r = TrialResult.from_trial(t)
         trials.append({
@@ -43,7 +44,14 @@ def study_status(study) -> dict:
         })
         if t.state.name == "COMPLETE":
             for adapter in r.adapters():
-                trainings["reused" if adapter.cache_hit else adapter.kind] += 1
+                if adapter.origin == "trained":
+                    trainings["reused" if adapter.cache_hit else adapter.kind] += 1
+                    continue
+                # A derived adapter: cut from a parent, which the trial trained when train_seconds > 0.
+                trainings["reused" if adapter.cache_hit else f"derived_{adapter.kind}"] += 1
+                if adapter.train_seconds > 0 and adapter.parent_key not in parents_trained:
+                    parents_trained.add(adapter.parent_key)
+                    trainings[adapter.kind] += 1
     return {"study": study.study_name, "trials": trials, "trainings": trainings}
 
 
@@ -67,5 +75,7 @@ def run(args) -> int:
               f"{_cell(size, '{:.2f}'):>7} {_cell(t['points'], '{:.1f}'):>7} "
               f"{_cell(t['sft_accuracy'], '{:.0%}'):>8} {_cell(t['rft_accuracy'], '{:.0%}'):>8}  {note}")
     n = doc["trainings"]
-    print(f"trainings run: {n['sft']} SFT + {n['rft']} RFT; adapters reused from the cache: {n['reused']}")
+    derived = f"; adapters derived from them: {n['derived_sft']} SFT + {n['derived_rft']} RFT" if (
+        n["derived_sft"] + n["derived_rft"]) else ""
+    print(f"trainings run: {n['sft']} SFT + {n['rft']} RFT{derived}; adapters reused from the cache: {n['reused']}")
     return 0

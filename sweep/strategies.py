@@ -1,0 +1,148 @@
+"""How a study makes the adapters of a rank it asks for: train each rank (independent), or derive every rank
+from one training per kind and setting (shrink, nested).
+
+- independent: one training per distinct adapter (sweep.trial.ensure_adapter).
+- shrink: one training at the largest rank of the kind's search space; each smaller rank is cut from it by
+  peft's conversion (trainers/shrink.py), then `recover_steps` training steps at that rank.
+- nested: one DyLoRA-style training at the largest rank whose prefixes at every rank of the space work
+  (trainers/nested.py); each rank is its prefix, saved as a plain PEFT folder.
+
+A derived adapter is cached under a key made of its parent's key, its origin, its rank and its recovery
+steps, so a second study (or worker) with the same parent reuses both; it is graded like any other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, replace
+
+from sweep.cache import AdapterSpec, ArtifactCache
+from trainers.errors import RanksweepError
+
+STRATEGIES = ("independent", "shrink", "nested")
+DERIVE_VERSION = 1  # bump when a derivation changes in a way that changes its adapters
+
+
+def check_strategy(strategy: str, recover_steps: int) -> None:
+    """Raise RanksweepError for an unknown strategy or recovery steps it cannot use."""
+    if strategy not in STRATEGIES:
+        raise RanksweepError(f"Unknown strategy '{strategy}': choose one of {', '.join(STRATEGIES)}.")
+    if isinstance(recover_steps, bool) or not isinstance(recover_steps, int) or recover_steps < 0:
+        raise RanksweepError(f"--recover-steps must be a whole number of 0 or more, not {recover_steps!r}.")
+    if recover_steps and strategy != "shrink":
+        raise RanksweepError("--recover-steps applies to --strategy shrink only; drop it or choose shrink.")
+
+
+def _hash(blob: dict) -> str:
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class NestedParentSpec(AdapterSpec):
+    """A nested training at `config.rank` whose prefixes at `ranks` are trained too (never graded itself)."""
+
+    ranks: tuple[int, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return _hash({"trained": AdapterSpec.key.fget(self), "nested_ranks": list(self.ranks)})
+
+
+@dataclass(frozen=True)
+class DerivedSpec(AdapterSpec):
+    """An adapter computed from `parent` at `config.rank` (the parent's config with the rank changed)."""
+
+    parent: AdapterSpec | None = None
+    origin: str = "shrink"  # "shrink" | "nested"
+    recover_steps: int = 0
+
+    @property
+    def key(self) -> str:
+        return _hash({"parent": self.parent.key, "origin": self.origin, "rank": self.config.rank,
+                      "recover_steps": self.recover_steps, "derive_version": DERIVE_VERSION})
+
+    @property
+    def alpha(self) -> float:
+        # A nested prefix keeps the parent's lora_alpha (its scaling is alpha/rank, as it was trained).
+        return self.parent.config.alpha if self.origin == "nested" else self.config.alpha
+
+
+def parent_rank(ranks) -> int:
+    """The rank a strategy trains once per kind and setting: the largest one the study may ask for."""
+    return max(ranks)
+
+
+def spec_for(strategy: str, trained: AdapterSpec, space_ranks, recover_steps: int = 0) -> AdapterSpec:
+    """The cache spec of the adapter a strategy makes for `trained` (the spec an independent training would have)."""
+    if strategy == "independent":
+        return trained
+    top = parent_rank(space_ranks)
+    parent_config = replace(trained.config, rank=top)
+    if strategy == "shrink":
+        parent = AdapterSpec(parent_config, trained.base_model, trained.data_sha256)
+        if trained.rank == top:
+            return parent  # the parent itself, shared with an independent study of the same space
+        return DerivedSpec(trained.config, trained.base_model, trained.data_sha256, parent=parent,
+                           origin="shrink", recover_steps=recover_steps)
+    ranks = tuple(sorted(set(space_ranks)))
+    parent = NestedParentSpec(parent_config, trained.base_model, trained.data_sha256, ranks=ranks)
+    return DerivedSpec(trained.config, trained.base_model, trained.data_sha256, parent=parent, origin="nested")
+
+
+def ensure_parent(cache: ArtifactCache, spec: AdapterSpec, loaded, examples, *, progress: bool) -> float:
+    """Train a derivation's parent unless the cache holds it; return the seconds spent training (0 if cached).
+
+    `loaded` is called only when a training is needed (a study whose parents are cached never loads the model).
+    """
+    from trainers.nested import train_nested
+    from trainers.training import train_adapter
+
+    folder = cache.adapter_dir(spec)
+    with cache.lock(spec):
+        if cache.verify(spec) is not None:
+            return 0.0
+        start = time.perf_counter()
+        metadata = {"key": spec.key, "data_sha256": spec.data_sha256}
+        if isinstance(spec, NestedParentSpec):
+            train_nested(loaded(), examples, spec.config, folder, spec.ranks, progress=progress, metadata=metadata)
+        else:
+            train_adapter(loaded(), examples, spec.config, folder, progress=progress, metadata=metadata)
+        seconds = time.perf_counter() - start
+        cache.seal(spec)
+    return seconds
+
+
+def derive(spec: DerivedSpec, parent_dir, out_dir, loaded, examples, *, progress: bool) -> None:
+    """Write the derived adapter `spec` from the parent folder into out_dir."""
+    from trainers.nested import prefix_adapter
+    from trainers.shrink import shrink_adapter
+
+    metadata = {"key": spec.key, "parent_key": spec.parent.key, "data_sha256": spec.data_sha256}
+    if spec.origin == "nested":
+        prefix_adapter(loaded, parent_dir, spec.rank, out_dir, metadata=metadata)
+    else:
+        shrink_adapter(loaded, parent_dir, spec.rank, out_dir, recover_steps=spec.recover_steps,
+                       examples=examples if spec.recover_steps else None, progress=progress, metadata=metadata)
+
+
+def ensure_strategy_adapter(ctx, kind: str, params: dict):
+    """The AdapterResult of one adapter of a pair, made the way `ctx.settings.strategy` says."""
+    from sweep.trial import adapter_spec, ensure_adapter
+
+    settings = ctx.settings
+    ranks = settings.space.sft_ranks if kind == "sft" else settings.space.rft_ranks
+    spec = spec_for(settings.strategy, adapter_spec(ctx, kind, params), ranks, settings.recover_steps)
+    if not isinstance(spec, DerivedSpec):
+        return ensure_adapter(ctx, spec, progress=ctx.progress)
+    examples = ctx.examples(kind)
+    parent_seconds = ensure_parent(ctx.cache, spec.parent, lambda: ctx.loaded, examples, progress=ctx.progress)
+    parent_dir = ctx.cache.adapter_dir(spec.parent)
+    result = ensure_adapter(
+        ctx, spec, progress=ctx.progress,
+        make=lambda folder: derive(spec, parent_dir, folder, ctx.loaded, examples, progress=ctx.progress),
+    )
+    # train_seconds: the parent's training when this trial ran it; derive_seconds: cutting (and recovering) it.
+    return replace(result, origin=spec.origin, parent_key=spec.parent.key, train_seconds=round(parent_seconds, 3),
+                   derive_seconds=result.train_seconds)
