@@ -95,18 +95,19 @@ def run(args) -> int:
         valid_path = builtin_data()[1]
     rows = [QA(render_prompt(template, row.question), row.answer) for row in read_qa(valid_path)]
 
+    theirs = None
+    if homework_config is not None:  # first: the user's code is the likelier one to fail
+        from sweep.homework_grade import grade_with_homework
+
+        theirs = grade_with_homework(args.homework, adapter, kind, questions=questions, config=homework_config,
+                                     base_model=args.base_model)
+
     from trainers.models import load_model
 
     loaded = load_model(args.base_model, args.device)
     grade = grade_model(
         loaded, rows, kind=kind, adapter_dir=adapter, questions=questions, batch_size=batch_size, progress=not args.json
     )
-    theirs = None
-    if homework_config is not None:
-        from sweep.homework_grade import grade_with_homework
-
-        theirs = grade_with_homework(args.homework, adapter, kind, questions=questions, config=homework_config,
-                                     base_model=args.base_model)
     if args.json:
         record = {**grade.to_json(), "adapter": str(adapter) if adapter else None, "base_model": args.base_model,
                   "prompt_template": template}
