@@ -27,6 +27,7 @@ class TrialContext:
     settings: StudySettings
     cache: ArtifactCache
     progress: bool = True  # per-training and grading progress bars
+    measured_zip_bytes: int | None = None  # set per trial by a builder that zips the real submission (homework)
     _loaded: object = None
     _rft_path: Path | None = None
     _rows: dict = field(default_factory=dict)
@@ -175,6 +176,10 @@ def pair_builder(settings: StudySettings) -> PairBuilder:
     """The function that makes a trial's two adapters, by `settings.trainer`."""
     if settings.trainer == "ranksweep":
         return build_pair
+    if settings.trainer == "homework":  # the user's own commands, in scratch copies of the tree
+        from sweep.homework_study import HomeworkTrainer
+
+        return HomeworkTrainer(settings)
     raise RanksweepError(f"Unknown trainer '{settings.trainer}'.")
 
 
@@ -184,6 +189,8 @@ def record_pair(ctx: TrialContext, params: dict, sft: AdapterResult, rft: Adapte
     `bundle.combined_bytes`), its points and objective; `extra` adds owner and timing fields."""
     settings = ctx.settings
     size_bytes = bundle.combined_bytes(predicted.rest_bytes, sft.zip_bytes, rft.zip_bytes)
+    if ctx.measured_zip_bytes is not None:
+        size_bytes, ctx.measured_zip_bytes = ctx.measured_zip_bytes, None
     return TrialResult(
         **{k: params[k] for k in ("sft_rank", "rft_rank", "alpha_ratio", "lr", "epochs", "adapter_dtype")},
         budget_bytes=settings.budget_bytes, size_bytes_predicted=predicted.total_compressed_bytes,

@@ -51,6 +51,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "by mean accuracy); the zipped size is always minimised")
     p.add_argument("--questions", type=questions_arg, default=None,
                    help="validation questions graded per adapter, N or 'all' (default: the preset's)")
+    p.add_argument("--trainer", choices=["ranksweep", "homework"], default="ranksweep",
+                   help="who trains and grades each pair: ranksweep's fast trainer (default), or 'homework': your "
+                   "tree's own training commands, bundle.py and grader, in a scratch copy per trial (needs --homework; "
+                   "commands and timeouts in DIR/ranksweep.toml)")
     p.add_argument("--strategy", choices=["independent", "shrink", "nested"], default="independent",
                    help="how adapters are made: independent trains each rank; shrink trains the largest rank once "
                    "per kind and cuts it to each rank (peft's conversion); nested trains one adapter whose "
@@ -149,7 +153,7 @@ def build_settings(args):
         objective=args.objective, budget_bytes=budget_bytes(args.budget_mb), space=preset.space, effort=effort,
         trials=preset.trials, seed=args.seed, preset=args.preset, artifacts=args.artifacts,
         train_path=train, valid_path=valid, rft_path=rft, homework=args.homework,
-        strategy=args.strategy, recover_steps=args.recover_steps,
+        strategy=args.strategy, recover_steps=args.recover_steps, trainer=args.trainer,
     )
 
 
@@ -187,6 +191,10 @@ def run(args) -> int:
 
     settings = build_settings(args)
     rest = bundle.rest_bytes(settings.homework) if settings.homework else 0
+    if settings.trainer == "homework":  # its commands checked, and its rest measured by its own bundle.py
+        from sweep.homework_study import check_homework_trainer, homework_rest_bytes
+
+        rest = homework_rest_bytes(settings, check_homework_trainer(settings))
     feasible_pairs(settings, rest)  # an impossible budget or unknown model is refused before the study exists
     writable_folder(settings.artifacts, "--artifacts")
     opened = open_study(settings, rest, force=args.force)  # checks the study before writing to it

@@ -1,0 +1,108 @@
+"""`launch --trainer homework`: trials made by the homework's own commands in scratch copies of the tree,
+zipped by its bundle.py and scored by its grader; the user's tree is never touched."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import optuna
+
+from test_homework_grade import FIXTURE, tree_digest
+
+BUDGET_MB = 0.4  # tiny adapters are 8 KiB per rank in fp32: any pair with rank 64 is over
+
+
+def launch_args(root: Path, tree: Path, study: str, trials: int, sft="2,4,64", rft="2,4,64") -> list:
+    return ["launch", "--study", study, "--storage", f"sqlite:///{root}/studies.db", "--base-model", "tiny",
+            "--device", "cpu", "--preset", "quick", "--sft-ranks", sft, "--rft-ranks", rft,
+            "--budget-mb", str(BUDGET_MB), "--trials", str(trials), "--homework", tree, "--trainer", "homework",
+            "--artifacts", root / "artifacts", "--no-progress"]
+
+
+def user_tree(tmp_path: Path) -> Path:
+    tree = tmp_path / "tree"
+    shutil.copytree(FIXTURE, tree, ignore=shutil.ignore_patterns("__pycache__"))
+    return tree
+
+
+def test_a_homework_mode_study_records_real_zips_and_grader_points(ranksweep, tmp_path):
+    tree = user_tree(tmp_path)
+    before = tree_digest(tree)
+    result = ranksweep(*launch_args(tmp_path, tree, "hw", trials=3))
+    assert result.returncode == 0, result.stderr
+    assert tree_digest(tree) == before  # byte-identical: every command ran in a scratch copy
+
+    study = optuna.load_study(study_name="hw", storage=f"sqlite:///{tmp_path}/studies.db")
+    done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(done) == 3
+    trials_root = tmp_path / "artifacts" / "homework-trials" / "hw"
+    ranks_used = {("sft", t.params["sft_rank"]) for t in done} | {("rft", t.params["rft_rank"]) for t in done}
+    for t in done:
+        a = t.user_attrs
+        assert 64 not in (a["sft_rank"], a["rft_rank"])  # over-budget pairs are never run
+        (folder,) = trials_root.glob(f"sft{a['sft_rank']}-rft{a['rft_rank']}-*")
+        zip_path = folder / "submission.zip"
+        assert a["size_bytes"] == zip_path.stat().st_size  # the real zip, to the byte
+        assert a["size_bytes"] <= a["size_bytes_predicted"] <= int(BUDGET_MB * 2**20)
+        # The ranks were written into the scratch copy's code: the zipped adapters have them.
+        import zipfile
+
+        with zipfile.ZipFile(zip_path) as archive:
+            for kind in ("sft", "rft"):
+                config = json.loads(archive.read(f"homework/{kind}_model/adapter_config.json"))
+                assert config["r"] == a[f"{kind}_rank"]
+                assert a[f"{kind}_alpha"] == config["lora_alpha"] == 4 * config["r"]  # the tree's own alpha
+        # Points and accuracies are the grader's `N / M` lines, as it printed them.
+        log = (folder / "grader.log").read_text()
+        printed = re.findall(r"(SFT|RFT) answer accuracy\s+accuracy ([\d.]+)\s+\[ (\d+) / (\d+) \]", log)
+        assert [(k, m) for k, _, _, m in printed] == [("SFT", "25"), ("RFT", "25")]
+        for kind, accuracy, points, _ in printed:
+            assert a[f"{kind.lower()}_accuracy"] == float(accuracy)
+        assert a["sft_points"] == float(printed[0][2])
+        assert (folder / "train-sft.log").exists() or a["sft_cache_hit"]
+    # Each adapter was trained once, by its rank alone: a new RFT rank never retrained SFT.
+    entries = sorted(p.name.split("-")[0] + "-" + p.name.split("-")[1]
+                     for p in (tmp_path / "artifacts" / "adapters").iterdir())
+    assert entries == sorted(f"{k}-r{r}" for k, r in ranks_used)
+    trained = sum(not t.user_attrs[f"{k}_cache_hit"] for t in done for k in ("sft", "rft"))
+    assert trained == len(ranks_used)
+
+
+def test_a_failing_command_fails_its_trial_with_its_last_lines(ranksweep, tmp_path):
+    tree = user_tree(tmp_path)
+    (tree / "ranksweep.toml").write_text(
+        "[homework]\ntrain_rft = \"{python} -c 'import sys; print(\\\"no rft data here\\\"); sys.exit(3)'\"\n")
+    result = ranksweep(*launch_args(tmp_path, tree, "broken", trials=2, sft="2", rft="2,4"))
+    assert result.returncode == 0, result.stderr  # the study goes on, then runs out of pairs
+    study = optuna.load_study(study_name="broken", storage=f"sqlite:///{tmp_path}/studies.db")
+    failed = study.get_trials(states=(optuna.trial.TrialState.FAIL,))
+    assert len(failed) == 2
+    for t in failed:
+        assert "RFT training" in t.user_attrs["error"] and "exit code 3" in t.user_attrs["error"]
+        assert "no rft data here" in t.user_attrs["error"]
+    assert len(list((tmp_path / "artifacts" / "adapters").glob("sft-r2-*"))) == 1  # trained once, then cached
+
+
+def test_a_command_that_cannot_start_is_refused_before_any_trial(ranksweep, tmp_path):
+    tree = user_tree(tmp_path)
+    (tree / "ranksweep.toml").write_text('[homework]\ntrain_sft = "no-such-trainer train"\n')
+    result = ranksweep(*launch_args(tmp_path, tree, "never", trials=1))
+    assert result.returncode == 2
+    assert "train_sft command" in result.stderr and "'no-such-trainer' is not a program" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "artifacts").exists()
+
+
+def test_grader_lines_are_read_into_points_and_accuracies():
+    from sweep.homework_points import parse_grader_output
+
+    scores = parse_grader_output(
+        "SFT model\nLoading weights: 100%|##########| 20/20 [00:00<00:00]\n"
+        "  - answer accuracy   accuracy 0.540   [ 18 / 25 ]\nRFT model\n"
+        "  - answer accuracy   [ 12.5 / 25 ]\n  - extra credit      [ 0 / 5 ]\nTotal 30 / 55\n")
+    assert (scores["sft"].points, scores["sft"].max_points, scores["sft"].accuracy) == (18.0, 25.0, 0.54)
+    assert (scores["rft"].points, scores["rft"].max_points, scores["rft"].cases) == (12.5, 30.0, 2)
+    assert abs(scores["rft"].accuracy - 0.65) < 1e-12  # read back from 12.5 of 25 points
