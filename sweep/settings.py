@@ -35,11 +35,13 @@ class StudySettings:
     trainer: str = "ranksweep"  # what makes a trial's two adapters (sweep.trial.pair_builder)
     strategy: str = "independent"  # how the built-in trainer makes them (sweep.trial.build_pair)
     recover_steps: int = 0  # strategy "shrink": training steps at the target rank after the cut (sweep/strategies.py)
+    prompt_template: str = "{question}"  # the text adapters are trained and graded on (trainers/prompts.py)
 
     @property
     def grading_key(self) -> str:
         """Identifies a grading setting: the validation file, how many questions, the grader version."""
-        blob = json.dumps([file_hash(self.valid_path), self.effort.questions, GRADER_VERSION])
+        template = [] if self.prompt_template == "{question}" else [self.prompt_template]  # old keys stay valid
+        blob = json.dumps([file_hash(self.valid_path), self.effort.questions, GRADER_VERSION, *template])
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def identity(self) -> dict:
@@ -72,6 +74,7 @@ class StudySettings:
             "trainer": self.trainer,
             "strategy": self.strategy,
             "recover_steps": self.recover_steps,
+            "prompt_template": self.prompt_template,
         }
 
     def space_changes(self, config: dict) -> list[str]:
@@ -127,4 +130,5 @@ def settings_from_config(config: dict, *, name: str, storage: str, device: str, 
         trainer=config.get("trainer", "ranksweep"),  # configs stored before these two fields: the defaults
         strategy=config.get("strategy", "independent"),
         recover_steps=config.get("recover_steps", 0),
+        prompt_template=config.get("prompt_template", "{question}"),
     )

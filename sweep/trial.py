@@ -78,17 +78,25 @@ class TrialContext:
             from trainers.data import read_qa, read_rft
             from trainers.training import rft_examples, sft_examples
 
+            from trainers.prompts import templated
+
             if kind == "sft":
-                self._rows[kind] = sft_examples(read_qa(self.settings.train_path))
+                rows = sft_examples(read_qa(self.settings.train_path))
             else:
-                self._rows[kind] = rft_examples(read_rft(self.rft_path()))
+                rows = rft_examples(read_rft(self.rft_path()))
+            self._rows[kind] = templated(rows, self.settings.prompt_template)
         return self._rows[kind]
 
     def valid_rows(self):
         if "valid" not in self._rows:
             from trainers.data import read_qa
 
-            self._rows["valid"] = read_qa(self.settings.valid_path)
+            from trainers.data import QA
+            from trainers.prompts import render_prompt
+
+            template = self.settings.prompt_template
+            self._rows["valid"] = [QA(render_prompt(template, r.question), r.answer)
+                                   for r in read_qa(self.settings.valid_path)]
         return self._rows["valid"]
 
 
@@ -101,7 +109,12 @@ def adapter_spec(ctx: TrialContext, kind: str, params: dict) -> AdapterSpec:
     config = TrainConfig(kind=kind, rank=params[f"{kind}_rank"], alpha_ratio=params["alpha_ratio"], lr=params["lr"],
                          epochs=params["epochs"], adapter_dtype=params["adapter_dtype"],
                          batch_size=s.effort.batch_size, max_examples=s.effort.max_examples, seed=s.seed)
-    return AdapterSpec(config=config, base_model=s.base_model, data_sha256=file_hash(data))
+    data_sha256 = file_hash(data)
+    if s.prompt_template != "{question}":  # the training text is the data put through the template
+        import hashlib
+
+        data_sha256 = hashlib.sha256(f"{data_sha256}\0{s.prompt_template}".encode()).hexdigest()
+    return AdapterSpec(config=config, base_model=s.base_model, data_sha256=data_sha256)
 
 
 def ensure_adapter(ctx: TrialContext, spec: AdapterSpec, *, progress: bool = True, make=None) -> AdapterResult:
@@ -175,6 +188,10 @@ def build_pair(ctx: TrialContext, params: dict) -> tuple[AdapterResult, AdapterR
 def pair_builder(settings: StudySettings) -> PairBuilder:
     """The function that makes a trial's two adapters, by `settings.trainer`."""
     if settings.trainer == "ranksweep":
+        if settings.homework is not None:  # its first trained adapter is graded by the homework's code too
+            from sweep.homework_check import FirstAdapterCheck
+
+            return FirstAdapterCheck(build_pair, settings)
         return build_pair
     if settings.trainer == "homework":  # the user's own commands, in scratch copies of the tree
         from sweep.homework_study import HomeworkTrainer

@@ -106,3 +106,56 @@ def test_grader_lines_are_read_into_points_and_accuracies():
     assert (scores["sft"].points, scores["sft"].max_points, scores["sft"].accuracy) == (18.0, 25.0, 0.54)
     assert (scores["rft"].points, scores["rft"].max_points, scores["rft"].cases) == (12.5, 30.0, 2)
     assert abs(scores["rft"].accuracy - 0.65) < 1e-12  # read back from 12.5 of 25 points
+
+
+def constant_tree(tmp_path: Path, name: str, prompt_format: str) -> Path:
+    """The fixture with `prompt_format` and data whose every answer is 7 (the tiny model learns it)."""
+    from test_homework_grade import homework_copy
+    from trainers.data import write_json_atomic
+
+    tree = homework_copy(tmp_path / name, prompt_format)
+    train = [[f"How many gram are there per {n} kg?", 7.0] for n in range(1, 25)]
+    write_json_atomic(tree / "data" / "train.json", train)
+    write_json_atomic(tree / "data" / "valid.json", [[f"How many meter are there per {n} km?", 7.0] for n in range(1, 9)])
+    write_json_atomic(tree / "data" / "rft.json", [[q, a, "It is seven. <answer>7</answer>"] for q, a in train])
+    return tree
+
+
+def test_ranksweep_trained_adapters_are_checked_with_the_homework_code(ranksweep, tmp_path):
+    from test_homework_grade import CHAT
+
+    raw_tree, chat_tree = constant_tree(tmp_path, "raw", "{question}"), constant_tree(tmp_path, "chat", CHAT)
+    storage = f"sqlite:///{tmp_path}/studies.db"
+
+    def launch(tree, study, *extra):
+        return ranksweep("launch", "--study", study, "--storage", storage, "--base-model", "tiny", "--device", "cpu",
+                         "--preset", "quick", "--sft-ranks", "8", "--rft-ranks", "8", "--lrs", "1e-2", "--epochs", "15",
+                         "--batch-size", "8", "--questions", "8", "--trials", "1", "--homework", tree,
+                         "--artifacts", tmp_path / "artifacts", "--no-progress", *extra)
+
+    # The homework asks the raw question, as ranksweep trains: the first adapter's check passes.
+    result = launch(raw_tree, "agree")
+    assert result.returncode == 0, result.stderr
+
+    # Exported into a tree whose format_prompt builds a chat prompt: graded again there, and warned about.
+    exported = ranksweep("export", "--homework", chat_tree, "--storage", storage, "--study", "agree",
+                         "--with-adapters", "--base-model", "tiny")
+    assert exported.returncode == 0, exported.stderr
+    assert re.search(r"warning: the homework's own code graded the SFT adapter 0\.0% .* ranksweep graded it 100\.0%",
+                     exported.stdout), exported.stdout
+    assert "--prompt-template" in exported.stdout
+    quiet = ranksweep("export", "--homework", raw_tree, "--storage", storage, "--study", "agree",
+                      "--with-adapters", "--base-model", "tiny")
+    assert quiet.returncode == 0 and "warning" not in quiet.stdout, quiet.stdout
+
+    # A study on the chat tree stops after its first adapter, with both numbers and what to do.
+    stopped = launch(chat_tree, "disagree")
+    assert stopped.returncode == 2
+    assert "Stopped: the homework's own code graded the SFT adapter 0.0%" in stopped.stderr
+    assert "ranksweep graded it 100.0%" in stopped.stderr and "--prompt-template" in stopped.stderr
+
+    # Trained and graded on the homework's text, the same study setup agrees and completes.
+    matched = launch(chat_tree, "matched", "--prompt-template", CHAT)
+    assert matched.returncode == 0, matched.stderr
+    trial = optuna.load_study(study_name="matched", storage=storage).best_trials[0]
+    assert trial.user_attrs["sft_accuracy"] == 1.0

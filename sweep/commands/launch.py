@@ -51,6 +51,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "by mean accuracy); the zipped size is always minimised")
     p.add_argument("--questions", type=questions_arg, default=None,
                    help="validation questions graded per adapter, N or 'all' (default: the preset's)")
+    p.add_argument("--prompt-template", default="{question}", metavar="T",
+                   help="the text your homework's format_prompt feeds the model, with {question} where the question "
+                   "goes, e.g. '{question} ': adapters are trained and graded on it (default: the raw question)")
     p.add_argument("--trainer", choices=["ranksweep", "homework"], default="ranksweep",
                    help="who trains and grades each pair: ranksweep's fast trainer (default), or 'homework': your "
                    "tree's own training commands, bundle.py and grader, in a scratch copy per trial (needs --homework; "
@@ -120,6 +123,7 @@ def build_settings(args):
     from sweep.space import PRESETS, parse_floats, parse_ranks, with_overrides
     from trainers.data import read_qa, read_rft
     from trainers.models import resolve_device
+    from trainers.prompts import check_prompt_template
 
     from sweep.strategies import check_strategy
 
@@ -154,6 +158,7 @@ def build_settings(args):
         trials=preset.trials, seed=args.seed, preset=args.preset, artifacts=args.artifacts,
         train_path=train, valid_path=valid, rft_path=rft, homework=args.homework,
         strategy=args.strategy, recover_steps=args.recover_steps, trainer=args.trainer,
+        prompt_template=check_prompt_template(args.prompt_template),
     )
 
 
