@@ -23,16 +23,36 @@ from trainers.errors import RanksweepError
 
 STRATEGIES = ("independent", "shrink", "nested")
 DERIVE_VERSION = 1  # bump when a derivation changes in a way that changes its adapters
+# bench/one_training.py (docs/benchmarks.md): shrink with 25 recovery steps was the only strategy whose accuracy
+# lay inside the independent adapters' 95% intervals at every rank; shrink without recovery and nested did not.
+DEFAULT_RECOVER_STEPS = 25
 
 
-def check_strategy(strategy: str, recover_steps: int) -> None:
+def check_strategy(strategy: str, recover_steps: int | None) -> None:
     """Raise RanksweepError for an unknown strategy or recovery steps it cannot use."""
-    if strategy not in STRATEGIES:
-        raise RanksweepError(f"Unknown strategy '{strategy}': choose one of {', '.join(STRATEGIES)}.")
+    if strategy not in (*STRATEGIES, "auto"):
+        raise RanksweepError(f"Unknown strategy '{strategy}': choose auto or one of {', '.join(STRATEGIES)}.")
+    if recover_steps is None:
+        return
     if isinstance(recover_steps, bool) or not isinstance(recover_steps, int) or recover_steps < 0:
         raise RanksweepError(f"--recover-steps must be a whole number of 0 or more, not {recover_steps!r}.")
-    if recover_steps and strategy != "shrink":
+    if recover_steps and strategy not in ("shrink", "auto"):
         raise RanksweepError("--recover-steps applies to --strategy shrink only; drop it or choose shrink.")
+
+
+def resolve_strategy(strategy: str, recover_steps: int | None, shortest_training_steps: int) -> tuple[str, int]:
+    """The (strategy, recovery steps) a study runs with; `auto` picks shrink with recovery where it is cheaper.
+
+    Shrink costs one training of T steps plus `recover_steps` per other rank; independent costs T per rank. So
+    it is cheaper exactly when T > recover_steps: `auto` takes shrink then, else independent (a CPU-sized study
+    of a few steps per training stays independent).
+    """
+    if strategy == "auto":
+        steps = DEFAULT_RECOVER_STEPS if recover_steps is None else recover_steps
+        return ("shrink", steps) if shortest_training_steps > steps else ("independent", 0)
+    if strategy == "shrink":
+        return strategy, DEFAULT_RECOVER_STEPS if recover_steps is None else recover_steps
+    return strategy, recover_steps or 0
 
 
 def _hash(blob: dict) -> str:

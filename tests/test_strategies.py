@@ -243,7 +243,7 @@ def test_derived_adapters_are_cached_under_their_parent(ranksweep, study_root):
     again = [a for r in _records(study_root, "one-shrink-again") for a in r.adapters()]
     assert all(a.cache_hit and a.train_seconds == 0 for a in again if a.key in first)
     # Other recovery steps are other adapters: same parent, new keys.
-    other = _study_args(study_root, "one-shrink-0", "shrink")
+    other = _study_args(study_root, "one-shrink-0", "shrink", "--recover-steps", "0")
     assert ranksweep(*other).returncode == 0
     zero = [a for r in _records(study_root, "one-shrink-0") for a in r.adapters() if a.origin == "shrink"]
     assert zero and all(a.key not in first and a.train_seconds == 0 for a in zero)
@@ -253,3 +253,26 @@ def test_recover_steps_need_shrink(ranksweep, study_root):
     result = ranksweep(*_study_args(study_root, "bad", "nested", "--recover-steps", "3"))
     assert result.returncode == 2 and "--strategy shrink" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_auto_takes_shrink_with_recovery_only_where_it_is_cheaper():
+    from sweep.strategies import DEFAULT_RECOVER_STEPS, resolve_strategy
+
+    # Shrink costs T + 25 per other rank, independent T per rank: cheaper exactly when T > 25 steps.
+    assert resolve_strategy("auto", None, 63) == ("shrink", DEFAULT_RECOVER_STEPS) == ("shrink", 25)
+    assert resolve_strategy("auto", None, 25) == ("independent", 0)
+    assert resolve_strategy("auto", 5, 10) == ("shrink", 5)
+    assert resolve_strategy("shrink", None, 1) == ("shrink", 25)
+    assert resolve_strategy("shrink", 0, 100) == ("shrink", 0)
+    assert resolve_strategy("nested", None, 100) == ("nested", 0)
+
+
+def test_auto_study_of_short_trainings_stays_independent(ranksweep, study_root):
+    import optuna
+
+    args = _study_args(study_root, "auto-short", "auto")
+    args[args.index("--trials") + 1] = "1"
+    assert ranksweep(*args).returncode == 0
+    study = optuna.load_study(study_name="auto-short", storage=f"sqlite:///{study_root}/studies.db")
+    config = study.user_attrs["config"]
+    assert (config["strategy"], config["recover_steps"]) == ("independent", 0)  # 16 rows: 1 step per training

@@ -58,12 +58,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="who trains and grades each pair: ranksweep's fast trainer (default), or 'homework': your "
                    "tree's own training commands, bundle.py and grader, in a scratch copy per trial (needs --homework; "
                    "commands and timeouts in DIR/ranksweep.toml)")
-    p.add_argument("--strategy", choices=["independent", "shrink", "nested"], default="independent",
+    p.add_argument("--strategy", choices=["auto", "independent", "shrink", "nested"], default="auto",
                    help="how adapters are made: independent trains each rank; shrink trains the largest rank once "
-                   "per kind and cuts it to each rank (peft's conversion); nested trains one adapter whose "
-                   "prefixes are every rank (default: independent; README: 'Every rank from one training')")
-    p.add_argument("--recover-steps", type=seed_arg, default=0,
-                   help="with --strategy shrink: training steps at each rank after the cut (default: 0)")
+                   "per kind and cuts it to each rank (peft's conversion), then trains --recover-steps steps; "
+                   "nested trains one adapter whose prefixes are every rank; auto (default): shrink where a "
+                   "training is longer than the recovery steps, else independent (README: 'Every rank from one "
+                   "training')")
+    p.add_argument("--recover-steps", type=seed_arg, default=None,
+                   help="with --strategy shrink or auto: training steps at each rank after the cut (default: 25)")
     p.add_argument("--max-examples", type=positive_int, help="training rows per adapter (default: the preset's)")
     p.add_argument("--batch-size", type=positive_int, help="training batch size (default: 16)")
     p.add_argument("--rft-questions", type=positive_int, help="training questions offered to rejection sampling")
@@ -129,7 +131,8 @@ def build_settings(args):
 
     check_strategy(args.strategy, args.recover_steps)
     train, valid, rft = _data_paths(args)
-    read_qa(train), read_qa(valid)  # validate now: a bad file should fail before any training
+    train_rows = len(read_qa(train))
+    read_qa(valid)  # validate now: a bad file should fail before any training
     if rft is not None:
         read_rft(rft)
     preset = with_overrides(
@@ -157,9 +160,24 @@ def build_settings(args):
         objective=args.objective, budget_bytes=budget_bytes(args.budget_mb), space=preset.space, effort=effort,
         trials=preset.trials, seed=args.seed, preset=args.preset, artifacts=args.artifacts,
         train_path=train, valid_path=valid, rft_path=rft, homework=args.homework,
-        strategy=args.strategy, recover_steps=args.recover_steps, trainer=args.trainer,
+        **_strategy(args, train_rows, preset), trainer=args.trainer,
         prompt_template=check_prompt_template(args.prompt_template),
     )
+
+
+def _strategy(args, train_rows: int, preset) -> dict:
+    """The study's strategy and recovery steps, `auto` resolved from the shortest SFT training of the space."""
+    from sweep.strategies import resolve_strategy
+    from trainers.batching import steps_for
+
+    effort = preset.effort
+    rows = min(train_rows, effort.max_examples or train_rows)
+    shortest = steps_for(rows, effort.batch_size, min(preset.space.epochs))
+    requested = args.strategy
+    if requested == "auto" and getattr(args, "trainer", "ranksweep") != "ranksweep":
+        requested = "independent"  # another trainer makes each adapter its own way
+    strategy, steps = resolve_strategy(requested, args.recover_steps, shortest)
+    return {"strategy": strategy, "recover_steps": steps}
 
 
 def execute(opened, settings, *, progress: bool) -> int:
