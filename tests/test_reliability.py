@@ -173,15 +173,15 @@ def test_sigint_marks_the_trial_failed_and_says_how_to_resume(data, tmp_path):
     assert [t.user_attrs["error"] for t in failed] == ["interrupted: stopped by the user (Ctrl-C)"]
 
 
-def test_corrupt_cached_adapter_is_retrained_with_a_warning(cli, data, tmp_path):
+def test_corrupt_cached_adapter_is_retrained_with_a_warning(ranksweep, data, tmp_path):
     args = launch_args(data, tmp_path, "first", trials=1, sft_ranks="4", rft_ranks="4")
-    assert cli(*args).returncode == 0
+    assert ranksweep(*args).returncode == 0
     done = optuna.load_study(study_name="first", storage=f"sqlite:///{tmp_path}/studies.db").best_trials[0]
     weights = Path(done.user_attrs["sft_dir"]) / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])  # truncated, as a full disk or a crash could leave it
 
     args[args.index("first")] = "second"
-    result = cli(*args)
+    result = ranksweep(*args)
     assert result.returncode == 0, result.stderr
     assert "warning: cached adapter" in result.stderr and "retraining it" in result.stderr
     study = optuna.load_study(study_name="second", storage=f"sqlite:///{tmp_path}/studies.db")
@@ -190,7 +190,7 @@ def test_corrupt_cached_adapter_is_retrained_with_a_warning(cli, data, tmp_path)
     assert_cache_verifies(tmp_path / "artifacts")
 
 
-def test_a_failing_trial_does_not_end_the_study(cli, data, tmp_path):
+def test_a_failing_trial_does_not_end_the_study(ranksweep, data, tmp_path):
     # The SFT rank-16 adapter's lock path is taken by a folder, so that adapter cannot be trained: every
     # trial that needs it fails with an OSError, the others complete.
     quick = PRESETS["quick"]
@@ -198,7 +198,7 @@ def test_a_failing_trial_does_not_end_the_study(cli, data, tmp_path):
                          batch_size=quick.effort.batch_size, max_examples=16, seed=0)
     spec = AdapterSpec(config=config, base_model="tiny", data_sha256=file_hash(data / "train.json"))
     (tmp_path / "artifacts" / "locks" / f"{spec.key}.lock").mkdir(parents=True)
-    result = cli(*launch_args(data, tmp_path, "failing", trials=2, rft_ranks="4"))
+    result = ranksweep(*launch_args(data, tmp_path, "failing", trials=2, rft_ranks="4"))
     assert result.returncode == 0, result.stderr
     assert "the study goes on" in result.stderr and "every feasible pair has been tried" in result.stdout
     study = optuna.load_study(study_name="failing", storage=f"sqlite:///{tmp_path}/studies.db")

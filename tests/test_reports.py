@@ -299,8 +299,8 @@ def test_write_files_replaces_old_files_and_leaves_no_temp(tmp_path):
 
 # --- the command ------------------------------------------------------------------------------------------
 
-def test_cli_report_writes_five_files(cli, storage, tmp_path):
-    result = cli("report", "--study", "sweep", "--storage", storage, cwd=tmp_path)
+def test_cli_report_writes_five_files(ranksweep, storage, tmp_path):
+    result = ranksweep("report", "--study", "sweep", "--storage", storage, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     out = tmp_path / "runs" / "sweep" / "report"
     assert sorted(p.name for p in out.iterdir()) == sorted(FILES)
@@ -311,8 +311,8 @@ def test_cli_report_writes_five_files(cli, storage, tmp_path):
     assert any(row.startswith(",") for row in rows)  # unsampled pairs leave `trial` empty
 
 
-def test_cli_missing_study_is_one_line_and_exit_2(cli, storage, tmp_path):
-    result = cli("report", "--study", "nope", "--storage", storage, "--out", tmp_path / "out", cwd=tmp_path)
+def test_cli_missing_study_is_one_line_and_exit_2(ranksweep, storage, tmp_path):
+    result = ranksweep("report", "--study", "nope", "--storage", storage, "--out", tmp_path / "out", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert result.stderr.startswith("ranksweep: error: No study named 'nope'")
