@@ -95,3 +95,81 @@ def test_sampling_rejects_bad_arguments(tiny):
 def test_empty_prompt_list(tiny):
     assert greedy(tiny.model, tiny.tokenizer, [], max_new_tokens=4) == []
     assert sample(tiny.model, tiny.tokenizer, [], k=2, temperature=1.0, max_new_tokens=4, seed=0) == []
+
+
+FEW_SHOT_PROMPTS = [f"You convert units. Example: 6 kg = 6000 g.\nQuestion: {p}\nAnswer:" for p in PROMPTS]
+
+
+def test_shared_prefix_attention_gives_the_logits_of_the_whole_prompt(tiny):
+    """Keys of the common prefix kept once (batch 1) and attended with each row's own tail: same logits."""
+    import torch
+
+    from trainers.shared_prefix import SharedPrefix, shared_prefix_attention
+
+    ids = tiny.tokenizer(FEW_SHOT_PROMPTS[:3])["input_ids"]
+    shared = 12
+    assert all(row[:shared] == ids[0][:shared] for row in ids)
+    model = tiny.model
+    with torch.inference_mode():
+        whole = [model(input_ids=torch.tensor([row])).logits[0, shared:] for row in ids]
+        width = max(len(row) for row in ids) - shared
+        tails = torch.tensor([[0] * (width - len(row) + shared) + row[shared:] for row in ids])
+        mask = (torch.arange(width)[None, :] >= torch.tensor([width - len(row) + shared for row in ids])[:, None])
+        positions = ((mask.long().cumsum(-1) - 1).clamp(min=0) + shared) * mask
+        with shared_prefix_attention(model):
+            prefix = SharedPrefix(length=shared)
+            model(input_ids=torch.tensor([ids[0][:shared]]), shared_prefix=prefix)
+            prefix.recording = False
+            split = model(input_ids=tails, attention_mask=mask.long(), position_ids=positions, shared_prefix=prefix)
+        assert model.config._attn_implementation != "ranksweep_shared_prefix"  # restored afterwards
+    for n, row in enumerate(ids):
+        torch.testing.assert_close(split.logits[n, width - (len(row) - shared):], whole[n], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_sampling_at_near_zero_temperature_is_greedy(tiny, bf16):
+    """Both arithmetic paths (float32, and bfloat16 autocast where a CPU may lack it) decode like greedy."""
+    kwargs = dict(max_new_tokens=10, stop="</never>")
+    reference = greedy(tiny.model, tiny.tokenizer, FEW_SHOT_PROMPTS, batch_size=8, **kwargs)
+    sampled = sample(tiny.model, tiny.tokenizer, FEW_SHOT_PROMPTS, k=2, temperature=1e-6, seed=0, batch_size=4,
+                     bf16=bf16, **kwargs)
+    if bf16:  # rounding may flip a near-tie on random weights; most rows must still agree
+        assert sum(texts[0] == ref for texts, ref in zip(sampled, reference)) >= len(PROMPTS) - 1
+    else:
+        assert [texts[0] for texts in sampled] == reference
+        assert [texts[1] for texts in sampled] == reference
+
+
+def test_stop_rule_closes_on_the_token_that_completes_the_stop_string(tiny):
+    from trainers.generation import StopRule
+
+    tokenizer = tiny.tokenizer
+    ids = tokenizer("1 kg = 1000 g. 6 * 1000 = 6000. <answer>6000</answer> and more", add_special_tokens=False)[
+        "input_ids"]
+    rule = StopRule(tokenizer, "</answer>")
+    closed_at = [n for n in range(1, len(ids) + 1) if rule.closed(ids[:n])]
+    # The first prefix that closes is the one whose text first contains the stop string; it stays closed.
+    first = next(n for n in range(1, len(ids) + 1) if "</answer>" in tokenizer.decode(ids[:n]))
+    assert closed_at and closed_at[0] == first
+    assert not rule.closed(ids[: first - 1]) and not StopRule(tokenizer, "").closed(ids)
+
+
+def test_sampled_rows_stop_at_the_stop_string(tiny):
+    """A row leaves the batch at its stop string: each completion holds it once, at its very end, or never."""
+    stop = "e"
+    texts = sample(tiny.model, tiny.tokenizer, FEW_SHOT_PROMPTS, k=4, temperature=1.0, max_new_tokens=12, stop=stop,
+                   seed=5, batch_size=8)
+    stopped = [t for row in texts for t in row if stop in t]
+    assert len(stopped) >= 5  # random weights over 49k tokens: many contain an "e"
+    assert all(t.find(stop) == len(t) - len(stop) for t in stopped)
+    running = [t for row in texts for t in row if stop not in t]
+    assert all(len(tiny.tokenizer(t, add_special_tokens=False)["input_ids"]) >= 10 for t in running)
+
+
+def test_bf16_choice_follows_the_cpu_flags():
+    from pathlib import Path
+
+    from trainers.hardware import bf16_is_fast
+
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    assert bf16_is_fast("cpu") == ("avx512_bf16" in flags or "amx_bf16" in flags)

@@ -11,8 +11,10 @@ from trainers.data import QA
 from trainers.errors import RanksweepError
 from trainers.grading import (
     Grade,
+    answer_nll,
     grade_model,
     is_correct,
+    mean_and_standard_error,
     parse_answer,
     points,
     read_adapter_kind,
@@ -161,6 +163,54 @@ def test_score_counts_hand_written_completions():
     assert score("rft", completions, [6000.0] * 4 + [-3.0]).points == pytest.approx(0.0)
 
 
+def test_mean_and_standard_error_by_hand():
+    mean, se = mean_and_standard_error([1.0, 2.0, 3.0, 4.0])
+    # sample variance (2.25 + 0.25 + 0.25 + 2.25) / 3 = 5/3; SE = sqrt(5/3 / 4)
+    assert mean == pytest.approx(2.5)
+    assert se == pytest.approx(math.sqrt(5 / 12))
+    assert mean_and_standard_error([0.7]) == (0.7, 0.0)
+
+
+NLL_ROWS = [QA("How many gram are there per 6 kg?", 6000.0), QA("Hi", 2.5), QA("Convert 3 hour to minute.", 180.0)]
+
+
+def test_answer_nll_of_a_uniform_model_is_log_vocabulary(tiny):
+    """A model whose output layer is zero predicts every token with probability 1/V: NLL = ln V per token."""
+    import copy
+
+    import torch
+
+    model = copy.deepcopy(tiny.model)
+    with torch.no_grad():
+        model.get_output_embeddings().weight.zero_()
+    vocabulary = model.get_output_embeddings().weight.shape[0]
+    nll, se = answer_nll(model, tiny.tokenizer, NLL_ROWS, batch_size=2)
+    assert nll == pytest.approx(math.log(vocabulary), rel=1e-5)
+    assert se == pytest.approx(0.0, abs=1e-5)
+
+
+def test_answer_nll_batched_equals_one_row_at_a_time_by_hand(tiny):
+    """Right padding in a batch changes nothing: each row's NLL equals a forward pass on that row alone."""
+    import torch
+
+    from trainers.batching import tokenize_rows
+    from trainers.training import format_answer
+
+    by_hand = []
+    rows, _ = tokenize_rows(tiny.tokenizer, [(r.question, format_answer(r.answer)) for r in NLL_ROWS], 10**9)
+    with torch.inference_mode():
+        for row in rows:
+            ids = list(row.ids[:-1])  # EOS is not scored
+            logprobs = torch.log_softmax(tiny.model(input_ids=torch.tensor([ids])).logits[0].float(), dim=-1)
+            scored = [-logprobs[t - 1, ids[t]].item() for t in range(row.prompt_tokens, len(ids))]
+            assert len(scored) >= 4  # <answer>, digits, </answer>: several tokens
+            by_hand.append(sum(scored) / len(scored))
+    nll, se = answer_nll(tiny.model, tiny.tokenizer, NLL_ROWS, batch_size=3)
+    assert (nll, se) == pytest.approx(mean_and_standard_error(by_hand), rel=1e-4)
+    assert answer_nll(tiny.model, tiny.tokenizer, NLL_ROWS, batch_size=1) == pytest.approx((nll, se), rel=1e-4)
+    assert nll > 5  # random weights: far from a model that knows the answer
+
+
 def test_read_adapter_kind(tmp_path):
     assert read_adapter_kind(tmp_path) is None
     (tmp_path / "ranksweep.json").write_text(json.dumps({"kind": "rft", "rank": 4}))
@@ -188,6 +238,8 @@ def test_grade_model_with_real_adapter_leaves_base_model_unchanged(tiny, tiny_ad
         assert g.accuracy == pytest.approx(g.correct / g.questions)
         assert g.ci_low <= g.accuracy <= g.ci_high
         assert g.seconds > 0
+        assert g.answer_nll > 0 and g.answer_nll_se >= 0
+        assert {"answer_nll", "answer_nll_se"} <= set(g.to_json())
     assert not [name for name, _ in model.named_modules() if "lora_" in name]
     assert not hasattr(model, "peft_config")
     assert model.state_dict().keys() == weights.keys()

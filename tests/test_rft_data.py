@@ -162,3 +162,22 @@ def test_rft_data_command_with_nothing_kept_writes_nothing(cli, train_file, tmp_
     # The progress bar drew on stderr before; the error itself is its last line, with no traceback.
     assert "kept none" in result.stderr.splitlines()[-1] and "Traceback" not in result.stderr
     assert not out.exists()
+
+
+def test_few_shot_prompts_by_level(tiny):
+    from trainers.fewshot import FEW_SHOTS, HOMEWORK, METRIC_PREFIX, few_shot_named
+    from trainers.unitgen import LEVELS
+
+    question = "Convert 46 liters to milliliters."
+    assert HOMEWORK.render(tiny.tokenizer, question) == few_shot_prompt(tiny.tokenizer, question)
+    short = METRIC_PREFIX.render(tiny.tokenizer, question)
+    assert short.rstrip().endswith("assistant") and question in short
+    # Every sampled token attends over the prompt: the level's prompt is far shorter than the homework one.
+    lengths = {name: len(tiny.tokenizer(p.render(tiny.tokenizer, question))["input_ids"]) for name, p in FEW_SHOTS.items()}
+    assert lengths["metric-prefix"] < 0.5 * lengths["homework"]
+    assert set(LEVELS) <= set(FEW_SHOTS)
+    for _, reasoning in METRIC_PREFIX.examples:  # each example's own answer passes the grading rule
+        assert pick_reasoning([reasoning], float(reasoning.split("<answer>")[1].split("<")[0])) == reasoning
+    with pytest.raises(RanksweepError):
+        few_shot_named("nope")
+    assert METRIC_PREFIX.fingerprint() != HOMEWORK.fingerprint()

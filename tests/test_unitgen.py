@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from trainers.data import read_qa
+from trainers.data import QA, read_qa
+from trainers.errors import RanksweepError
 from trainers.unitgen import (
     CATEGORIES,
     PHRASINGS,
@@ -112,3 +113,60 @@ def test_builtin_files_are_disjoint_readable_and_reused(tmp_path, monkeypatch):
     assert builtin_data() == (train_path, valid_path)
     assert (train_path.stat().st_mtime_ns, valid_path.stat().st_mtime_ns) == stamps
     assert sorted(p.name for p in train_path.parent.iterdir()) == ["train.json", "valid.json"]
+
+
+def test_levels_are_deterministic_and_distinct():
+    from trainers.unitgen import LEVELS
+
+    assert set(LEVELS) == {"metric-prefix", "homework"}
+    for name in LEVELS:
+        rows = generate_questions(300, seed=3, level=name)
+        assert rows == generate_questions(300, seed=3, level=name)
+        assert len({r.question for r in rows}) == 300
+    # The homework level is today's generator unchanged: existing studies keep their data files.
+    assert generate_questions(100, seed=0, level="homework") == generate_questions(100, seed=0)
+    assert LEVELS["homework"].folder == "builtin-v1"
+    with pytest.raises(RanksweepError):
+        generate_questions(3, seed=0, level="impossible")
+
+
+def test_metric_prefix_questions_are_whole_amounts_with_checked_answers():
+    from trainers.units import PREFIXED
+
+    by_name = {name: (category, unit) for category, units in PREFIXED.items() for unit in units for name in unit.names}
+    # A name both tables know has one size, so the two levels never disagree on a unit.
+    for name, (_, unit) in by_name.items():
+        if name in UNITS_BY_NAME:
+            assert UNITS_BY_NAME[name][1].size == unit.size, name
+    rows = generate_questions(1000, seed=0, level="metric-prefix")
+    categories = set()
+    for row in rows:
+        phrasing, amount, src, dst = _parse_prefixed(row.question, by_name)
+        assert amount.is_integer() and amount >= 1
+        assert by_name[src][0] == by_name[dst][0]
+        categories.add(by_name[src][0])
+        assert row.answer == round_significant(amount * by_name[src][1].size / by_name[dst][1].size)
+        assert 0.05 <= row.answer <= 1e8 and isinstance(row.answer, float)
+    assert categories == set(PREFIXED)
+    assert rows[0] == QA("What is the equivalent of 17 milliseconds in microseconds?", 17000.0)  # pinned: the cache
+    # folder name promises these exact files
+
+
+def _parse_prefixed(question: str, by_name: dict):
+    for phrasing, pattern in PATTERNS.items():
+        match = pattern.fullmatch(question)
+        if match and match["src"] in by_name and match["to"] in by_name:
+            return phrasing, float(match["n"]), match["src"], match["to"]
+    raise AssertionError(f"no phrasing reads {question!r}")
+
+
+def test_builtin_files_per_level_are_valid_homework_json(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setenv("RANKSWEEP_CACHE", str(tmp_path))
+    train_path, valid_path = builtin_data("metric-prefix")
+    assert train_path == tmp_path / "data" / "metric-prefix-v1" / "train.json"
+    raw = json.loads(train_path.read_text())
+    assert len(raw) == 1000 and all(isinstance(q, str) and isinstance(a, float) for q, a in raw)
+    train, valid = read_qa(train_path), read_qa(valid_path)
+    assert len(valid) == 200 and not {r.question for r in train} & {r.question for r in valid}

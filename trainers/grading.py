@@ -11,7 +11,7 @@ import re
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from trainers.data import QA
@@ -99,10 +99,59 @@ class Grade:
     parsed: int
     points: float
     seconds: float
+    # Mean negative log-likelihood per token of the true completion `<answer>value</answer>` after the
+    # question (nats), averaged over questions, and its standard error; None where not measured.
+    answer_nll: float | None = None
+    answer_nll_se: float | None = None
 
     def to_json(self) -> dict:
         """All fields as a flat JSON-ready dict."""
         return asdict(self)
+
+
+def mean_and_standard_error(values: list[float]) -> tuple[float, float]:
+    """Mean of `values` and its standard error (sample standard deviation / sqrt(n); 0 for one value)."""
+    n = len(values)
+    if n == 0:
+        raise ValueError("no values")
+    mean = sum(values) / n
+    if n == 1:
+        return mean, 0.0
+    variance = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, math.sqrt(variance / n)
+
+
+def answer_nll(model, tokenizer, rows: list[QA], *, batch_size: int = BATCH_SIZE) -> tuple[float, float]:
+    """Mean NLL per token (nats) of each row's true completion after its question, teacher-forced, and its
+    standard error over rows.
+
+    The completion is the SFT target `<answer>value</answer>`, tokenized exactly as training tokenizes it
+    (trainers.batching); EOS is not scored. Unlike accuracy it moves with every small gain in the model's
+    belief in the right number, so it separates adapters whose accuracies tie.
+    """
+    import torch
+
+    from trainers.batching import tokenize_rows
+    from trainers.generation import _core, _eval_mode
+    from trainers.training import format_answer
+
+    token_rows, _ = tokenize_rows(tokenizer, [(r.question, format_answer(r.answer)) for r in rows], 10**9)
+    per_row: list[float] = []
+    core = _core(model)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    with torch.inference_mode(), _eval_mode(model):
+        for start in range(0, len(token_rows), batch_size):
+            chunk = [(list(r.ids[:-1]), r.prompt_tokens) for r in token_rows[start : start + batch_size]]  # no EOS
+            width = max(len(ids) for ids, _ in chunk)
+            ids = torch.tensor([row + [pad] * (width - len(row)) for row, _ in chunk])
+            mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row, _ in chunk])
+            logprobs = torch.log_softmax(core(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
+            for n, (row, prompt_tokens) in enumerate(chunk):
+                # Position t predicts token t + 1: the completion's tokens are predicted from prompt_tokens - 1 on.
+                targets = torch.tensor(row[prompt_tokens:])
+                picked = logprobs[n, prompt_tokens - 1 : len(row) - 1].gather(-1, targets[:, None])
+                per_row.append(-picked.mean().item())
+    return mean_and_standard_error(per_row)
 
 
 def score(kind: str, completions: list[str], truths: list[float], seconds: float = 0.0) -> Grade:
@@ -157,7 +206,7 @@ def grade_model(
     """Greedy-answer the first `questions` rows (None = all) with the base model plus an optional adapter.
 
     The adapter is loaded into `loaded.model` for the duration and removed afterwards, leaving the base
-    model as it was. `seconds` is the wall time of generation.
+    model as it was. Also measures the answer NLL (`answer_nll`). `seconds` is the wall time of both.
     """
     from tqdm.auto import tqdm
 
@@ -185,8 +234,9 @@ def grade_model(
             completions = greedy(
                 model, loaded.tokenizer, prompts, max_new_tokens=budget, batch_size=batch_size, on_batch=advance
             )
+            nll, nll_se = answer_nll(model, loaded.tokenizer, asked, batch_size=batch_size)
         seconds = time.perf_counter() - start
-    return score(kind, completions, truths, seconds=seconds)
+    return replace(score(kind, completions, truths, seconds=seconds), answer_nll=nll, answer_nll_se=nll_se)
 
 
 @contextmanager

@@ -16,16 +16,18 @@ from pathlib import Path
 from trainers.data import QA, RFTRow, file_sha256, read_qa, write_json_atomic, write_rft
 from trainers.errors import RanksweepError
 from trainers.grading import is_correct, parse_answer
-from trainers.prompts import few_shot_prompt, prompt_fingerprint
+from trainers.fewshot import few_shot_named
 
 STOP = "</answer>"
 
 
 @dataclass(frozen=True)
 class RFTSettings:
-    """How RFT data is sampled: questions (None = all), samples per question, temperature, token budget, seed.
+    """How RFT data is sampled: questions (None = all), samples per question, temperature, token budget, seed,
+    and the few-shot prompt (trainers/fewshot.py, named like the built-in data levels).
 
-    `batch_size` is the number of sequences decoded together (samples of batch_size // samples questions).
+    `batch_size` is the number of sequences decoded together (samples of batch_size // samples questions);
+    bench/rft_generation.py measured 128 wide against 16 (docs/benchmarks.md).
     """
 
     questions: int | None = None
@@ -33,7 +35,8 @@ class RFTSettings:
     temperature: float = 0.7
     max_new_tokens: int = 128
     seed: int = 0
-    batch_size: int = 16
+    batch_size: int = 128
+    prompt: str = "homework"
 
 
 @dataclass
@@ -81,7 +84,8 @@ def generate_rft(loaded, rows: list[QA], settings: RFTSettings, *, progress: boo
     from trainers.generation import sample
 
     asked = rows if settings.questions is None else rows[: settings.questions]
-    prompts = [few_shot_prompt(loaded.tokenizer, row.question) for row in asked]
+    few_shot = few_shot_named(settings.prompt)
+    prompts = [few_shot.render(loaded.tokenizer, row.question) for row in asked]
     chosen: list[str | None] = [None] * len(asked)
     with tqdm(total=len(asked), desc="rft samples", unit="q", disable=not progress, leave=False) as bar:
 
@@ -117,7 +121,7 @@ def rft_cache_key(generator: str, train_path: Path, settings: RFTSettings) -> st
         "generator": generator,
         "train_sha256": file_sha256(train_path),
         "settings": asdict(settings),
-        "prompt": prompt_fingerprint(),
+        "prompt": few_shot_named(settings.prompt).fingerprint(),
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()[:16]
 
