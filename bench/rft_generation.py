@@ -7,7 +7,10 @@ with top-k and top-p switched off, so both draw from the same distribution; it s
 budget (`stop_strings` left out: it adds a large fixed cost to every call), and its text is cut after
 `</answer>` as ours is. Sides alternate.
 
-    python bench/rft_generation.py [--model embedded] [--questions 8] [--k 8] [--max-new-tokens 64] [--repeats 2]
+    python bench/rft_generation.py [--model embedded] [--level metric-prefix] [--questions 8] [--k 8]
+                                   [--max-new-tokens 64] [--repeats 2]
+
+Three sides: ours, the previous sampler (whole prompt per row, 16 wide, float32), and HF generate.
 
 Reported: completions/s, and success rates (correct completions / completions; questions with at least
 one correct completion / questions). The embedded 135M model rarely solves these: expect low rates.
@@ -46,6 +49,42 @@ def hf_generate(loaded, prompts: list[str], k: int, temperature: float, max_new_
     return out_texts
 
 
+def previous_sampler(loaded, prompts, k, temperature, max_new_tokens, per_batch, seed):
+    """The sampler before the shared prefix: each prompt prefilled whole, its full cache copied k times
+    (trainers.generation's plain decode loop, which greedy grading still uses), float32, 16 sequences wide."""
+    import torch
+
+    from trainers.generation import _decode_batch, _eval_mode, _length_batches
+
+    generator = torch.Generator().manual_seed(seed)
+
+    def pick(logits):
+        return torch.multinomial(torch.softmax(logits.float() / temperature, dim=-1), 1, generator=generator).squeeze(-1)
+
+    out: list[list[str]] = [[] for _ in prompts]
+    with torch.inference_mode(), _eval_mode(loaded.model):
+        for indices in _length_batches(loaded.tokenizer, prompts, per_batch):
+            texts = _decode_batch(loaded.model, loaded.tokenizer, [prompts[i] for i in indices], k, max_new_tokens,
+                                  STOP, pick)
+            for n, i in enumerate(indices):
+                out[i] = texts[n * k : (n + 1) * k]
+    return out
+
+
+def memory_bandwidth_gb_s(megabytes: int = 512, repeats: int = 5) -> float:
+    """Best copy rate of a large float32 tensor (read + write bytes per second), in GB/s."""
+    import torch
+
+    src = torch.ones(megabytes * 2**20 // 4)
+    dst = torch.empty_like(src)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        dst.copy_(src)
+        best = min(best, time.perf_counter() - start)
+    return 2 * src.numel() * 4 / best / 1e9
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="embedded")
@@ -53,7 +92,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=8)
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=64, help="sequences decoded together (K per question)")
+    parser.add_argument("--batch-size", type=int, default=128, help="sequences decoded together (K per question)")
+    parser.add_argument("--level", default="metric-prefix", help="built-in data level and its few-shot prompt")
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
 
@@ -64,13 +104,14 @@ def main() -> None:
     from trainers.generation import sample
     from trainers.grading import is_correct, parse_answer
     from trainers.models import load_model
-    from trainers.prompts import few_shot_prompt
+    from trainers.fewshot import few_shot_named
     from trainers.unitgen import builtin_data
 
     loaded = load_model(args.model, "cpu")
-    rows = read_qa(builtin_data()[0])[: args.questions]
-    prompts = [few_shot_prompt(loaded.tokenizer, r.question) for r in rows]
+    rows = read_qa(builtin_data(args.level)[0])[: args.questions]
+    prompts = [few_shot_named(args.level).render(loaded.tokenizer, r.question) for r in rows]
     per_batch = max(1, args.batch_size // args.k)
+    previous_per_batch = max(1, 16 // args.k)  # RFTSettings.batch_size before this change
 
     def ours(rep):
         return sample(loaded.model, loaded.tokenizer, prompts, k=args.k, temperature=args.temperature,
@@ -79,7 +120,10 @@ def main() -> None:
     def theirs(rep):
         return hf_generate(loaded, prompts, args.k, args.temperature, args.max_new_tokens, per_batch, rep)
 
-    sides = {"sample (ranksweep)": ours, "HF generate(num_return_sequences=K)": theirs}
+    def previous(rep):
+        return previous_sampler(loaded, prompts, args.k, args.temperature, args.max_new_tokens, previous_per_batch, rep)
+
+    sides = {"sample (ranksweep)": ours, "previous sampler": previous, "HF generate(num_return_sequences=K)": theirs}
     stats = {name: {"seconds": [], "correct": 0, "solved": 0, "parsed": 0, "completions": 0, "questions": 0}
              for name in sides}
     for rep in range(args.repeats):
@@ -109,12 +153,22 @@ def main() -> None:
             "answer_rate": s["parsed"] / s["completions"],
             "completions_counted": s["completions"],
         }
-    ours_s, theirs_s = (summary[n]["median_seconds"] for n in sides)
-    payload = {"model": args.model, "per_batch_prompts": per_batch, "sides": summary, "speedup": theirs_s / ours_s}
+    ours_s, previous_s, theirs_s = (summary[n]["median_seconds"] for n in sides)
+    bandwidth = memory_bandwidth_gb_s()
+    weight_bytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
+    # A decode step reads every weight at least once: the step rate memory allows, and the tokens/s that
+    # gives at the batch width actually used (an upper bound only while the batch stays full).
+    steps_per_s_limit = bandwidth * 1e9 / weight_bytes
+    payload = {"model": args.model, "per_batch_prompts": per_batch, "sides": summary,
+               "speedup": theirs_s / ours_s, "speedup_vs_previous": previous_s / ours_s,
+               "memory_bandwidth_gb_s": bandwidth, "weight_bytes": weight_bytes,
+               "bandwidth_limited_steps_per_s": steps_per_s_limit}
     print(table([{"side": n, **s} for n, s in summary.items()],
                 ["side", "median_seconds", "completions_per_s", "completion_success_rate", "question_success_rate",
                  "answer_rate"]))
-    print(f"speedup: {payload['speedup']:.2f}x")
+    print(f"speedup: {payload['speedup']:.2f}x vs HF generate, {payload['speedup_vs_previous']:.2f}x vs previous")
+    print(f"memory bandwidth {bandwidth:.1f} GB/s: at most {steps_per_s_limit:.1f} decode steps/s of a "
+          f"{weight_bytes / 1e6:.0f} MB model")
     print("wrote", write_result("rft_generation", args, payload))
 
 

@@ -39,7 +39,9 @@ class Objective:
         if self.name == "points":
             # Points are flat at 0 below 40% SFT / 60% RFT accuracy; the tie-break (< 0.01) keeps a study
             # climbing there and can never outweigh a real points difference.
-            return sft.points + rft.points + mean / 100
+            return sft.points + rft.points + _tie_break(sft, rft, mean)
+        if self.name == "answer-nll":
+            return (sft.answer_nll + rft.answer_nll) / 2
         if self.name == "sft-accuracy":
             return sft.accuracy * 1.0
         if self.name == "rft-accuracy":
@@ -50,18 +52,34 @@ class Objective:
         """A value as printed in tables and sentences ("42.51 points", "71.0% RFT accuracy")."""
         if self.name == "points":
             return f"{value:.2f} {self.noun}"
+        if self.name == "answer-nll":
+            return f"{value:.3f} {self.noun}"
         return f"{value * self.scale:.1f}% {self.noun}"
 
 
 OBJECTIVES = {
     o.name: o
     for o in (
-        Objective("points", MAXIMIZE, "homework points (ties broken by mean accuracy)", 1.0, "points"),
+        Objective("points", MAXIMIZE, "homework points (ties broken by answer NLL)", 1.0, "points"),
         Objective("rft-accuracy", MAXIMIZE, "RFT accuracy (%)", 100.0, "RFT accuracy"),
         Objective("sft-accuracy", MAXIMIZE, "SFT accuracy (%)", 100.0, "SFT accuracy"),
         Objective("mean-accuracy", MAXIMIZE, "mean of SFT and RFT accuracy (%)", 100.0, "mean accuracy"),
+        Objective("answer-nll", MINIMIZE, "mean answer NLL (nats per token, lower is better)", 1.0,
+                  "nats per answer token"),
     )
 }
+
+
+def _tie_break(sft: Any, rft: Any, mean_accuracy: Any) -> Any:
+    """A bonus under 0.01 that grows as the pair's mean answer NLL falls (it moves where accuracy, in 1%
+    steps, ties); mean accuracy / 100 for results recorded without an NLL."""
+    sft_nll, rft_nll = getattr(sft, "answer_nll", None), getattr(rft, "answer_nll", None)
+    if sft_nll is None or rft_nll is None:
+        return mean_accuracy / 100
+    bonus = 0.01 / (1 + (sft_nll + rft_nll) / 2)
+    if hasattr(bonus, "where"):  # pandas Series: rows without an NLL fall back row by row
+        return bonus.where(bonus.notna(), mean_accuracy / 100)
+    return bonus if bonus == bonus else mean_accuracy / 100  # NaN check for floats
 
 
 def objective_for(name: str | None, config: dict | None = None) -> Objective:

@@ -36,6 +36,7 @@ class StudySettings:
     strategy: str = "independent"  # how the built-in trainer makes them (sweep.trial.build_pair)
     recover_steps: int = 0  # strategy "shrink": training steps at the target rank after the cut (sweep/strategies.py)
     prompt_template: str = "{question}"  # the text adapters are trained and graded on (trainers/prompts.py)
+    level: str | None = None  # the built-in data level (trainers/unitgen.py); None: the user's own data
 
     @property
     def grading_key(self) -> str:
@@ -51,6 +52,7 @@ class StudySettings:
             "train_sha256": file_hash(self.train_path),
             "valid_sha256": file_hash(self.valid_path),
             "rft_sha256": file_hash(self.rft_path) if self.rft_path else None,
+            "level": self.level,
         }
 
     def to_config(self, homework_rest_bytes: int) -> dict:
@@ -131,4 +133,5 @@ def settings_from_config(config: dict, *, name: str, storage: str, device: str, 
         strategy=config.get("strategy", "independent"),
         recover_steps=config.get("recover_steps", 0),
         prompt_template=config.get("prompt_template", "{question}"),
+        level=config.get("level"),
     )

@@ -59,7 +59,10 @@ class TrialContext:
                 questions=effort.rft_questions,
                 samples=effort.rft_samples,
                 temperature=effort.rft_temperature,
+                max_new_tokens=effort.rft_max_new_tokens,
                 seed=self.settings.seed,
+                # The few-shot prompt written for the built-in level; the homework-like one for the user's data.
+                prompt=self.settings.level or "homework",
             )
             lock_spec = self.settings.artifacts / "locks" / "rft-data.lock"
             with file_lock(lock_spec):

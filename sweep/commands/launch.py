@@ -46,9 +46,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--lrs", type=comma_list(learning_rate), help="comma list of learning rates (default: 1e-3)")
     p.add_argument("--epochs", type=comma_list(epochs_arg), help="comma list of epoch counts (default: the preset's)")
     p.add_argument("--adapter-dtypes", help="comma list from fp32,fp16: how adapters are stored (fp16 halves size)")
-    p.add_argument("--objective", choices=["points", "rft-accuracy", "sft-accuracy", "mean-accuracy"],
-                   default="points", help="what to maximise (default: the pair's homework points, ties broken "
-                   "by mean accuracy); the zipped size is always minimised")
+    p.add_argument("--objective", choices=["points", "rft-accuracy", "sft-accuracy", "mean-accuracy", "answer-nll"],
+                   default="points", help="what to optimise (default: the pair's homework points, maximised, ties "
+                   "broken by the mean answer NLL; answer-nll: the mean NLL per token of the true answers, "
+                   "minimised); the zipped size is always minimised")
+    p.add_argument("--level", choices=["metric-prefix", "homework"], default=None,
+                   help="built-in data when you give none: metric-prefix (whole amounts between metric prefixes, "
+                   "'Convert 46 liters to milliliters.'; the 135M embedded model learns it in one CPU epoch) or "
+                   "homework (any two units of a category, like the course's data; the 360M model's level). "
+                   "Default: the preset's (quick: metric-prefix, full: homework)")
     p.add_argument("--questions", type=questions_arg, default=None,
                    help="validation questions graded per adapter, N or 'all' (default: the preset's)")
     p.add_argument("--prompt-template", default="{question}", metavar="T",
@@ -94,7 +100,7 @@ def _data_paths(args) -> tuple[Path, Path, Path | None]:
     if train is None or valid is None:
         from trainers.unitgen import builtin_data
 
-        builtin_train, builtin_valid = builtin_data()
+        builtin_train, builtin_valid = builtin_data(_level(args))
         train, valid = train or builtin_train, valid or builtin_valid
     for path in (train, valid, rft):
         if path is not None and not path.is_file():
@@ -116,6 +122,14 @@ def writable_folder(folder: Path, flag: str) -> Path:
         raise RanksweepError(f"Cannot write to {flag} '{folder}': '{existing}' is not a writable folder; "
                              "choose another path.")
     return folder
+
+
+def _level(args) -> str:
+    """The built-in data level: --level, else the preset's."""
+    from sweep.space import PRESETS
+    from trainers.unitgen import level_named
+
+    return level_named(args.level or PRESETS[args.preset].level).name
 
 
 def build_settings(args):
@@ -162,6 +176,7 @@ def build_settings(args):
         train_path=train, valid_path=valid, rft_path=rft, homework=args.homework,
         **_strategy(args, train_rows, preset), trainer=args.trainer,
         prompt_template=check_prompt_template(args.prompt_template),
+        level=_level(args) if args.train_data is None and args.homework is None else None,
     )
 
 
