@@ -94,8 +94,6 @@ def test_stops_when_every_feasible_pair_was_tried(ranksweep, workdir):
 
 def test_resume_after_interruption_retries_the_pair(ranksweep, workdir, monkeypatch):
     """A trial whose process died (its heartbeat stopped) is failed by the next run, and *its pair* completes."""
-    from optuna.distributions import CategoricalDistribution
-
     from sweep.storage import open_storage
 
     assert ranksweep(*launch_args(workdir, "s2", trials=2)).returncode == 0
@@ -105,11 +103,10 @@ def test_resume_after_interruption_retries_the_pair(ranksweep, workdir, monkeypa
     done = {(t.params["sft_rank"], t.params["rft_rank"]) for t in completed(study)}
     sft, rft = next((s, r) for s in (4, 16) for r in (4, 16) if (s, r) not in done)
     # A trial left RUNNING by a process that stopped beating mid-training.
-    study.enqueue_trial({"sft_rank": sft, "rft_rank": rft, "alpha_ratio": 4.0, "lr": 1e-3, "epochs": 1.0,
-                         "adapter_dtype": "fp32"})
-    trial = study.ask({k: CategoricalDistribution(v) for k, v in {
-        "sft_rank": [4, 16, 64], "rft_rank": [4, 16, 64], "alpha_ratio": [4.0], "lr": [1e-3],
-        "epochs": [1.0], "adapter_dtype": ["fp32"]}.items()})
+    # The study's own search space (the preset's lr, epochs, ...), with this pair enqueued.
+    space = study.trials[0].distributions
+    study.enqueue_trial({**{k: d.choices[0] for k, d in space.items()}, "sft_rank": sft, "rft_rank": rft})
+    trial = study.ask(space)
     study_id = storage.get_study_id_from_name("s2")
     storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(study_id, trial.number))
     interrupted = trial.number

@@ -130,18 +130,22 @@ def test_schedule_visits_every_row_once_per_epoch_and_is_seeded():
     assert all(max(lengths[i] for i in b) - min(lengths[i] for i in b) < 22 for b in plan)
 
 
-def test_training_lowers_the_loss_saves_a_peft_folder_and_leaves_the_base_alone(tiny, repeated, tmp_path):
+# Both forward-pass paths: float32, and bf16 autocast (the default on CPUs with avx512_bf16).
+@pytest.mark.parametrize("bf16", ["0", "1"], ids=["fp32", "bf16"])
+def test_training_lowers_the_loss_saves_a_peft_folder_and_leaves_the_base_alone(tiny, repeated, tmp_path, monkeypatch, bf16):
+    monkeypatch.setenv("RANKSWEEP_CPU_BF16", bf16)
     model = tiny.model
     before = _fingerprint(model)
     config = dict(model.config.to_dict())
     grads = {n: p.requires_grad for n, p in model.named_parameters()}
-    config_run = TrainConfig("sft", rank=8, lr=2e-2, dropout=0.0, epochs=5, batch_size=8)
+    # lr 5e-2: under bf16 autocast the random tiny model's loss is noisy enough that 2e-2 moves it < 0.3 in 10 steps.
+    config_run = TrainConfig("sft", rank=8, lr=5e-2, dropout=0.0, epochs=5, batch_size=8)
     out = tmp_path / "adapters" / "sft"
     result = train_adapter(tiny, repeated, config_run, out, progress=False, metadata={"trial": 7})
 
     assert (result.steps, result.examples, len(result.losses)) == (10, 16, 10)
     assert result.losses[0] == pytest.approx(math.log(len(tiny.tokenizer)), abs=0.1)
-    assert sum(result.losses[-3:]) / 3 < result.losses[0] - 0.3
+    assert sum(result.losses[-3:]) / 3 < result.losses[0] - 0.4
     assert result.trainable_params == 8 * TINY_PARAMS_PER_RANK
     assert result.adapter_dir == out
 
