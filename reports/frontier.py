@@ -15,22 +15,25 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-__all__ = ["Recommendation", "adapter_table", "combined_frontier", "load_trials", "pick", "recommend"]
+__all__ = ["Recommendation", "adapter_table", "combined_frontier", "load_trials", "pick", "recommend", "show_nll"]
 
 MIB = 1024 * 1024
 ADAPTER_COLUMNS = (
     "kind", "key", "rank", "alpha", "lr", "epochs", "adapter_dtype", "accuracy", "ci_low", "ci_high",
-    "answer_rate", "questions", "points", "points_low", "points_high", "answer_nll", "zip_bytes", "raw_bytes", "dir",
+    "answer_rate", "questions", "points", "points_low", "points_high", "answer_nll", "answer_nll_se",
+    "zip_bytes", "raw_bytes", "dir",
     "first_trial", "n_trials",
 )
 PAIR_COLUMNS = (
     "trial", "sft_rank", "rft_rank", "size_mib", "points", "sft_accuracy", "rft_accuracy", "mean_accuracy",
-    "objective", "objective_low", "objective_high", "points_low", "points_high", "size_bytes", "size_source",
+    "objective", "objective_low", "objective_high", "points_low", "points_high", "answer_nll", "answer_nll_se",
+    "sft_answer_nll", "sft_answer_nll_se", "rft_answer_nll", "rft_answer_nll_se", "size_bytes", "size_source",
     "feasible", "sampled", "on_frontier", "sft_ci_low", "sft_ci_high", "rft_ci_low", "rft_ci_high",
     "sft_alpha", "rft_alpha", "adapter_dtype", "sft_key", "rft_key", "sft_dir", "rft_dir",
     "sft_zip_bytes", "rft_zip_bytes", "sft_trial", "rft_trial",
 )
 MEASURED, SUM_OF_PARTS = "measured", "sum of parts"
+Z95 = 1.96  # a 95% normal interval: the answer NLL's range is its mean ± Z95 standard errors
 
 
 def adapter_table(trials: pd.DataFrame) -> pd.DataFrame:
@@ -55,7 +58,8 @@ def adapter_table(trials: pd.DataFrame) -> pd.DataFrame:
         part["n_trials"] = part.groupby("key")["key"].transform("size")
         parts.append(part.drop_duplicates("key", keep="first"))
     table = pd.concat(parts, ignore_index=True).reindex(columns=list(ADAPTER_COLUMNS))
-    for column in ("accuracy", "ci_low", "ci_high", "zip_bytes", "points", "points_low", "points_high", "answer_nll"):
+    for column in ("accuracy", "ci_low", "ci_high", "zip_bytes", "points", "points_low", "points_high", "answer_nll",
+                   "answer_nll_se"):
         table[column] = pd.to_numeric(table[column], errors="coerce")
     # A grade recorded without bounds still has an interval: the point itself.
     table["ci_low"] = table["ci_low"].fillna(table["accuracy"])
@@ -92,12 +96,23 @@ def combined_frontier(trials: pd.DataFrame, config: dict, objective: str | None 
     pairs["points_low"] = pairs["sft_points_low"] + pairs["rft_points_low"]
     pairs["points_high"] = pairs["sft_points_high"] + pairs["rft_points_high"]
     pairs["mean_accuracy"] = (pairs["sft_accuracy"] + pairs["rft_accuracy"]) / 2
-    # The study's own objective function, on the adapters' columns: at the grades, and at the Wilson bounds.
-    for suffix, accuracy, points in (("", "accuracy", "points"), ("_low", "ci_low", "points_low"),
-                                     ("_high", "ci_high", "points_high")):
-        sft, rft = (_Scores(pairs[f"{kind}_{accuracy}"], pairs[f"{kind}_{points}"], pairs[f"{kind}_answer_nll"])
-                    for kind in ("sft", "rft"))
-        pairs[f"objective{suffix}"] = goal.value(sft, rft)
+    # The pair's answer NLL: the mean of its adapters' (empty where either was graded without one), and the
+    # standard error of that mean, the two grades being independent.
+    pairs["answer_nll"] = (pairs["sft_answer_nll"] + pairs["rft_answer_nll"]) / 2
+    pairs["answer_nll_se"] = (pairs["sft_answer_nll_se"] ** 2 + pairs["rft_answer_nll_se"] ** 2) ** 0.5 / 2
+    # The study's own objective function, on the adapters' columns: at the grades, and at both ends of their
+    # 95% ranges (Wilson bounds of accuracy and points, answer NLL ± Z95 SE); every objective grows or falls
+    # with all three together, so its range lies between its values at the two ends.
+    pairs["objective"] = goal.value(*_scores(pairs, "accuracy", "points", 0))
+    worst = goal.value(*_scores(pairs, "ci_low", "points_low", Z95))
+    best = goal.value(*_scores(pairs, "ci_high", "points_high", -Z95))
+    pairs["objective_low"] = worst.where(worst <= best, best)
+    pairs["objective_high"] = best.where(worst <= best, worst)
+    if goal.name == "answer-nll" and not pairs.empty and pairs["objective"].isna().all():
+        raise RanksweepError(
+            "This study's adapters were graded before ranksweep recorded the answer NLL, so --objective "
+            "answer-nll has nothing to rank; report it with --objective points (or an accuracy objective)."
+        )
 
     pairs["sampled"] = pairs["trial"].notna()
     rest = int(config.get("homework_rest_bytes") or 0)
@@ -109,7 +124,7 @@ def combined_frontier(trials: pd.DataFrame, config: dict, objective: str | None 
     pairs["size_mib"] = pairs["size_bytes"] / MIB
     pairs["feasible"] = pairs["size_bytes"] <= budget_bytes(config)
     pairs["on_frontier"] = False
-    feasible = pairs["feasible"].to_numpy()
+    feasible = (pairs["feasible"] & pairs["objective"].notna()).to_numpy()  # a pair without a value is no rival
     pairs.loc[feasible, "on_frontier"] = non_dominated(
         goal.sign * pairs.loc[feasible, "objective"].to_numpy(float), pairs.loc[feasible, "size_bytes"].to_numpy(float)
     )
@@ -127,6 +142,14 @@ class _Scores:
     answer_nll: pd.Series
 
 
+def _scores(pairs: pd.DataFrame, accuracy: str, points: str, nll_ses: float) -> tuple[_Scores, _Scores]:
+    """Both kinds' scores: accuracy and points from the named columns, answer NLL moved by `nll_ses` SEs
+    (a missing SE moves it by nothing)."""
+    return tuple(_Scores(pairs[f"{kind}_{accuracy}"], pairs[f"{kind}_{points}"],
+                         pairs[f"{kind}_answer_nll"] + nll_ses * pairs[f"{kind}_answer_nll_se"].fillna(0))
+                 for kind in ("sft", "rft"))
+
+
 def _sampled_pairs(trials: pd.DataFrame) -> pd.DataFrame:
     """(sft_key, rft_key) -> the first complete trial that trained that pair, and its measured zip bytes."""
     import pandas as pd
@@ -138,6 +161,15 @@ def _sampled_pairs(trials: pd.DataFrame) -> pd.DataFrame:
         "sft_key": done["sft_key"].astype(object), "rft_key": done["rft_key"].astype(object),
         "trial": done["trial"].astype(float), "measured_bytes": pd.to_numeric(done["size_bytes"]).astype(float),
     })
+
+
+def show_nll(nll: float | None, se: float | None) -> str:
+    """An answer NLL as tables print it: '0.842 ± 0.031', '0.842' without an SE, '-' when not recorded."""
+    import pandas as pd
+
+    if nll is None or pd.isna(nll):
+        return "-"
+    return f"{nll:.3f}" if se is None or pd.isna(se) else f"{nll:.3f} ± {se:.3f}"
 
 
 def budget_bytes(config: dict) -> int:
@@ -199,7 +231,8 @@ def pick(pairs: pd.DataFrame, goal: Objective, budget: int, study_name: str) -> 
     import pandas as pd
 
     ranked = pairs.assign(quality=goal.sign * pairs["objective"])  # grows with quality either way
-    feasible = ranked[ranked["feasible"]].sort_values(["quality", "size_bytes"], ascending=[False, True])
+    # Pairs the objective cannot score (graded without an answer NLL, under answer-nll) are left out.
+    feasible = ranked[ranked["feasible"] & ranked["objective"].notna()].sort_values(["quality", "size_bytes"], ascending=[False, True])
     if feasible.empty:
         what = "has no graded SFT/RFT pair yet" if pairs.empty else f"has no pair within {budget / MIB:.2f} MiB"
         raise RanksweepError(
@@ -239,7 +272,10 @@ def _reason(best: pd.Series, feasible: pd.DataFrame, goal: Objective, budget: in
                 f"at {best['size_mib']:.2f} MiB")  # two decimals, as the tables: a 0.25 MiB budget read "0.2"
     if goal.name == "points":
         tied = int((feasible["points"] == best["points"]).sum()) - 1
-        if tied:
+        if tied and pd.notna(best["answer_nll"]):
+            sentence += (f", answer NLL {show_nll(best['answer_nll'], best['answer_nll_se'])} nats per token "
+                         f"(mean accuracy {best['mean_accuracy']:.1%}) breaking a tie with {tied} other pair(s)")
+        elif tied:
             sentence += f", mean accuracy {best['mean_accuracy']:.1%} breaking a tie with {tied} other pair(s)"
     if pd.isna(best["trial"]):
         sentence += (f", combining adapters graded in trials {int(best['sft_trial'])} and {int(best['rft_trial'])} "

@@ -41,7 +41,9 @@ class Objective:
             # climbing there and can never outweigh a real points difference.
             return sft.points + rft.points + _tie_break(sft, rft, mean)
         if self.name == "answer-nll":
-            return (sft.answer_nll + rft.answer_nll) / 2
+            # A result graded without an NLL (an older study, a homework grader) has no value here: NaN,
+            # which the report leaves off its frontier and its pick.
+            return (_nll(sft) + _nll(rft)) / 2
         if self.name == "sft-accuracy":
             return sft.accuracy * 1.0
         if self.name == "rft-accuracy":
@@ -68,6 +70,12 @@ OBJECTIVES = {
                   "nats per answer token"),
     )
 }
+
+
+def _nll(result: Any) -> Any:
+    """`result.answer_nll`, NaN where it was not recorded (None)."""
+    value = getattr(result, "answer_nll", None)
+    return float("nan") if value is None else value
 
 
 def _tie_break(sft: Any, rft: Any, mean_accuracy: Any) -> Any:

@@ -13,6 +13,7 @@ storage takes about a second per study instead of ten.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 
 from sweep.bundle import combined_bytes
@@ -44,6 +45,7 @@ class TrialSpec:
     epochs: float = 1.0
     adapter_dtype: str = "fp32"
     budget_bytes: int | None = None  # the budget the trial ran under, when the study was resumed with another
+    nll: bool = True  # False: graded before ranksweep recorded the answer NLL (an older study)
 
 
 def adapter_key(kind: str, spec: TrialSpec) -> str:
@@ -65,6 +67,14 @@ def zip_bytes(kind: str, spec: TrialSpec) -> int:
     return int(raw_bytes(rank, spec.adapter_dtype) * ZIP_RATIO[spec.adapter_dtype]) + wobble
 
 
+def answer_nll(kind: str, spec: TrialSpec, accuracy: float) -> tuple[float, float]:
+    """(NLL per answer token in nats, its standard error) as a graded adapter records them: falling with
+    accuracy and a little with rank, plus a key-dependent wobble under 0.003 nats; SE of 100 questions."""
+    rank = spec.sft_rank if kind == "sft" else spec.rft_rank
+    wobble = int(hashlib.sha256(adapter_key(kind, spec).encode()).hexdigest()[4:8], 16) % 3000 / 1e6
+    return round(1.45 - 1.3 * accuracy - 0.02 * math.log2(rank) + wobble, 6), round(0.035 + 0.02 * (1 - accuracy), 6)
+
+
 def predicted_bytes(spec: TrialSpec) -> int:
     """The runner's upper bound on the zipped submission: raw adapters plus the rest, never below measured."""
     return raw_bytes(spec.sft_rank, spec.adapter_dtype) + raw_bytes(spec.rft_rank, spec.adapter_dtype) + REST_BYTES
@@ -81,6 +91,7 @@ def trial_result(spec: TrialSpec, budget: int, objective: str = "points") -> Tri
     for kind, rank, correct in (("sft", spec.sft_rank, spec.sft_correct), ("rft", spec.rft_rank, spec.rft_correct)):
         acc = correct / QUESTIONS
         low, high = wilson_interval(correct, QUESTIONS)
+        nll, nll_se = answer_nll(kind, spec, acc) if spec.nll else (None, None)
         adapters[kind] = AdapterResult(
             kind=kind, rank=rank, alpha=spec.alpha_ratio * rank, lr=spec.lr, epochs=spec.epochs,
             dtype=spec.adapter_dtype, accuracy=acc, key=adapter_key(kind, spec),
@@ -88,7 +99,7 @@ def trial_result(spec: TrialSpec, budget: int, objective: str = "points") -> Tri
             raw_bytes_predicted=raw_bytes(rank, spec.adapter_dtype), raw_bytes=raw_bytes(rank, spec.adapter_dtype),
             zip_bytes=zip_bytes(kind, spec), ci_low=low, ci_high=high, answer_rate=min(1.0, acc + 0.2),
             questions=QUESTIONS, points=points(kind, acc), points_low=points(kind, low), points_high=points(kind, high),
-            train_seconds=41.5 * rank ** 0.3, grade_seconds=12.0,
+            answer_nll=nll, answer_nll_se=nll_se, train_seconds=41.5 * rank ** 0.3, grade_seconds=12.0,
         )
     sft, rft = adapters["sft"], adapters["rft"]
     size = measured_bytes(spec)
@@ -225,4 +236,16 @@ def write_ungraded_study(storage, name: str = "ungraded") -> str:
 def write_low_accuracy_study(storage, name: str = "low") -> str:
     """Every pair below the points thresholds (as on the small embedded model): 0 points throughout."""
     specs = [TrialSpec(1, 2, 10, 20), TrialSpec(2, 4, 15, 30), TrialSpec(4, 8, 12, 25)]
+    return write_study(storage, name, specs)
+
+
+def write_older_study(storage, name: str = "older") -> str:
+    """A study graded before ranksweep recorded the answer NLL: no trial has `*_answer_nll`."""
+    specs = [TrialSpec(4, 8, 52, 66, nll=False), TrialSpec(8, 16, 61, 72, nll=False), TrialSpec(2, 4, 41, 58, nll=False)]
+    return write_study(storage, name, specs)
+
+
+def write_mixed_nll_study(storage, name: str = "mixed") -> str:
+    """An older study resumed by a ranksweep that records the NLL: its first two trials have none."""
+    specs = [TrialSpec(4, 8, 52, 66, nll=False), TrialSpec(2, 4, 41, 58, nll=False), TrialSpec(8, 16, 61, 72)]
     return write_study(storage, name, specs)

@@ -150,19 +150,29 @@ def test_combined_frontier_is_at_least_as_good_as_the_trials(sweep):
 @pytest.mark.parametrize("name", list(OBJECTIVES))
 def test_every_pairs_objective_is_the_study_loops_own_function(storage, sweep, name):
     """The report scores every pair, trained together or not, with sweep.objective, the function the loop
-    tells Optuna: recomputed here from the adapters' records as the loop would, at the grade and the bounds."""
+    tells Optuna: recomputed here from the adapters' records as the loop would, at the grade and at both ends
+    of the adapters' 95% ranges (Wilson bounds; answer NLL ± 1.96 SE)."""
     trials, config, _ = sweep
     pairs = fr.combined_frontier(trials, config, name)
     study = optuna.load_study(study_name="sweep", storage=storage)
     adapters = {a.key: a for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
                 for a in TrialResult.from_trial(t).adapters()}
     goal = OBJECTIVES[name]
+
+    def worst(a):
+        return replace(a, accuracy=a.ci_low, points=a.points_low, answer_nll=a.answer_nll + 1.96 * a.answer_nll_se)
+
+    def best(a):
+        return replace(a, accuracy=a.ci_high, points=a.points_high, answer_nll=a.answer_nll - 1.96 * a.answer_nll_se)
+
+    assert pairs["objective"].notna().all()
     for _, row in pairs.iterrows():
         sft, rft = adapters[row["sft_key"]], adapters[row["rft_key"]]
+        assert sft.answer_nll is not None and rft.answer_nll_se is not None  # the fixtures record the NLL
         assert row["objective"] == pytest.approx(goal.value(sft, rft), abs=1e-9)
-        low = goal.value(replace(sft, accuracy=sft.ci_low, points=sft.points_low),
-                         replace(rft, accuracy=rft.ci_low, points=rft.points_low))
-        assert row["objective_low"] == pytest.approx(low, abs=1e-9)
+        ends = sorted([goal.value(worst(sft), worst(rft)), goal.value(best(sft), best(rft))])
+        assert (row["objective_low"], row["objective_high"]) == pytest.approx(tuple(ends), abs=1e-9)
+        assert ends[0] < row["objective"] < ends[1]  # a real range, for the NLL objective too
 
 
 # --- recommendation ---------------------------------------------------------------------------------------
@@ -325,7 +335,8 @@ def test_records_round_trip_and_read_older_studies():
     result = sf.trial_result(sf.SWEEP[1], sf.BUDGET_BYTES)
     assert TrialResult.from_attrs(result.to_attrs()) == result
     older = {k: v for k, v in result.to_attrs().items()
-             if not k.endswith(("_dtype", "_points_low", "_points_high", "_origin", "_parent_key", "sampler_seed"))
+             if not k.endswith(("_dtype", "_points_low", "_points_high", "_origin", "_parent_key", "sampler_seed",
+                               "_answer_nll", "_answer_nll_se"))
              or k == "adapter_dtype"}
     older["constraint"] = 1.0  # a key of an earlier schema
     read = TrialResult.from_attrs(older)
