@@ -26,7 +26,7 @@ img { max-width: 100%; height: auto; } code { background: #f3f3f3; padding: 0 3p
 
 def report_html(report: Report, pareto_png: bytes, ranks_png: bytes) -> str:
     """The page as a string; every value from the study is escaped."""
-    from reports.tables import readable_frontier, state_counts
+    from reports.tables import readable_adapters, readable_frontier, state_counts
 
     states = escape(state_counts(report.trials))
     trials = "1 trial" if len(report.trials) == 1 else f"{len(report.trials)} trials"
@@ -55,7 +55,12 @@ def report_html(report: Report, pareto_png: bytes, ranks_png: bytes) -> str:
         "<h2>Pareto frontier</h2>",
         _table(readable_frontier(report.pairs, report.goal),
                empty="no graded trials yet" if report.pairs.empty else "no pair fits the budget"),
-        "<p>Full numbers: <code>frontier.csv</code> (this table) and <code>trials.csv</code> (every trial).</p>",
+        "<p>Full numbers: <code>frontier.csv</code> (this table) and <code>trials.csv</code> (every trial). "
+        "Answer NLL: the mean negative log-likelihood per token of the true answer (nats, lower is better), "
+        "averaged over the pair's two adapters, ± its standard error; '-' where the adapters were graded "
+        "before ranksweep recorded it.</p>",
+        "<h2>Graded adapters</h2>",
+        _table(readable_adapters(report.adapters), empty="no graded adapters yet"),
         "<h2>Accuracy against rank</h2>",
         _img(ranks_png, "Accuracy against LoRA rank for SFT and RFT adapters"),
         "<h2>Study configuration</h2>",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from reports.frontier import MIB
+from reports.frontier import MIB, show_nll
 from reports.objective import Objective
 
 if TYPE_CHECKING:
@@ -15,11 +15,12 @@ TRIAL_CSV_FIRST = (
     "trial", "state", "sft_rank", "rft_rank", "alpha_ratio", "lr", "epochs", "adapter_dtype",
     "size_mib", "size_source", "budget_mib", "feasible",
     "sft_accuracy", "sft_ci_low", "sft_ci_high", "rft_accuracy", "rft_ci_low", "rft_ci_high",
-    "sft_points", "rft_points", "points", "mean_accuracy", "score", "skipped", "error",
+    "sft_answer_nll", "sft_answer_nll_se", "rft_answer_nll", "rft_answer_nll_se", "sft_points", "rft_points", "points", "mean_accuracy", "score", "skipped", "error",
 )
 FRONTIER_CSV = (
     "trial", "sft_rank", "rft_rank", "size_mib", "points", "sft_accuracy", "rft_accuracy", "mean_accuracy",
     "objective", "objective_low", "objective_high", "points_low", "points_high",
+    "answer_nll", "answer_nll_se", "sft_answer_nll", "sft_answer_nll_se", "rft_answer_nll", "rft_answer_nll_se",
     "sft_ci_low", "sft_ci_high", "rft_ci_low", "rft_ci_high", "size_bytes", "size_source", "sampled",
     "sft_alpha", "rft_alpha", "adapter_dtype", "sft_key", "rft_key", "sft_dir", "rft_dir",
 )
@@ -53,7 +54,8 @@ def frontier_table(pairs: pd.DataFrame) -> pd.DataFrame:
 
 
 def readable_frontier(pairs: pd.DataFrame, goal: Objective) -> pd.DataFrame:
-    """The frontier with formatted columns: ranks, MiB, points, accuracies with their 95% ranges."""
+    """The frontier with formatted columns: ranks, MiB, points, accuracies with their 95% ranges, the pair's
+    answer NLL ± SE ('-' where it was not recorded)."""
     import pandas as pd
 
     front = frontier_table(pairs)
@@ -67,11 +69,30 @@ def readable_frontier(pairs: pd.DataFrame, goal: Objective) -> pd.DataFrame:
                                zip(front["sft_accuracy"], front["sft_ci_low"], front["sft_ci_high"])],
         "RFT accuracy (95%)": [_acc(a, lo, hi) for a, lo, hi in
                                zip(front["rft_accuracy"], front["rft_ci_low"], front["rft_ci_high"])],
+        "answer NLL ± SE": [show_nll(n, se) for n, se in zip(front["answer_nll"], front["answer_nll_se"])],
     })
     if goal.name == "mean-accuracy":  # the other objectives are columns already
         shown[goal.noun] = [f"{v * goal.scale:.1f}%" for v in front["objective"]]
     shown["size"] = front["size_source"]
     return shown
+
+
+def readable_adapters(adapters: pd.DataFrame) -> pd.DataFrame:
+    """Every graded adapter, SFT then RFT by rank: accuracy (95%), answer rate, answer NLL ± SE, points, size."""
+    import pandas as pd
+
+    return pd.DataFrame({
+        "kind": adapters["kind"].str.upper(),
+        "rank": adapters["rank"].astype(int),
+        "alpha": adapters["alpha"].map(lambda a: "-" if pd.isna(a) else f"{a:g}"),
+        "accuracy (95%)": [_acc(a, lo, hi) for a, lo, hi in
+                           zip(adapters["accuracy"], adapters["ci_low"], adapters["ci_high"])],
+        "answer rate": adapters["answer_rate"].map(lambda r: "-" if pd.isna(r) else f"{r:.0%}"),
+        "answer NLL ± SE": [show_nll(n, se) for n, se in zip(adapters["answer_nll"], adapters["answer_nll_se"])],
+        "points": adapters["points"].map("{:.2f}".format),
+        "zipped MiB": (adapters["zip_bytes"] / MIB).map("{:.2f}".format),
+        "first trial": adapters["first_trial"].astype(int),
+    })
 
 
 def state_counts(trials: pd.DataFrame) -> str:

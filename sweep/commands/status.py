@@ -38,6 +38,11 @@ def study_status(study) -> dict:
             "points": r.points,
             "sft_accuracy": r.sft.accuracy if r.sft else None,
             "rft_accuracy": r.rft.accuracy if r.rft else None,
+            # Nats per answer token, lower is better; None where the adapter was graded without it.
+            "sft_answer_nll": r.sft.answer_nll if r.sft else None,
+            "sft_answer_nll_se": r.sft.answer_nll_se if r.sft else None,
+            "rft_answer_nll": r.rft.answer_nll if r.rft else None,
+            "rft_answer_nll_se": r.rft.answer_nll_se if r.rft else None,
             "feasible": r.feasible,
             "skipped": r.skipped,
             "error": r.error,
@@ -59,6 +64,13 @@ def _cell(value, fmt: str = "{}") -> str:
     return "-" if value is None else fmt.format(value)
 
 
+def _nll(nll: float | None, se: float | None) -> str:
+    """'0.842±0.031' (nats per answer token), without the SE when there is none, '-' when not recorded."""
+    if nll is None:
+        return "-"
+    return f"{nll:.3f}" if se is None else f"{nll:.3f}±{se:.3f}"
+
+
 def run(args) -> int:
     from sweep.study import load_existing
 
@@ -66,16 +78,22 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(doc, indent=1))
         return 0
-    header = f"{'#':>4} {'state':9} {'sft':>4} {'rft':>4} {'MiB':>7} {'points':>7} {'sft acc':>8} {'rft acc':>8}  note"
+    header = (f"{'#':>4} {'state':9} {'sft':>4} {'rft':>4} {'MiB':>7} {'points':>7} {'sft acc':>8} {'rft acc':>8} "
+              f"{'sft NLL':>11} {'rft NLL':>11}  note")
     print(header)
     for t in doc["trials"]:
         note = t["skipped"] or (t["error"] or "")[:60] or ("" if t["feasible"] in (True, None) else "over budget")
         size = None if t["size_bytes"] is None else t["size_bytes"] / 2**20
         print(f"{t['number']:>4} {t['state']:9} {_cell(t['sft_rank']):>4} {_cell(t['rft_rank']):>4} "
               f"{_cell(size, '{:.2f}'):>7} {_cell(t['points'], '{:.1f}'):>7} "
-              f"{_cell(t['sft_accuracy'], '{:.0%}'):>8} {_cell(t['rft_accuracy'], '{:.0%}'):>8}  {note}")
+              f"{_cell(t['sft_accuracy'], '{:.0%}'):>8} {_cell(t['rft_accuracy'], '{:.0%}'):>8} "
+              f"{_nll(t['sft_answer_nll'], t['sft_answer_nll_se']):>11} "
+              f"{_nll(t['rft_answer_nll'], t['rft_answer_nll_se']):>11}  {note}")
     n = doc["trainings"]
     derived = f"; adapters derived from them: {n['derived_sft']} SFT + {n['derived_rft']} RFT" if (
         n["derived_sft"] + n["derived_rft"]) else ""
+    if any(t["sft_answer_nll"] is not None or t["rft_answer_nll"] is not None for t in doc["trials"]):
+        print("NLL: mean negative log-likelihood per token of the true answer ± its standard error (nats, lower is "
+              "better)")
     print(f"trainings run: {n['sft']} SFT + {n['rft']} RFT{derived}; adapters reused from the cache: {n['reused']}")
     return 0
