@@ -1,19 +1,19 @@
-"""RFT sampling: `trainers.generation.sample` (prefill once, KV cache copied K times) against HF `generate`.
+"""RFT sampling: `trainers.generation.sample` against the sampler it replaced and against plain HF `generate`.
 
-Both sides sample K completions per question for the same first N built-in training questions, with the
-same few-shot chat prompt as RFT data generation, temperature, token budget and stop string, and the same
-prompts per batch (batch-size // K). The baseline is plain `generate(do_sample=True, num_return_sequences=K)`
-with top-k and top-p switched off, so both draw from the same distribution; it stops at EOS or the token
-budget (`stop_strings` left out: it adds a large fixed cost to every call), and its text is cut after
-`</answer>` as ours is. Sides alternate.
+All sides sample K completions per question for the same first N built-in training questions, with the
+same few-shot chat prompt as RFT data generation, temperature and token budget. `sample` is HF
+`generate(num_return_sequences=K)` with a per-row stop on `</answer>`, bf16 autocast where the CPU has
+avx512_bf16, batch-size // K prompts per call. The plain baseline is `generate(do_sample=True,
+num_return_sequences=K)` with top-k and top-p switched off, so every side draws from the same
+distribution; it stops only at EOS or the token budget, and its text is cut after `</answer>` as ours
+is. The previous sampler is the hand-written decode loop RFT data used before (whole prompt per row,
+16 sequences wide, float32), which greedy grading still uses. Sides alternate.
 
     python bench/rft_generation.py [--model embedded] [--level metric-prefix] [--questions 8] [--k 8]
                                    [--max-new-tokens 64] [--repeats 2]
 
-Three sides: ours, the previous sampler (whole prompt per row, 16 wide, float32), and HF generate.
-
 Reported: completions/s, and success rates (correct completions / completions; questions with at least
-one correct completion / questions). The embedded 135M model rarely solves these: expect low rates.
+one correct completion / questions).
 """
 
 from __future__ import annotations

@@ -100,32 +100,6 @@ def test_empty_prompt_list(tiny):
 FEW_SHOT_PROMPTS = [f"You convert units. Example: 6 kg = 6000 g.\nQuestion: {p}\nAnswer:" for p in PROMPTS]
 
 
-def test_shared_prefix_attention_gives_the_logits_of_the_whole_prompt(tiny):
-    """Keys of the common prefix kept once (batch 1) and attended with each row's own tail: same logits."""
-    import torch
-
-    from trainers.shared_prefix import SharedPrefix, shared_prefix_attention
-
-    ids = tiny.tokenizer(FEW_SHOT_PROMPTS[:3])["input_ids"]
-    shared = 12
-    assert all(row[:shared] == ids[0][:shared] for row in ids)
-    model = tiny.model
-    with torch.inference_mode():
-        whole = [model(input_ids=torch.tensor([row])).logits[0, shared:] for row in ids]
-        width = max(len(row) for row in ids) - shared
-        tails = torch.tensor([[0] * (width - len(row) + shared) + row[shared:] for row in ids])
-        mask = (torch.arange(width)[None, :] >= torch.tensor([width - len(row) + shared for row in ids])[:, None])
-        positions = ((mask.long().cumsum(-1) - 1).clamp(min=0) + shared) * mask
-        with shared_prefix_attention(model):
-            prefix = SharedPrefix(length=shared)
-            model(input_ids=torch.tensor([ids[0][:shared]]), shared_prefix=prefix)
-            prefix.recording = False
-            split = model(input_ids=tails, attention_mask=mask.long(), position_ids=positions, shared_prefix=prefix)
-        assert model.config._attn_implementation != "ranksweep_shared_prefix"  # restored afterwards
-    for n, row in enumerate(ids):
-        torch.testing.assert_close(split.logits[n, width - (len(row) - shared):], whole[n], atol=1e-4, rtol=1e-4)
-
-
 @pytest.mark.parametrize("bf16", [False, True])
 def test_sampling_at_near_zero_temperature_is_greedy(tiny, bf16):
     """Both arithmetic paths (float32, and bfloat16 autocast where a CPU may lack it) decode like greedy."""

@@ -1,8 +1,8 @@
-"""Batched generation with a plain decode loop: greedy answers for grading, sampled ones for RFT data.
+"""Batched generation: greedy answers for grading (a plain decode loop), sampled ones for RFT data (HF generate).
 
 Prompts are tokenized as they are (no chat template), left-padded, and grouped by length so a batch
-carries little padding. Each batch is prefilled once; the loop then feeds one token per live row,
-drops finished rows from the KV cache, and stops when every row has produced `stop` or EOS.
+carries little padding. The greedy loop prefills each batch once, feeds one token per live row, drops
+finished rows from the KV cache, and stops when every row has produced `stop` or EOS.
 """
 
 from __future__ import annotations
@@ -59,17 +59,18 @@ def sample(
 ) -> list[list[str]]:
     """k temperature-sampled completions per prompt, reproducible for a given seed, batch size and bf16 choice.
 
-    The token prefix all prompts share (a few-shot prompt) is encoded once and attended to once per step
-    (trainers/shared_prefix.py); each prompt's own tail is prefilled once and its cache copied k times.
-    `batch_size` counts sequences decoded together (batch_size // k prompts, at least one); a row leaves
-    the batch when it closes `stop`, emits EOS or reaches `max_new_tokens`. `bf16`: bfloat16 autocast,
-    None = where the hardware runs it fast (trainers.hardware.bf16_is_fast).
+    HF `generate(num_return_sequences=k)` does the decoding: each prompt is prefilled once and the KV cache
+    kept; it was the fastest of the samplers measured on this CPU (bench/rft_generation.py). Plain softmax
+    sampling at `temperature` (no top-k / top-p), so the chains are draws from the model itself.
+    `batch_size` counts sequences decoded together (batch_size // k prompts, at least one); a row is done
+    when it closes `stop`, emits EOS or reaches `max_new_tokens`, and a batch ends when all its rows are.
+    `bf16`: bfloat16 autocast, None = where the hardware runs it fast (trainers.hardware.bf16_is_fast).
     `on_batch(prompt_indices, their_completions)` is called after each batch (progress reporting).
     """
     import torch
+    from transformers import StoppingCriteriaList
 
     from trainers.hardware import autocast, bf16_is_fast
-    from trainers.shared_prefix import SharedPrefix, shared_prefix_attention
 
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
@@ -80,43 +81,24 @@ def sample(
         return completions
     device = _device(model)
     use_bf16 = bf16_is_fast(device) if bf16 is None else bf16
-    generator = torch.Generator(device=device).manual_seed(seed)
-
-    def pick(logits):
-        probs = torch.softmax(logits.float() / temperature, dim=-1)
-        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-
-    ids = tokenizer(prompts, add_special_tokens=True)["input_ids"]
-    # At least one token of each prompt stays its own, so every row has a last token to predict from.
-    shared = min(_common_prefix_length(ids), min(len(row) for row in ids) - 1)
-    core = _core(model)
-    prompts_per_batch = max(1, batch_size // k)
-    order = sorted(range(len(prompts)), key=lambda i: -len(ids[i]))
-    with torch.inference_mode(), _eval_mode(model), shared_prefix_attention(core), autocast(device, use_bf16):
-        prefix = SharedPrefix(length=shared) if shared else None  # None: prompts share nothing, plain attention
-        if prefix is not None:
-            core(input_ids=torch.tensor([ids[0][:shared]], device=device), use_cache=False, shared_prefix=prefix)
-            prefix.recording = False
-        for start in range(0, len(order), prompts_per_batch):
-            indices = order[start : start + prompts_per_batch]
-            tails = [ids[i][shared:] for i in indices]
-            texts = _decode_tails(core, tokenizer, tails, prefix, k, max_new_tokens, stop, pick, _eos_ids(model, tokenizer))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(_eos_ids(model, tokenizer))
+    with torch.inference_mode(), _eval_mode(model), autocast(device, use_bf16), torch.random.fork_rng(devices=[]):
+        # Seeded inside a fork: sampling is reproducible and the caller's random state is left as it was.
+        torch.manual_seed(seed)
+        for indices in _length_batches(tokenizer, prompts, max(1, batch_size // k)):
+            encoded = tokenizer([prompts[i] for i in indices], return_tensors="pt", padding=True).to(device)
+            width = encoded["input_ids"].shape[1]
+            out = model.generate(
+                **encoded, do_sample=True, temperature=temperature, top_k=0, top_p=1.0, min_p=None,
+                num_return_sequences=k, max_new_tokens=max_new_tokens, pad_token_id=pad,
+                stopping_criteria=StoppingCriteriaList([StopCriterion(StopRule(tokenizer, stop), width)]),
+            )
+            texts = [_cut(text, stop) for text in tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)]
             for n, i in enumerate(indices):
                 completions[i] = texts[n * k : (n + 1) * k]
             if on_batch is not None:
                 on_batch(indices, [completions[i] for i in indices])
     return completions
-
-
-def _common_prefix_length(rows: list[list[int]]) -> int:
-    first = rows[0]
-    length = min(len(row) for row in rows)
-    for row in rows[1:]:
-        n = 0
-        while n < length and row[n] == first[n]:
-            n += 1
-        length = n
-    return length
 
 
 class StopRule:
@@ -139,56 +121,26 @@ class StopRule:
         return self._can_end[last] and self.stop in self.tokenizer.decode(tokens[-self.span :])
 
 
-def _decode_tails(core, tokenizer, tails, prefix, repeats: int, max_new_tokens: int, stop: str, pick, eos) -> list[str]:
-    """Sample `repeats` continuations of each prompt tail behind the shared prefix, rows ordered prompt by prompt."""
-    import torch
-    from transformers import DynamicCache
+class StopCriterion:
+    """A StopRule as a transformers stopping criterion: one flag per row, judged on the tokens after the prompt.
 
-    device = next(core.parameters()).device
-    width = max(len(t) for t in tails)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    input_ids = torch.tensor([[pad] * (width - len(t)) + t for t in tails], device=device)
-    mask = torch.tensor([[0] * (width - len(t)) + [1] * len(t) for t in tails], device=device)
-    # Positions continue after the shared prefix; left padding gets position 0 (masked anyway).
-    positions = ((mask.cumsum(-1) - 1).clamp(min=0) + (prefix.length if prefix else 0)) * mask
-    cache_kw, can_trim_logits = _forward_names(core)
-    extra = {"logits_to_keep": 1} if can_trim_logits else {}
-    cache = DynamicCache(config=core.config)
-    out = core(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
-               **{cache_kw: cache}, **extra, shared_prefix=prefix)
-    logits = out.logits[:, -1, :]
-    if repeats > 1:
-        # The k samples of a prompt share its prefill: copy the (short) tail cache rather than re-encode.
-        cache.batch_repeat_interleave(repeats)
-        mask = mask.repeat_interleave(repeats, dim=0)
-        positions = positions.repeat_interleave(repeats, dim=0)
-        logits = logits.repeat_interleave(repeats, dim=0)
-    last_position = positions[:, -1:]
-    rule = StopRule(tokenizer, stop)
-    generated: list[list[int]] = [[] for _ in range(mask.shape[0])]
-    live = list(range(mask.shape[0]))  # output row of each row still in the cache
-    for step in range(max_new_tokens):
-        tokens = pick(logits)
-        keep = []
-        for slot, (row, token) in enumerate(zip(live, tokens.tolist())):
-            if token in eos:
-                continue
-            generated[row].append(token)
-            if not rule.closed(generated[row]):
-                keep.append(slot)
-        if not keep or step == max_new_tokens - 1:
-            break
-        if len(keep) < len(live):
-            index = torch.tensor(keep, device=device)
-            cache.batch_select_indices(index)
-            mask, last_position, tokens = mask[index], last_position[index], tokens[index]
-            live = [live[slot] for slot in keep]
-        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
-        last_position = last_position + 1
-        out = core(input_ids=tokens[:, None], attention_mask=mask, position_ids=last_position, use_cache=True,
-                   **{cache_kw: cache}, shared_prefix=prefix)
-        logits = out.logits[:, -1, :]
-    return [_cut(tokenizer.decode(ids, skip_special_tokens=True), stop) for ids in generated]
+    (generate calls any callable that returns a per-row bool tensor; HF's own `stop_strings` builds token
+    tables on every call, a fixed cost larger than this whole check.)
+    """
+
+    def __init__(self, rule: StopRule, prompt_width: int):
+        self.rule, self.prompt_width = rule, prompt_width
+        self.done: list[bool] = []
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        if not self.done:
+            self.done = [False] * input_ids.shape[0]
+        new = input_ids[:, self.prompt_width :].tolist()
+        # A closed row stays closed: generate pads it from then on.
+        self.done = [done or self.rule.closed(tokens) for done, tokens in zip(self.done, new)]
+        return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
 
 
 def _length_batches(tokenizer, prompts: list[str], batch_size: int) -> Iterator[list[int]]:
