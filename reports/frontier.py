@@ -258,16 +258,18 @@ def pick(pairs: pd.DataFrame, goal: Objective, budget: int, study_name: str) -> 
         adapter_dtype=str(best["adapter_dtype"]) if not pd.isna(best["adapter_dtype"]) else "fp32",
         size_bytes=int(best["size_bytes"]), points=float(best["points"]),
         objective_value=float(best["objective"]), trial=trial, overlaps=overlaps,
-        reason=_reason(best, feasible, goal, budget),
+        reason=_reason(best, feasible, goal, budget, unscored=int((pairs["feasible"] & pairs["objective"].isna()).sum())),
     )
 
 
-def _reason(best: pd.Series, feasible: pd.DataFrame, goal: Objective, budget: int) -> str:
-    """One sentence: what the pair scored against how many others, and where its numbers come from."""
+def _reason(best: pd.Series, feasible: pd.DataFrame, goal: Objective, budget: int, unscored: int = 0) -> str:
+    """One sentence: what the pair scored against how many others, and where its numbers come from; `unscored`
+    pairs fit but have no value (graded without an answer NLL, under answer-nll)."""
     import pandas as pd
 
     pairs = "the only pair that fits" if len(feasible) == 1 else f"the {len(feasible)} pairs that fit"
-    sentence = (f"Highest {goal.noun} of {pairs} the {budget / MIB:.2f} MiB budget: "
+    best_of = f"Highest {goal.noun}" if goal.sign > 0 else "Lowest mean answer NLL"
+    sentence = (f"{best_of} of {pairs} the {budget / MIB:.2f} MiB budget: "
                 f"{goal.show(best['objective'] if goal.name != 'points' else best['points'])} "
                 f"at {best['size_mib']:.2f} MiB")  # two decimals, as the tables: a 0.25 MiB budget read "0.2"
     if goal.name == "points":
@@ -282,5 +284,7 @@ def _reason(best: pd.Series, feasible: pd.DataFrame, goal: Objective, budget: in
                      "(never trained as one trial; size summed from their zipped parts)")
     else:
         sentence += f", measured in trial {int(best['trial'])}"
+    if unscored:
+        sentence += f"; {unscored} more pair(s) that fit were graded without an answer NLL and are left out"
     return sentence + "."
 

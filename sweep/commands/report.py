@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sweep.commands.common import add_storage, check_output, mask_url, study_name
 
-OBJECTIVES = ("points", "rft-accuracy", "sft-accuracy", "mean-accuracy")
+OBJECTIVES = ("points", "rft-accuracy", "sft-accuracy", "mean-accuracy", "answer-nll")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -24,8 +24,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None,
                    help="folder for the report files: new, empty, or an earlier report (default: runs/<study>/report/)")
     p.add_argument("--objective", choices=OBJECTIVES, default=None,
-                   help="score pairs by this instead of the study's objective (points are tie-broken by mean "
-                   "accuracy)")
+                   help="score pairs by this instead of the study's objective (points are tie-broken by answer NLL, "
+                   "or mean accuracy for adapters graded without one; answer-nll is minimised)")
     return p
 
 
