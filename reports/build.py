@@ -44,7 +44,8 @@ def render(report: Report) -> dict[str, bytes]:
     from reports.plots import pareto_figure, png_bytes, ranks_figure
     from reports.tables import frontier_table, trial_table
 
-    title = f"Study '{report.study}': {report.goal.noun} against zipped size"
+    shown = "answer NLL" if report.goal.name == "answer-nll" else report.goal.noun
+    title = f"Study '{report.study}': {shown} against zipped size"
     pareto = png_bytes(pareto_figure(report.pairs, report.trials, report.goal, report.budget_bytes, title))
     ranks = png_bytes(ranks_figure(report.adapters, report.config))
     return {

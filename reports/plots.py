@@ -7,6 +7,7 @@ fixed pixel size so the report page lays out the same every time.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from reports.frontier import MIB
@@ -43,30 +44,117 @@ def _figure(inches: tuple[float, float]) -> Figure:
     return fig
 
 
+@dataclass(frozen=True)
+class ParetoAxis:
+    """What the Pareto plot's y axis shows: the objective, or, where every pair that fits scores the same
+    points, the quantity that breaks their tie (answer NLL, else mean accuracy)."""
+
+    quantity: str  # OBJECTIVE, TIE_NLL or TIE_ACCURACY
+    label: str  # with unit
+    range_label: str  # what the error bars span
+    inverted: bool  # lower is better: drawn upside down, so better is up on every plot
+    why: str | None  # one line under the title when the axis is not the objective itself
+
+
+@dataclass(frozen=True)
+class ParetoData:
+    """Everything the Pareto plot draws, computed before drawing (tests read this, not pixels).
+
+    `points` has one row per drawable pair: size_mib, y, y_low, y_high (in the axis's unit), on_frontier,
+    feasible, sampled, sft_rank, rft_rank, sft_alpha, rft_alpha; `left_out` counts pairs without a value
+    (graded without an answer NLL, under answer-nll).
+    """
+
+    axis: ParetoAxis
+    points: pd.DataFrame
+    budget_mib: float
+    pruned_mib: list[float]  # predicted sizes of trials pruned as over budget (never trained)
+    left_out: int
+
+
+OBJECTIVE, TIE_NLL, TIE_ACCURACY = "objective", "answer NLL", "mean accuracy"
+Z95 = 1.96
+
+
+def pareto_data(pairs: pd.DataFrame, trials: pd.DataFrame, goal: Objective, budget_bytes: int) -> ParetoData:
+    """The Pareto plot's data: which quantity the y axis shows, and each pair's value and 95% range in it."""
+    import pandas as pd
+
+    axis = _axis(pairs, goal)
+    if axis.quantity == TIE_NLL:
+        nll, se = pairs["answer_nll"], pairs["answer_nll_se"].fillna(0)
+        y, low, high = nll, nll - Z95 * se, nll + Z95 * se
+    elif axis.quantity == TIE_ACCURACY:
+        y = pairs["mean_accuracy"] * 100
+        low, high = (pairs["sft_ci_low"] + pairs["rft_ci_low"]) * 50, (pairs["sft_ci_high"] + pairs["rft_ci_high"]) * 50
+    else:
+        y, low, high = (pairs[c] * goal.scale for c in ("objective", "objective_low", "objective_high"))
+    columns = ["size_mib", "on_frontier", "feasible", "sampled", "sft_rank", "rft_rank", "sft_alpha", "rft_alpha"]
+    table = pairs[columns].assign(y=y, y_low=low, y_high=high)
+    drawable = table["y"].notna()
+    skipped = trials[trials["skipped"] == "over-budget"]
+    pruned = pd.to_numeric(skipped["size_bytes_predicted"], errors="coerce").dropna() / MIB
+    return ParetoData(axis, table[drawable].reset_index(drop=True), budget_bytes / MIB,
+                      [float(v) for v in pruned], int((~drawable).sum()))
+
+
+def _axis(pairs: pd.DataFrame, goal: Objective) -> ParetoAxis:
+    """The objective, unless it is points and the pairs that fit (all pairs when none fits) score the same
+    points: then the tie-break, which is what the pick is made on, answer NLL where every such pair has one."""
+    minimised = goal.sign < 0
+    objective = ParetoAxis(OBJECTIVE, goal.label,
+                           "95% range (answer NLL ± 1.96 SE)" if goal.name == "answer-nll"
+                           else "95% range (Wilson bounds of both adapters)", minimised,
+                           "Lower is better: the axis is drawn upside down" if minimised else None)
+    if goal.name != "points" or pairs.empty:
+        return objective
+    deciding = pairs[pairs["feasible"]] if pairs["feasible"].any() else pairs
+    if deciding["points"].nunique() > 1:
+        return objective
+    count = "the only pair" if len(deciding) == 1 else f"all {len(deciding)} pairs"
+    fits = " that fits" if len(deciding) == 1 else " that fit"
+    flat = f"{count}{fits if pairs['feasible'].any() else ''} score {deciding['points'].iloc[0]:.2f} points"
+    if deciding["answer_nll"].notna().all():
+        return ParetoAxis(TIE_NLL, "mean answer NLL of the pair (nats per token, lower is better)",
+                          "95% range (answer NLL ± 1.96 SE)", True,
+                          f"{flat[0].upper()}{flat[1:]}: shown by the answer NLL that breaks the tie (axis upside down)")
+    return ParetoAxis(TIE_ACCURACY, "mean of SFT and RFT accuracy (%)", "95% range (Wilson bounds of both adapters)",
+                      False, f"{flat[0].upper()}{flat[1:]}: shown by the mean accuracy that breaks the tie")
+
+
 def pareto_figure(pairs: pd.DataFrame, trials: pd.DataFrame, goal: Objective, budget_bytes: int,
                   title: str) -> Figure:
-    """Zipped size (MiB) against the objective: every pair, infeasible ones apart, trained trials apart from
-    computed pairs, the frontier as a step line with rank labels, 95% ranges, and the budget line."""
+    """Zipped size (MiB) against the objective (or its tie-break where points are flat): every pair,
+    infeasible ones apart, trained trials apart from computed pairs, the frontier as a step line with rank
+    labels, 95% ranges, and the budget line."""
+    return draw_pareto(pareto_data(pairs, trials, goal, budget_bytes), title)
+
+
+def draw_pareto(data: ParetoData, title: str) -> Figure:
+    """The figure of `pareto_data`'s result."""
     fig = _figure(PARETO_INCHES)
     ax = fig.add_subplot()
-    budget = budget_bytes / MIB
+    axis, pairs, budget = data.axis, data.points, data.budget_mib
     ax.axvline(budget, color="#b22222", linestyle="--", linewidth=1.2, label=f"budget {budget:.2f} MiB")
     ax.set_xlabel("zipped submission size (MiB)")
-    ax.set_ylabel(goal.label)
-    ax.set_title(title, loc="left")
+    ax.set_ylabel(axis.label)
+    subtitle = [axis.why] if axis.why else []
+    if data.left_out:
+        subtitle.append(f"{data.left_out} pair(s) graded without an answer NLL are not drawn")
+    ax.set_title("\n".join([title, *subtitle]), loc="left")
     ax.grid(alpha=0.25)
-    widest = max(budget, _pruned_rug(ax, trials))
+    widest = max(budget, _pruned_rug(ax, data.pruned_mib))
+    if axis.inverted:
+        ax.invert_yaxis()
     if pairs.empty:
         _note(ax, EMPTY)
         ax.set_xlim(0, widest * 1.06)
-        ax.set_ylim(0, 55 if goal.name == "points" else 100)  # the objective's full range
+        if not axis.inverted:
+            ax.set_ylim(0, 55 if axis.label.startswith("homework points") else 100)  # the objective's full range
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
         return fig
 
-    def y(column: str, rows: pd.DataFrame):
-        return rows[column] * goal.scale
-
-    front = pairs[pairs["on_frontier"]].sort_values("size_bytes")
+    front = pairs[pairs["on_frontier"]].sort_values("size_mib")
     rest = pairs[~pairs["on_frontier"]]
     groups = [  # (rows, label, style): drawn back to front
         (rest[~rest["feasible"] & ~rest["sampled"]], "computed pair, over budget",
@@ -80,22 +168,19 @@ def pareto_figure(pairs: pd.DataFrame, trials: pd.DataFrame, goal: Objective, bu
     ]
     for rows, label, style in groups:
         if not rows.empty:
-            ax.scatter(rows["size_mib"], y("objective", rows), label=label, zorder=3, **style)
+            ax.scatter(rows["size_mib"], rows["y"], label=label, zorder=3, **style)
     sampled = pairs[pairs["sampled"] | pairs["on_frontier"]]
-    ax.errorbar(sampled["size_mib"], y("objective", sampled),
-                yerr=[y("objective", sampled) - y("objective_low", sampled),
-                      y("objective_high", sampled) - y("objective", sampled)],
-                fmt="none", ecolor="#9aa9c4", elinewidth=1, capsize=2, zorder=2,
-                label="95% range (Wilson bounds of both adapters)")
+    ax.errorbar(sampled["size_mib"], sampled["y"], yerr=[sampled["y"] - sampled["y_low"], sampled["y_high"] - sampled["y"]],
+                fmt="none", ecolor="#9aa9c4", elinewidth=1, capsize=2, zorder=2, label=axis.range_label)
     texts = []
     if front.empty:
         _note(ax, "no pair fits the budget", top=True)
     else:
-        texts = _frontier(ax, front, goal, budget)
+        texts = _frontier(ax, front, budget)
     key = ax.text(0.01, 0.99, "labels: SFT rank / RFT rank", transform=ax.transAxes, fontsize=8, va="top",
                   color="#555555")
     others = [ax.annotate(f"{int(s)}/{int(r)}", (x, v), fontsize=7.5, color="#666666", zorder=6)
-              for s, r, x, v in zip(rest["sft_rank"], rest["rft_rank"], rest["size_mib"], y("objective", rest))]
+              for s, r, x, v in zip(rest["sft_rank"], rest["rft_rank"], rest["size_mib"], rest["y"])]
     ax.set_xlim(0, max(widest, pairs["size_mib"].max()) * 1.06)
     ax.margins(y=0.12)
     # The legend first: it narrows the axes, and labels placed before that would crowd once it is drawn.
@@ -104,16 +189,16 @@ def pareto_figure(pairs: pd.DataFrame, trials: pd.DataFrame, goal: Objective, bu
     return fig
 
 
-def _frontier(ax: Axes, front: pd.DataFrame, goal: Objective, budget: float) -> list:
+def _frontier(ax: Axes, front: pd.DataFrame, budget: float) -> list:
     """The frontier: a step line out to the budget, its points, and a rank label by each point (returned
     unplaced)."""
     xs = list(front["size_mib"]) + [max(budget, front["size_mib"].max())]
-    ys = list(front["objective"] * goal.scale)
+    ys = list(front["y"])
     ax.step(xs, ys + ys[-1:], where="post", color="#2e7d32", linewidth=1.6, zorder=4, label="Pareto frontier")
     for sampled, marker, face in ((True, "D", "#2e7d32"), (False, "D", "white")):
         rows = front[front["sampled"] == sampled]
         if not rows.empty:
-            ax.scatter(rows["size_mib"], rows["objective"] * goal.scale, marker=marker, s=54, zorder=5,
+            ax.scatter(rows["size_mib"], rows["y"], marker=marker, s=54, zorder=5,
                        facecolors=face, edgecolors="#2e7d32", linewidths=1.4,
                        label="frontier: " + ("trained trial" if sampled else "computed pair"))
     labels = [f"{int(s)}/{int(r)}" for s, r in zip(front["sft_rank"], front["rft_rank"])]
@@ -121,7 +206,7 @@ def _frontier(ax: Axes, front: pd.DataFrame, goal: Objective, budget: float) -> 
     labels = [f"{label} α{a:g}/{b:g}" if label in repeated else label
               for label, a, b in zip(labels, front["sft_alpha"], front["rft_alpha"])]
     return [ax.annotate(label, (x, v), fontsize=9, color="#1b5e20", zorder=6)
-            for label, x, v in zip(labels, front["size_mib"], front["objective"] * goal.scale)]
+            for label, x, v in zip(labels, front["size_mib"], front["y"])]
 
 
 def _place_labels(ax: Axes, texts: list, optional: list = (), avoid: list = ()) -> None:
@@ -164,19 +249,15 @@ def _place_labels(ax: Axes, texts: list, optional: list = (), avoid: list = ()) 
         placed.append(chosen)
 
 
-def _pruned_rug(ax: Axes, trials: pd.DataFrame) -> float:
-    """Ticks along the bottom at the predicted size of trials pruned as over budget (never trained).
+def _pruned_rug(ax: Axes, sizes: list[float]) -> float:
+    """Ticks along the bottom at the predicted sizes (MiB) of trials pruned as over budget (never trained).
 
-    Returns the largest such size in MiB (0 when none), so the x axis can reach it.
+    Returns the largest such size (0 when none), so the x axis can reach it.
     """
-    import pandas as pd
-
-    pruned = trials[trials["skipped"] == "over-budget"]
-    sizes = pd.to_numeric(pruned["size_bytes_predicted"], errors="coerce").dropna() / MIB
-    if not sizes.empty:
+    if sizes:
         ax.scatter(sizes, [0.02] * len(sizes), marker="|", s=120, color="#c0392b",
                    transform=ax.get_xaxis_transform(), label="pruned: predicted over budget", zorder=3)
-    return float(sizes.max()) if not sizes.empty else 0.0
+    return max(sizes, default=0.0)
 
 
 def ranks_figure(adapters: pd.DataFrame, config: dict) -> Figure:
