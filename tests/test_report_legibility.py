@@ -22,6 +22,9 @@ def storage(tmp_path_factory):
     url = f"sqlite:///{tmp_path_factory.mktemp('legibility')}/studies.db"
     sf.write_sweep_study(url)
     sf.write_study(url, "flat", FLAT, budget=int(62.5 * MIB))
+    # The same pairs graded before the NLL was recorded, below the points thresholds: mean accuracy on the axis.
+    sf.write_study(url, "flat-older", [sf.TrialSpec(s.sft_rank, s.rft_rank, 20 + s.sft_rank, 30 + s.rft_rank, nll=False)
+                                       for s in FLAT], budget=int(62.5 * MIB))
     return url
 
 
@@ -34,9 +37,10 @@ def saved_labels(report):
     return fig, labels, [t.get_window_extent(renderer) for t in labels]
 
 
-@pytest.mark.parametrize("study", ["sweep", "flat"])
-def test_rank_labels_do_not_overlap_in_the_saved_figure(storage, study):
-    report = build(storage, study)
+@pytest.mark.parametrize("study,objective", [("sweep", None), ("flat", None), ("flat-older", None),
+                                             ("sweep", "answer-nll")])
+def test_rank_labels_do_not_overlap_in_the_saved_figure(storage, study, objective):
+    report = build(storage, study, objective)
     _, labels, boxes = saved_labels(report)
     overlapping = [(labels[i].get_text(), labels[j].get_text()) for i, a in enumerate(boxes)
                    for j, b in enumerate(boxes) if i < j and a.overlaps(b)]
