@@ -256,12 +256,17 @@ def test_recover_steps_need_shrink(ranksweep, study_root):
 
 
 def test_auto_takes_shrink_with_recovery_only_where_it_is_cheaper():
-    from sweep.strategies import DEFAULT_RECOVER_STEPS, resolve_strategy
+    from sweep.strategies import CUT_STEPS, DEFAULT_RECOVER_STEPS, resolve_strategy
 
-    # Shrink costs T + 25 per other rank, independent T per rank: cheaper exactly when T > 25 steps.
+    # Shrink costs T + (25 + the cut, 6 steps' time) per other rank, independent T per rank: cheaper exactly
+    # when T > 31 steps. 63 steps is the benchmark's training (1,000 rows, batch 16).
+    assert CUT_STEPS == 6
     assert resolve_strategy("auto", None, 63) == ("shrink", DEFAULT_RECOVER_STEPS) == ("shrink", 25)
+    assert resolve_strategy("auto", None, 32) == ("shrink", 25)
+    assert resolve_strategy("auto", None, 31) == ("independent", 0)
     assert resolve_strategy("auto", None, 25) == ("independent", 0)
-    assert resolve_strategy("auto", 5, 10) == ("shrink", 5)
+    assert resolve_strategy("auto", 5, 12) == ("shrink", 5)
+    assert resolve_strategy("auto", 5, 11) == ("independent", 0)
     assert resolve_strategy("shrink", None, 1) == ("shrink", 25)
     assert resolve_strategy("shrink", 0, 100) == ("shrink", 0)
     assert resolve_strategy("nested", None, 100) == ("nested", 0)

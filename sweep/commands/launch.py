@@ -67,9 +67,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--strategy", choices=["auto", "independent", "shrink", "nested"], default="auto",
                    help="how adapters are made: independent trains each rank; shrink trains the largest rank once "
                    "per kind and cuts it to each rank (peft's conversion), then trains --recover-steps steps; "
-                   "nested trains one adapter whose prefixes are every rank; auto (default): shrink where a "
-                   "training is longer than the recovery steps, else independent (README: 'Every rank from one "
-                   "training')")
+                   "nested trains one adapter whose prefixes are every rank; auto (default): shrink with 25 recovery "
+                   "steps where a training is longer than those steps plus the cut (~6 steps), else independent. "
+                   "Rule: the cheapest strategy whose accuracy at every rank stays inside independent's 95%% "
+                   "interval; measured, only shrink+25 did, 1.46x cheaper (README: 'Every rank from one training')")
     p.add_argument("--recover-steps", type=seed_arg, default=None,
                    help="with --strategy shrink or auto: training steps at each rank after the cut (default: 25)")
     p.add_argument("--max-examples", type=positive_int, help="training rows per adapter (default: the preset's)")
