@@ -133,11 +133,15 @@ def answer_nll(model, tokenizer, rows: list[QA], *, batch_size: int = BATCH_SIZE
 
     from trainers.batching import tokenize_rows
     from trainers.generation import _core, _eval_mode
-    from trainers.training import format_answer
+    from trainers.training import head_is_plain, format_answer
 
     token_rows, _ = tokenize_rows(tokenizer, [(r.question, format_answer(r.answer)) for r in rows], 10**9)
     per_row: list[float] = []
     core = _core(model)
+    decoder, head = core.get_decoder(), core.get_output_embeddings()
+    # Only the answer positions reach the LM head (a 49k-wide softmax over every prompt token cost as much
+    # as generating the answers); models whose logits are more than head(hidden) take the full forward.
+    head_only = decoder is not core and head is not None and head_is_plain(core)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     with torch.inference_mode(), _eval_mode(model):
         for start in range(0, len(token_rows), batch_size):
@@ -145,12 +149,18 @@ def answer_nll(model, tokenizer, rows: list[QA], *, batch_size: int = BATCH_SIZE
             width = max(len(ids) for ids, _ in chunk)
             ids = torch.tensor([row + [pad] * (width - len(row)) for row, _ in chunk])
             mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row, _ in chunk])
-            logprobs = torch.log_softmax(core(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
-            for n, (row, prompt_tokens) in enumerate(chunk):
-                # Position t predicts token t + 1: the completion's tokens are predicted from prompt_tokens - 1 on.
-                targets = torch.tensor(row[prompt_tokens:])
-                picked = logprobs[n, prompt_tokens - 1 : len(row) - 1].gather(-1, targets[:, None])
-                per_row.append(-picked.mean().item())
+            # Position t predicts token t + 1: the completion's tokens are predicted from prompt_tokens - 1 on.
+            spans = [(n, prompt_tokens - 1, len(row) - 1) for n, (row, prompt_tokens) in enumerate(chunk)]
+            targets = torch.tensor([t for row, prompt_tokens in chunk for t in row[prompt_tokens:]])
+            if head_only:
+                hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state
+                logits = head(torch.cat([hidden[n, a:b] for n, a, b in spans]))
+            else:
+                full = core(input_ids=ids, attention_mask=mask).logits
+                logits = torch.cat([full[n, a:b] for n, a, b in spans])
+            picked = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[:, None]).squeeze(-1)
+            for piece in picked.split([b - a for _, a, b in spans]):
+                per_row.append(-piece.mean().item())
     return mean_and_standard_error(per_row)
 
 

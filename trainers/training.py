@@ -146,7 +146,7 @@ def use_bf16_autocast(device: str) -> bool:
 LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
 
 
-def _head_is_plain(core) -> bool:
+def head_is_plain(core) -> bool:
     return all(getattr(core.config, name, None) in (None, 1, 1.0) for name in LOGIT_TRANSFORMS)
 
 
@@ -156,7 +156,7 @@ def batch_loss(core, batch: Batch, *, labelled_only: bool = True):
 
     targets = batch.labels[:, 1:]
     decoder, head = core.get_decoder(), core.get_output_embeddings()
-    if labelled_only and decoder is not core and head is not None and _head_is_plain(core):
+    if labelled_only and decoder is not core and head is not None and head_is_plain(core):
         hidden = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
         keep = targets != IGNORE
         # Only the positions whose next token is labelled reach the LM head: prompt and padding never do.
