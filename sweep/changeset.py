@@ -10,11 +10,11 @@ from __future__ import annotations
 import difflib
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from trainers.data import scratch_file
 from trainers.errors import RanksweepError
 
 BACKUPS = ".ranksweep/backups"
@@ -89,7 +89,7 @@ def check_writes(root: Path, changes: list[Change], *, backup: bool) -> None:
 def write_atomic(path: Path, data: bytes) -> None:
     """Write bytes through a temp file in the same folder and os.replace, keeping an old file's mode."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = scratch_file(path)  # named by host and pid: a killed export's temp file is removed next time
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

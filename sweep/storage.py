@@ -8,9 +8,11 @@ failed by the next process that starts a trial, which re-enqueues its pair once
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from trainers.errors import RanksweepError
 
@@ -23,6 +25,49 @@ HEARTBEAT_SECONDS = 10
 GRACE_BEATS = 4
 # Processes that open one brand-new SQLite file at once race to create its tables; a loser looks again.
 SQLITE_CREATE_TRIES = 8
+
+
+def module_installed(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def with_driver(url: str, installed: Callable[[str], bool] = module_installed) -> str:
+    """A PostgreSQL URL without a driver (`postgresql://`, `postgres://`) given the driver that is installed.
+
+    SQLAlchemy 2.1 reads a bare `postgresql://` as psycopg 3, and no longer knows `postgres://` at all; the
+    postgres extra installs psycopg2. So a bare URL means psycopg2 when it is installed, psycopg 3 when only that
+    is, and psycopg2 otherwise (whose import error then names the missing driver). A URL naming its driver, and
+    every other URL, is returned unchanged."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("postgres", "postgresql"):
+        return url
+    if not installed("psycopg2") and installed("psycopg"):
+        return f"postgresql+psycopg://{rest}"
+    return f"postgresql+psycopg2://{rest}"
+
+
+def in_memory(url: str) -> bool:
+    """Whether a URL names an in-memory SQLite database, which keeps nothing once the process ends."""
+    if not url.startswith("sqlite:"):
+        return False
+    import sqlalchemy
+
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except Exception:  # noqa: BLE001  a malformed URL is refused when it is opened, with the library's reason
+        return False
+    database = parsed.database or ""
+    return database in ("", ":memory:") or database.startswith("file::memory:") or \
+        parsed.query.get("mode") == "memory"
+
+
+_PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^:/@\s]*:)[^/\s]*@")
+_QUERY_PASSWORD = re.compile(r"([?&](?:password|passwd)=)[^&\s'\"]*", re.IGNORECASE)
+
+
+def masked(text: str) -> str:
+    """Text fit to print: the password of every URL in it (user:PASSWORD@ or ?password=) replaced by ***."""
+    return _QUERY_PASSWORD.sub(r"\1***", _PASSWORD.sub(r"\1***@", str(text)))
 
 
 def heartbeat_seconds() -> int:
@@ -42,6 +87,10 @@ def open_storage(storage: str | BaseStorage, *, must_exist: bool = True, heartbe
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the CLI prints its own progress and failures
     if not isinstance(storage, str):
         return storage
+    if in_memory(storage):
+        raise RanksweepError(f"'{storage}' is an in-memory database that keeps nothing once the command ends; give "
+                             "a file, e.g. sqlite:///studies.db")
+    storage = with_driver(storage)
     kwargs: dict = {}
     if storage.startswith("sqlite:"):
         database = sqlalchemy.engine.make_url(storage).database
@@ -61,9 +110,14 @@ def open_storage(storage: str | BaseStorage, *, must_exist: bool = True, heartbe
                       heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
     try:
         return _rdb_storage(storage, kwargs)
-    except (ImportError, ValueError, sqlalchemy.exc.SQLAlchemyError) as exc:
+    except ImportError as exc:
+        raise RanksweepError(f"Cannot open the storage {masked(storage)}: its database driver is not installed "
+                             f"({exc}); for PostgreSQL install psycopg2 with `pip install psycopg2-binary` (the "
+                             "postgres extra).") from None
+    except (ValueError, sqlalchemy.exc.SQLAlchemyError) as exc:
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise RanksweepError(f"Cannot open the storage {storage} ({reason}); check the --storage URL.") from None
+        raise RanksweepError(f"Cannot open the storage {masked(storage)} ({masked(reason)}); check the --storage "
+                             "URL.") from None
 
 
 def _rdb_storage(url: str, kwargs: dict):

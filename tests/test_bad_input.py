@@ -110,6 +110,13 @@ CASES = {
     # storage URLs
     "launch-in-memory-storage": (LAUNCH + ["--storage", "sqlite://"],
                                  "'sqlite://' is an in-memory database that keeps nothing once the command ends"),
+    "worker-in-memory-storage": (["worker", "--study", "s", "--storage", "sqlite:///:memory:"],
+                                 "'sqlite:///:memory:' is an in-memory database that keeps nothing"),
+    "report-in-memory-uri-storage": (["report", "--study", "s", "--storage", "sqlite:///file::memory:?uri=true"],
+                                     "is an in-memory database that keeps nothing once the command ends"),
+    "query-string-password-masked": (["status", "--study", "s", "--storage",
+                                      "postgresql://127.0.0.1:{port}/db?user=ranksweep&password=s3cret"],
+                                     "postgresql+psycopg2://127.0.0.1"),
     "bare-postgresql-url-uses-psycopg2": (["status", "--study", "s", "--storage",
                                            "postgresql://ranksweep@127.0.0.1:{port}/db"], "Connection refused"),
     "storage-password-masked": (["report", "--study", "s", "--out", "new-report", "--storage",

@@ -196,3 +196,97 @@ def test_launches_opening_one_new_sqlite_file_at_once_all_succeed(tmp_path):
             proc.join(60)
         assert [results.get(timeout=5) for _ in procs] == ["ok"] * 3
         assert len(optuna.get_all_study_names(url)) == 3
+
+
+def test_a_bare_postgresql_url_gets_the_driver_that_is_installed():
+    from sweep.storage import with_driver
+
+    def only(*names):
+        return lambda name: name in names
+
+    url = "postgresql://user:pw@db.example:5432/ranksweep"
+    # SQLAlchemy 2.1 would read the bare form as psycopg 3; the postgres extra installs psycopg2.
+    assert with_driver(url, only("psycopg2")) == "postgresql+psycopg2://user:pw@db.example:5432/ranksweep"
+    assert with_driver(url, only("psycopg2", "psycopg")) == "postgresql+psycopg2://user:pw@db.example:5432/ranksweep"
+    assert with_driver(url, only("psycopg")) == "postgresql+psycopg://user:pw@db.example:5432/ranksweep"
+    # With neither, psycopg2's import error names the driver the extra installs.
+    assert with_driver(url, only()) == "postgresql+psycopg2://user:pw@db.example:5432/ranksweep"
+    assert with_driver("postgres://h/db", only("psycopg2")) == "postgresql+psycopg2://h/db"  # Heroku's spelling
+    for untouched in ("postgresql+psycopg://h/db", "postgresql+psycopg2://h/db", "sqlite:///studies.db",
+                      "mysql://h/db"):
+        assert with_driver(untouched, only("psycopg2")) == untouched
+
+
+def test_the_storage_opener_itself_maps_a_bare_url_and_refuses_memory():
+    """Library callers (not only the CLI) get the same: the installed psycopg2 is what fails to connect, not a
+    missing psycopg 3 import; an in-memory SQLite is refused."""
+    from postgres import closed_port
+
+    from sweep.storage import open_storage
+
+    with pytest.raises(RanksweepError) as caught:
+        open_storage(f"postgresql://ranksweep:s3cret@127.0.0.1:{closed_port()}/db")
+    text = str(caught.value)
+    assert "Connection refused" in text and "Failed to import" not in text, text
+    assert "postgresql+psycopg2://ranksweep:***@127.0.0.1" in text and "s3cret" not in text
+    with pytest.raises(RanksweepError, match="in-memory database that keeps nothing"):
+        open_storage("sqlite://", must_exist=False)
+
+
+def test_passwords_are_masked_in_every_url_form():
+    from sweep.storage import masked
+
+    assert masked("at postgresql+psycopg2://me:hunter2@db:5432/s now") == \
+        "at postgresql+psycopg2://me:***@db:5432/s now"
+    assert masked("postgresql://me:p%40ss%2Fw@db/s") == "postgresql://me:***@db/s"
+    assert masked("postgresql://db/s?user=me&password=hunter2&sslmode=require") == \
+        "postgresql://db/s?user=me&password=***&sslmode=require"
+    assert masked("sqlite:///s.db?PASSWORD=hunter2") == "sqlite:///s.db?PASSWORD=***"
+    for plain in ("sqlite:///studies.db", "postgresql://me@db/s", "see http://127.0.0.1:8080/dashboard"):
+        assert masked(plain) == plain
+
+
+def test_a_storage_password_shows_nowhere_ranksweep_prints_or_writes(capsys, tmp_path, monkeypatch):
+    """A real study whose URL carries a password (SQLite ignores it, with a warning): launch's lines, status, the
+    report's summary and page show *** instead."""
+    from small_data import write_small_data
+
+    write_small_data(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    storage = "sqlite:///studies.db?password=s3cret"
+    code, out, err = run(capsys, "launch", "--study", "pw", "--storage", storage, "--base-model", "tiny", "--device",
+                         "cpu", "--preset", "quick", "--train-data", "train.json", "--valid-data", "valid.json",
+                         "--rft-data", "rft.json", "--sft-ranks", "1", "--rft-ranks", "1", "--trials", "1",
+                         "--max-examples", "8", "--questions", "2", "--no-progress")
+    assert code == 0, err
+    assert "--storage 'sqlite:///studies.db?password=***'" in out
+    printed = out + err
+    for args in (["status", "--study", "pw"], ["report", "--study", "pw", "--out", "report"]):
+        code, out, err = run(capsys, *args, "--storage", storage)
+        assert code == 0, err
+        printed += out + err
+    assert "s3cret" not in printed
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "password=***" in page
+    assert not [p for p in (tmp_path / "report").iterdir() if b"s3cret" in p.read_bytes()]
+
+
+def test_a_killed_json_write_leaves_a_temp_file_that_the_next_write_removes(tmp_path):
+    from trainers.data import write_json_atomic
+
+    host = socket.gethostname()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(gone.stdout)
+    orphan = tmp_path / f".rft.json.tmp-{host}-{dead_pid}-k1ll3d00.tmp"  # a write killed before its rename
+    orphan.write_text('[["half a')
+    empty = tmp_path / f".sft-r2.tmp-{host}-{dead_pid}-emptydir"  # a save killed before it wrote a file
+    empty.mkdir()
+    live = tmp_path / f".valid.json.tmp-{host}-{os.getpid()}-l1ve0000.tmp"  # a write still running here
+    live.write_text("[")
+    foreign = tmp_path / f".train.json.tmp-otherhost-{dead_pid}-abcdefgh.tmp"  # another machine's
+    foreign.write_text("[")
+    mine = tmp_path / ".notes.tmp-by-hand"  # a user's file that merely looks alike
+    mine.write_text("keep me")
+    write_json_atomic(tmp_path / "rft.json", [["q", 1.0, "<answer>1</answer>"]])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, foreign.name, mine.name, "rft.json"])
+    assert json.loads((tmp_path / "rft.json").read_text()) == [["q", 1.0, "<answer>1</answer>"]]

@@ -9,11 +9,10 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 
-from trainers.data import write_json_atomic
+from trainers.data import remove_stale_scratch, scratch_prefix, write_json_atomic
 from trainers.errors import TrainingDiverged
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -45,41 +44,11 @@ def _replace_dir(tmp: Path, out_dir: Path) -> None:
     """Put the finished folder in place; an old out_dir is moved aside first and deleted only afterwards."""
     old = None
     if out_dir.exists():
-        old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=_scratch_prefix(out_dir.name)))
+        old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=scratch_prefix(out_dir.name)))
         os.replace(out_dir, old / "adapter")
     os.replace(tmp, out_dir)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def _scratch_prefix(name: str) -> str:
-    """Temp folders carry their host and pid, so a later save can tell a killed writer's leftovers from a live one's."""
-    return f".{name}.tmp-{socket.gethostname()}-{os.getpid()}-"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
-def remove_stale_scratch(folder: Path) -> list[Path]:
-    """Delete temp folders that saves on this host left behind when they were killed (their pid is gone)."""
-    host, removed = socket.gethostname(), []
-    for entry in folder.glob(".*.tmp-*") if folder.is_dir() else []:
-        try:
-            owner, pid, _ = entry.name.rsplit("-", 2)
-            dead = owner.endswith(f".tmp-{host}") and not _alive(int(pid))
-        except ValueError:  # not one of ours
-            continue
-        if dead and entry.is_dir():
-            shutil.rmtree(entry, ignore_errors=True)
-            removed.append(entry)
-    return removed
 
 
 def check_finite(peft_model, adapter_dtype: str) -> None:
@@ -105,7 +74,7 @@ def save_adapter(peft_model, out_dir: Path, adapter_dtype: str, notes: dict, log
     check_finite(peft_model, adapter_dtype)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_scratch(out_dir.parent)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=_scratch_prefix(out_dir.name)))
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=scratch_prefix(out_dir.name)))
     try:
         peft_model.save_pretrained(tmp)
         raw_bytes = (tmp / ADAPTER_WEIGHTS).stat().st_size

@@ -10,6 +10,8 @@ import hashlib
 import json
 import math
 import os
+import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,11 +107,54 @@ def read_rft(path: str | Path) -> list[RFTRow]:
     return rows
 
 
+def scratch_prefix(name: str) -> str:
+    """The name start of a temp file or folder beside `name`: it carries this host and pid, so a later write can
+    tell a killed writer's leftovers (pid gone) from a live one's, and from anything that is not ranksweep's."""
+    return f".{name}.tmp-{socket.gethostname()}-{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_scratch(folder: Path) -> list[Path]:
+    """Delete the temp files and folders that writes on this host left in `folder` when they were killed (their
+    pid is gone). Another host's, a live process's and names not made by `scratch_prefix` are kept."""
+    folder, host, removed = Path(folder), socket.gethostname(), []
+    for entry in folder.glob(".*.tmp-*") if folder.is_dir() else []:
+        try:
+            owner, pid, _ = entry.name.rsplit("-", 2)
+            dead = owner.endswith(f".tmp-{host}") and not _alive(int(pid))
+        except ValueError:  # not one of ours
+            continue
+        if not dead:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def scratch_file(path: Path) -> tuple[int, str]:
+    """(fd, name) of a new temp file beside `path`, after removing killed writers' leftovers there."""
+    remove_stale_scratch(path.parent)
+    return tempfile.mkstemp(dir=path.parent, prefix=scratch_prefix(path.name), suffix=".tmp")
+
+
 def write_json_atomic(path: str | Path, data) -> None:
-    """Write JSON through a temporary file in the same folder, so a crash never leaves half a file."""
+    """Write JSON through a temporary file in the same folder, so a crash never leaves half a file (and the
+    temp file of a write that was killed is removed by the next write in that folder)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = scratch_file(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=1)

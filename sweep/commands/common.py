@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import re
 import shlex
 from pathlib import Path
 
@@ -128,31 +127,24 @@ def study_name(text: str) -> str:
     return text
 
 
-def _driver_installed(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
-
-
 def storage_url(text: str) -> str:
-    """argparse type for --storage: refuse an in-memory database (it keeps nothing), and give a bare
-    postgresql:// URL the driver that is installed (SQLAlchemy 2.1 maps it to psycopg 3; ranksweep's
-    postgres extra installs psycopg2)."""
+    """argparse type for --storage: refuse an in-memory database while the command line is read (a study there
+    would train everything and keep nothing). A bare postgresql:// gets its driver where it is opened
+    (sweep.storage.with_driver), so printed commands keep the URL as it was typed."""
+    from sweep.storage import in_memory
+
     url = text.strip()
-    if re.fullmatch(r"sqlite:(//(/(:memory:)?)?)?", url) or url.startswith("sqlite:///:memory:"):
+    if in_memory(url):
         raise argparse.ArgumentTypeError(f"'{text}' is an in-memory database that keeps nothing once the command "
                                          "ends; give a file, e.g. sqlite:///studies.db")
-    scheme, sep, rest = url.partition("://")
-    if sep and scheme in ("postgres", "postgresql"):
-        if scheme == "postgres" or not _driver_installed("psycopg"):
-            driver = "+psycopg2" if _driver_installed("psycopg2") or not _driver_installed("psycopg") else ""
-            url = f"postgresql{driver}://{rest}"
     return url
 
 
-def mask_url(url: str) -> str:
-    """A storage URL fit to print: its password replaced by ***."""
-    return re.sub(r"(\b[a-zA-Z][\w+.-]*://[^:/@\s]*:)[^/\s]*@", r"\1***@", str(url))
+def mask_url(text: str) -> str:
+    """Text fit to print: every URL's password replaced by *** (see sweep.storage.masked)."""
+    from sweep.storage import masked
+
+    return masked(text)
 
 
 def command(*words) -> str:

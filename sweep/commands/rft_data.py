@@ -75,9 +75,8 @@ def _is_rft_file(path: Path) -> bool:
 
 def run(args) -> int:
     import shutil
-    import tempfile
 
-    from trainers.data import read_rft
+    from trainers.data import read_rft, scratch_file
     from trainers.rft_data import ensure_rft_data, read_report
 
     settings = settings_from_args(args)
@@ -94,7 +93,7 @@ def run(args) -> int:
     cached = ensure_rft_data(args.base_model, args.device, train_path, settings, progress=True)
     rows = read_rft(cached)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    fd, tmp = scratch_file(out)  # a killed copy's temp file is removed by the next write here
     try:
         with open(fd, "wb") as target, open(cached, "rb") as source:
             shutil.copyfileobj(source, target)
