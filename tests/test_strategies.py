@@ -204,8 +204,18 @@ def _records(root, study: str):
     return [TrialResult.from_trial(t) for t in done]
 
 
+def _status(ranksweep, root, study: str) -> tuple[dict, str]:
+    """`status --json`'s training counts and the plain status's summary line."""
+    storage = f"sqlite:///{root}/studies.db"
+    counts = json.loads(ranksweep("status", "--study", study, "--storage", storage, "--json").stdout)["trainings"]
+    text = ranksweep("status", "--study", study, "--storage", storage).stdout
+    line = next(line for line in text.splitlines() if line.startswith("trainings run:"))
+    return counts, line
+
+
 @pytest.mark.parametrize("strategy,extra", [("shrink", ("--recover-steps", "2")), ("nested", ())])
-def test_study_derives_every_rank_from_one_training_per_kind(ranksweep, study_root, strategy, extra):
+def test_study_derives_every_rank_from_one_training_per_kind(ranksweep, tiny, tiny_config, study_root, strategy,
+                                                             extra):
     study = f"one-{strategy}"
     result = ranksweep(*_study_args(study_root, study, strategy, *extra))
     assert result.returncode == 0, result.stderr
@@ -216,6 +226,11 @@ def test_study_derives_every_rank_from_one_training_per_kind(ranksweep, study_ro
         for adapter in record.adapters():
             top = 8  # the largest rank of both kinds' spaces: the one training per kind
             assert adapter.raw_bytes == adapter.raw_bytes_predicted  # sized exactly, derived or not
+            # ... by sweep/sizing.py from the model's config alone, and the file in the cache is that size.
+            assert adapter.raw_bytes == adapter_size(tiny_config, adapter.rank, adapter.dtype).raw_bytes
+            assert _file_bytes(Path(adapter.dir)) == adapter.raw_bytes
+            loaded_config = _plain_load(tiny, Path(adapter.dir))  # peft alone loads what the study made
+            assert loaded_config.r == adapter.rank and not loaded_config.rank_pattern
             if strategy == "shrink" and adapter.rank == top:
                 assert adapter.origin == "trained"  # the parent itself, graded as trained
                 continue
@@ -228,11 +243,29 @@ def test_study_derives_every_rank_from_one_training_per_kind(ranksweep, study_ro
             assert config["r"] == adapter.rank
             assert config["lora_alpha"] == pytest.approx(adapter.alpha)
     assert all(len(keys) <= 1 for keys in parents.values())  # one parent per kind (one setting in this space)
-    status = ranksweep("status", "--study", study, "--storage", f"sqlite:///{study_root}/studies.db", "--json")
-    counts = json.loads(status.stdout)["trainings"]
-    derived = sum(1 for r in records for a in r.adapters() if a.origin != "trained" and not a.cache_hit)
+    counts, line = _status(ranksweep, study_root, study)
+    derived = {kind: sum(1 for r in records for a in r.adapters()
+                         if a.kind == kind and a.origin != "trained" and not a.cache_hit) for kind in ("sft", "rft")}
     assert counts["sft"] + counts["rft"] == 2  # one training per kind, however many ranks the trials asked for
-    assert counts["derived_sft"] + counts["derived_rft"] == derived > 0
+    assert (counts["derived_sft"], counts["derived_rft"]) == (derived["sft"], derived["rft"])
+    assert derived["sft"] + derived["rft"] > 0
+    assert line.startswith(f"trainings run: {counts['sft']} SFT + {counts['rft']} RFT; adapters derived from them: "
+                           f"{derived['sft']} SFT + {derived['rft']} RFT")
+
+
+def test_independent_study_trains_each_adapter_and_derives_none(ranksweep, study_root):
+    study = "one-independent"
+    assert ranksweep(*_study_args(study_root, study, "independent")).returncode == 0
+    records = _records(study_root, study)
+    assert len(records) == 4
+    adapters = [a for r in records for a in r.adapters()]
+    assert all(a.origin == "trained" and not a.parent_key for a in adapters)
+    trained = {kind: len({a.key for a in adapters if a.kind == kind and not a.cache_hit}) for kind in ("sft", "rft")}
+    counts, line = _status(ranksweep, study_root, study)
+    assert (counts["sft"], counts["rft"]) == (trained["sft"], trained["rft"])
+    assert counts["derived_sft"] == counts["derived_rft"] == 0 and "derived" not in line
+    # Four trials of a 3x2 space ask for more ranks than one per kind: independent pays a training for each.
+    assert counts["sft"] + counts["rft"] > 2
 
 
 def test_derived_adapters_are_cached_under_their_parent(ranksweep, study_root):
