@@ -60,6 +60,13 @@ CASES = {
     "export-homework-without-constants": (["export", "--study", "known", "--homework", "hw"], "hw"),
     # outputs that cannot be written: a path under a regular file (chmod does not stop root)
     "launch-artifacts-inside-a-file": (with_flag(LAUNCH, "--artifacts", "blocker/art"), "blocker/art"),
+    "train-out-inside-a-file": (with_flag(TRAIN, "--out", "blocker/sft"), "Cannot write --out 'blocker/sft'"),
+    "rft-data-out-inside-a-file": (["rft-data", "--out", "blocker/rft.json", "--base-model", "tiny"],
+                                   "Cannot write --out 'blocker/rft.json'"),
+    "report-out-inside-a-file": (["report", "--study", "known", "--out", "blocker/report"],
+                                 "Cannot write --out 'blocker/report'"),
+    "export-to-inside-a-file": (["export", "--study", "known", "--to", "blocker/ranks.json"],
+                                "Cannot write --to 'blocker/ranks.json'"),
     # non-finite and absurd numbers, refused while the command line is read
     "launch-epochs-inf": (LAUNCH + ["--epochs", "inf"],
                           "--epochs 'inf' is not valid: give an epoch count greater than 0 and at most 1000"),

@@ -120,6 +120,9 @@ def export_config(args: argparse.Namespace) -> int:
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in ("json", "toml"):
         raise RanksweepError(f"--to {path} must end in .json or .toml.")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise RanksweepError(f"Cannot write --to '{path}': '{path.parent}' is a file, not a folder; write the config "
+                             "elsewhere.")
     if not path.parent.is_dir():
         raise RanksweepError(f"Folder {path.parent} does not exist; create it or write the config elsewhere.")
     if path.is_dir():
