@@ -290,3 +290,19 @@ def test_a_killed_json_write_leaves_a_temp_file_that_the_next_write_removes(tmp_
     write_json_atomic(tmp_path / "rft.json", [["q", 1.0, "<answer>1</answer>"]])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, foreign.name, mine.name, "rft.json"])
     assert json.loads((tmp_path / "rft.json").read_text()) == [["q", 1.0, "<answer>1</answer>"]]
+
+
+def test_a_json_write_keeps_the_mode_of_the_file_it_replaces(tmp_path):
+    from trainers.data import write_json_atomic
+
+    umask = os.umask(0o022)
+    try:
+        write_json_atomic(tmp_path / "new.json", [])
+        old = tmp_path / "shared.json"
+        old.write_text("[]")
+        old.chmod(0o664)
+        write_json_atomic(old, [["q", 1.0]])
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o644  # as any new file, not mkstemp's 0o600
+    assert old.stat().st_mode & 0o777 == 0o664 and json.loads(old.read_text()) == [["q", 1.0]]

@@ -144,9 +144,19 @@ def remove_stale_scratch(folder: Path) -> list[Path]:
 
 
 def scratch_file(path: Path) -> tuple[int, str]:
-    """(fd, name) of a new temp file beside `path`, after removing killed writers' leftovers there."""
+    """(fd, name) of a new temp file beside `path`, after removing killed writers' leftovers there. The temp file
+    already has the mode `path` will have: an old file's own, else what the umask gives a new file (mkstemp's
+    owner-only mode would otherwise replace it)."""
     remove_stale_scratch(path.parent)
-    return tempfile.mkstemp(dir=path.parent, prefix=scratch_prefix(path.name), suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=scratch_prefix(path.name), suffix=".tmp")
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    os.fchmod(fd, mode)
+    return fd, name
 
 
 def write_json_atomic(path: str | Path, data) -> None:
