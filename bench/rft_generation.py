@@ -1,13 +1,13 @@
 """RFT sampling: `trainers.generation.sample` against the sampler it replaced and against plain HF `generate`.
 
 All sides sample K completions per question for the same first N built-in training questions, with the
-same few-shot chat prompt as RFT data generation, temperature and token budget. `sample` is HF
-`generate(num_return_sequences=K)` with a per-row stop on `</answer>`, bf16 autocast where the CPU has
-avx512_bf16, batch-size // K prompts per call. The plain baseline is `generate(do_sample=True,
+same few-shot chat prompt as RFT data generation, temperature and token budget. `sample` is the decode
+loop RFT data uses (each prompt prefilled once, its KV cache copied K times, rows leave as they close
+`</answer>`), float32, batch-size sequences wide. The previous sampler is the same loop 16 sequences
+wide, as RFT data ran it before. The plain baseline is HF `generate(do_sample=True,
 num_return_sequences=K)` with top-k and top-p switched off, so every side draws from the same
 distribution; it stops only at EOS or the token budget, and its text is cut after `</answer>` as ours
-is. The previous sampler is the hand-written decode loop RFT data used before (whole prompt per row,
-16 sequences wide, float32), which greedy grading still uses. Sides alternate.
+is. Sides alternate.
 
     python bench/rft_generation.py [--model embedded] [--level metric-prefix] [--questions 8] [--k 8]
                                    [--max-new-tokens 64] [--repeats 2]
@@ -50,8 +50,7 @@ def hf_generate(loaded, prompts: list[str], k: int, temperature: float, max_new_
 
 
 def previous_sampler(loaded, prompts, k, temperature, max_new_tokens, per_batch, seed):
-    """The sampler before the shared prefix: each prompt prefilled whole, its full cache copied k times
-    (trainers.generation's plain decode loop, which greedy grading still uses), float32, 16 sequences wide."""
+    """RFT sampling as it ran before: trainers.generation's decode loop, float32, 16 sequences wide."""
     import torch
 
     from trainers.generation import _decode_batch, _eval_mode, _length_batches

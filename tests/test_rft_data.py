@@ -95,13 +95,18 @@ def train_file(tmp_path):
     return path
 
 
-def test_ensure_rft_data_keeps_correct_chains_and_caches_them(zero_answerer, train_file, tmp_path):
+# Both generator paths: float32 weights, and weights cast to bfloat16 (the default on CPUs with avx512_bf16).
+@pytest.mark.parametrize("bf16, dtype", [("0", "float32"), ("1", "bfloat16")])
+def test_ensure_rft_data_keeps_correct_chains_and_caches_them(zero_answerer, train_file, tmp_path, monkeypatch,
+                                                             bf16, dtype):
+    monkeypatch.setenv("RANKSWEEP_CPU_BF16", bf16)
     cache = tmp_path / "cache"
     path = ensure_rft_data(str(zero_answerer), "cpu", train_file, FAST, cache_root=cache, progress=False)
     rows = read_rft(path)
     assert [(r.question, r.answer) for r in rows] == [(q.question, q.answer) for q in ZERO_QUESTIONS]
     assert all(r.reasoning.endswith("<answer>0</answer>") for r in rows)
     report = read_report(path)
+    assert report["dtype"] == dtype
     assert (report["asked"], report["kept"], report["completions"]) == (3, 2, 3 * FAST.samples)
     assert report["success_rate"] == pytest.approx(2 / 3)
 

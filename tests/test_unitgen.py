@@ -10,6 +10,7 @@ from trainers.data import QA, read_qa
 from trainers.errors import RanksweepError
 from trainers.unitgen import (
     CATEGORIES,
+    LEVELS,
     PHRASINGS,
     UNITS_BY_NAME,
     builtin_data,
@@ -165,8 +166,30 @@ def test_builtin_files_per_level_are_valid_homework_json(tmp_path, monkeypatch):
 
     monkeypatch.setenv("RANKSWEEP_CACHE", str(tmp_path))
     train_path, valid_path = builtin_data("metric-prefix")
-    assert train_path == tmp_path / "data" / "metric-prefix-v1" / "train.json"
+    assert train_path == tmp_path / "data" / LEVELS["metric-prefix"].folder / "train.json"
     raw = json.loads(train_path.read_text())
     assert len(raw) == 1000 and all(isinstance(q, str) and isinstance(a, float) for q, a in raw)
     train, valid = read_qa(train_path), read_qa(valid_path)
     assert len(valid) == 200 and not {r.question for r in train} & {r.question for r in valid}
+
+
+# The files of a level are cached under its folder name: a generator change that keeps the name would serve
+# stale questions from every existing cache (it happened once). Change a level's output: bump its folder.
+GENERATOR_FINGERPRINTS = {"metric-prefix-v3": "8cd4b1ec8e7d8962", "builtin-v1": "af70755e04161978"}
+
+
+@pytest.mark.parametrize("name", sorted(LEVELS))
+def test_a_levels_questions_change_only_with_its_folder_name(name):
+    import hashlib
+    import json
+
+    rows = generate_questions(1000, 0, level=name)
+    digest = hashlib.sha256(json.dumps([[r.question, r.answer] for r in rows]).encode()).hexdigest()[:16]
+    assert GENERATOR_FINGERPRINTS.get(LEVELS[name].folder) == digest, (
+        f"level {name}'s questions changed: bump its folder name and record the new fingerprint")
+
+
+def test_metric_prefix_questions_go_from_the_larger_unit_to_the_smaller():
+    rows = generate_questions(300, 3, level="metric-prefix")
+    # Whole amounts times a power of ten of at least 10: every answer is a whole number above its amount.
+    assert all(r.answer == int(r.answer) and r.answer >= 10 for r in rows)

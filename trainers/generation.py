@@ -1,8 +1,8 @@
-"""Batched generation: greedy answers for grading (a plain decode loop), sampled ones for RFT data (HF generate).
+"""Batched generation with a plain decode loop: greedy answers for grading, sampled ones for RFT data.
 
 Prompts are tokenized as they are (no chat template), left-padded, and grouped by length so a batch
-carries little padding. The greedy loop prefills each batch once, feeds one token per live row, drops
-finished rows from the KV cache, and stops when every row has produced `stop` or EOS.
+carries little padding. Each batch is prefilled once; the loop then feeds one token per live row,
+drops finished rows from the KV cache, and stops when every row has produced `stop` or EOS.
 """
 
 from __future__ import annotations
@@ -59,16 +59,18 @@ def sample(
 ) -> list[list[str]]:
     """k temperature-sampled completions per prompt, reproducible for a given seed, batch size and bf16 choice.
 
-    HF `generate(num_return_sequences=k)` does the decoding: each prompt is prefilled once and the KV cache
-    kept; it was the fastest of the samplers measured on this CPU (bench/rft_generation.py). Plain softmax
-    sampling at `temperature` (no top-k / top-p), so the chains are draws from the model itself.
-    `batch_size` counts sequences decoded together (batch_size // k prompts, at least one); a row is done
-    when it closes `stop`, emits EOS or reaches `max_new_tokens`, and a batch ends when all its rows are.
-    `bf16`: bfloat16 autocast, None = where the hardware runs it fast (trainers.hardware.bf16_is_fast).
+    The decode loop greedy grading uses: each prompt is prefilled once and its KV cache copied k times,
+    rows leave the batch as they finish. Plain softmax sampling at `temperature` (no top-k / top-p), so the
+    chains are draws from the model itself. `batch_size` counts sequences decoded together (batch_size // k
+    prompts, at least one); a row is done when it closes `stop`, emits EOS or reaches `max_new_tokens`.
+    bench/rft_generation.py measured this loop against HF `generate(num_return_sequences=k)`, which
+    prefills every prompt k times (docs/benchmarks.md).
+    `bf16`: bfloat16 autocast; None = on a GPU that runs bf16 fast, never on a CPU: autocast casts every
+    weight on every call, and at decode's few rows per step that made sampling 2.7x slower than float32 on
+    an avx512_bf16 CPU (108 s against 39 s for 32 chains; training, with its wide batches, is 1.5x faster).
     `on_batch(prompt_indices, their_completions)` is called after each batch (progress reporting).
     """
     import torch
-    from transformers import StoppingCriteriaList
 
     from trainers.hardware import autocast, bf16_is_fast
 
@@ -80,20 +82,16 @@ def sample(
     if not prompts:
         return completions
     device = _device(model)
-    use_bf16 = bf16_is_fast(device) if bf16 is None else bf16
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(_eos_ids(model, tokenizer))
-    with torch.inference_mode(), _eval_mode(model), autocast(device, use_bf16), torch.random.fork_rng(devices=[]):
-        # Seeded inside a fork: sampling is reproducible and the caller's random state is left as it was.
-        torch.manual_seed(seed)
+    use_bf16 = (device.type == "cuda" and bf16_is_fast(device)) if bf16 is None else bf16
+    generator = torch.Generator(device=device).manual_seed(seed)
+
+    def pick(logits):
+        probs = torch.softmax(logits.float() / temperature, dim=-1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+    with torch.inference_mode(), _eval_mode(model), autocast(device, use_bf16):
         for indices in _length_batches(tokenizer, prompts, max(1, batch_size // k)):
-            encoded = tokenizer([prompts[i] for i in indices], return_tensors="pt", padding=True).to(device)
-            width = encoded["input_ids"].shape[1]
-            out = model.generate(
-                **encoded, do_sample=True, temperature=temperature, top_k=0, top_p=1.0, min_p=None,
-                num_return_sequences=k, max_new_tokens=max_new_tokens, pad_token_id=pad,
-                stopping_criteria=StoppingCriteriaList([StopCriterion(StopRule(tokenizer, stop), width)]),
-            )
-            texts = [_cut(text, stop) for text in tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)]
+            texts = _decode_batch(model, tokenizer, [prompts[i] for i in indices], k, max_new_tokens, stop, pick)
             for n, i in enumerate(indices):
                 completions[i] = texts[n * k : (n + 1) * k]
             if on_batch is not None:
@@ -119,28 +117,6 @@ class StopRule:
             self._can_end[last] = self.last_char in self.tokenizer.decode([last])
         # Each token holds at least one byte, so a stop string that just completed lies in the last few tokens.
         return self._can_end[last] and self.stop in self.tokenizer.decode(tokens[-self.span :])
-
-
-class StopCriterion:
-    """A StopRule as a transformers stopping criterion: one flag per row, judged on the tokens after the prompt.
-
-    (generate calls any callable that returns a per-row bool tensor; HF's own `stop_strings` builds token
-    tables on every call, a fixed cost larger than this whole check.)
-    """
-
-    def __init__(self, rule: StopRule, prompt_width: int):
-        self.rule, self.prompt_width = rule, prompt_width
-        self.done: list[bool] = []
-
-    def __call__(self, input_ids, scores, **kwargs):
-        import torch
-
-        if not self.done:
-            self.done = [False] * input_ids.shape[0]
-        new = input_ids[:, self.prompt_width :].tolist()
-        # A closed row stays closed: generate pads it from then on.
-        self.done = [done or self.rule.closed(tokens) for done, tokens in zip(self.done, new)]
-        return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
 
 
 def _length_batches(tokenizer, prompts: list[str], batch_size: int) -> Iterator[list[int]]:
@@ -218,7 +194,7 @@ def _decode_batch(model, tokenizer, prompts: list[str], repeats: int, max_new_to
     rows = mask.shape[0]
     generated: list[list[int]] = [[] for _ in range(rows)]
     live = list(range(rows))  # output row of each row still in the cache
-    stop_span = len(stop.encode("utf-8")) if stop else 0
+    rule = StopRule(tokenizer, stop)
     for step in range(max_new_tokens):
         tokens = pick(logits)
         keep = []
@@ -226,10 +202,8 @@ def _decode_batch(model, tokenizer, prompts: list[str], repeats: int, max_new_to
             if token in eos:
                 continue
             generated[row].append(token)
-            # Each token holds at least one byte, so a stop string that just completed lies in the last few tokens.
-            if stop and stop in tokenizer.decode(generated[row][-stop_span:]):
-                continue
-            keep.append(slot)
+            if not rule.closed(generated[row]):
+                keep.append(slot)
         if not keep or step == max_new_tokens - 1:
             break
         if len(keep) < len(live):

@@ -1,9 +1,10 @@
 """Built-in unit-conversion questions in the homework format, deterministic for a seed, at two levels.
 
 `homework`: like the course's data: any two units of one category (feet to metres, gallons to cups...)
-by a pure ratio (no offsets, so no temperatures). `metric-prefix`: whole amounts between metric prefixes
-of one unit (kilograms to grams, megabytes to kilobytes), which the 135M model learns in one CPU epoch
-(docs/benchmarks.md). Each unit is stored as its size in the category's base unit; the answer is
+by a pure ratio (no offsets, so no temperatures). `metric-prefix`: whole amounts from a larger metric
+prefix of one unit to a smaller one (kilograms to grams, megabytes to kilobytes), which the 135M model
+learns on a CPU (docs/benchmarks.md: 52.5% after one epoch of 1000 rows at rank 4; 7% when half the
+questions went the other way, to decimal answers). Each unit is stored as its size in the category's base unit; the answer is
 amount * size(from) / size(to), rounded to 6 significant digits.
 """
 
@@ -78,7 +79,9 @@ def _whole_amount(rng: random.Random) -> int:
 def _prefix_question(rng: random.Random) -> QA:
     while True:
         category = rng.choice(sorted(PREFIXED))
-        src, dst = rng.sample(PREFIXED[category], 2)
+        # From the larger unit to the smaller: the answer is the amount with zeros appended, a pattern the
+        # 135M model learns in one CPU epoch; the other direction (decimal answers) it barely learned.
+        dst, src = sorted(rng.sample(PREFIXED[category], 2), key=lambda unit: unit.size)
         amount = _whole_amount(rng)
         answer = round_significant(amount * src.size / dst.size)
         if ANSWER_RANGE[0] <= answer <= ANSWER_RANGE[1]:
@@ -101,7 +104,7 @@ class Level:
 LEVELS: dict[str, Level] = {
     level.name: level
     for level in (
-        Level("metric-prefix", "metric-prefix-v1",
+        Level("metric-prefix", "metric-prefix-v3",
               "whole amounts between metric prefixes of one unit ('Convert 46 liters to milliliters.' -> 46000); "
               "the embedded 135M model learns it in one CPU epoch", _prefix_question),
         Level("homework", BUILTIN_VERSION,
