@@ -314,3 +314,21 @@ def test_auto_study_of_short_trainings_stays_independent(ranksweep, study_root):
     study = optuna.load_study(study_name="auto-short", storage=f"sqlite:///{study_root}/studies.db")
     config = study.user_attrs["config"]
     assert (config["strategy"], config["recover_steps"]) == ("independent", 0)  # 16 rows: 1 step per training
+
+
+def test_auto_weighs_the_rft_training_too(ranksweep, study_root, tmp_path):
+    """600 SFT rows make 38-step trainings (shrink would pay), but 16 RFT rows make 1-step ones: deriving an
+    RFT rank with 25 recovery steps would cost 25x its training, so the study stays independent."""
+    import optuna
+
+    from trainers.data import write_qa
+    from trainers.unitgen import generate_questions
+
+    write_qa(tmp_path / "train.json", generate_questions(600, 5, level="metric-prefix"))
+    args = _study_args(study_root, "auto-rft-short", "auto")
+    args[args.index("--trials") + 1] = "1"
+    args[args.index("--train-data") + 1] = tmp_path / "train.json"
+    args[args.index("--max-examples") + 1] = "600"
+    assert ranksweep(*args).returncode == 0
+    study = optuna.load_study(study_name="auto-rft-short", storage=f"sqlite:///{study_root}/studies.db")
+    assert study.user_attrs["config"]["strategy"] == "independent"

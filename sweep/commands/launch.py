@@ -148,8 +148,7 @@ def build_settings(args):
     train, valid, rft = _data_paths(args)
     train_rows = len(read_qa(train))
     read_qa(valid)  # validate now: a bad file should fail before any training
-    if rft is not None:
-        read_rft(rft)
+    rft_rows = len(read_rft(rft)) if rft is not None else None
     preset = with_overrides(
         PRESETS[args.preset],
         sft_ranks=parse_ranks(args.sft_ranks) if args.sft_ranks else None,
@@ -175,20 +174,25 @@ def build_settings(args):
         objective=args.objective, budget_bytes=budget_bytes(args.budget_mb), space=preset.space, effort=effort,
         trials=preset.trials, seed=args.seed, preset=args.preset, artifacts=args.artifacts,
         train_path=train, valid_path=valid, rft_path=rft, homework=args.homework,
-        **_strategy(args, train_rows, preset), trainer=args.trainer,
+        **_strategy(args, train_rows, rft_rows, preset), trainer=args.trainer,
         prompt_template=check_prompt_template(args.prompt_template),
         level=_level(args) if args.train_data is None and args.homework is None else None,
     )
 
 
-def _strategy(args, train_rows: int, preset) -> dict:
-    """The study's strategy and recovery steps, `auto` resolved from the shortest SFT training of the space."""
+def _strategy(args, train_rows: int, rft_rows: int | None, preset) -> dict:
+    """The study's strategy and recovery steps, `auto` resolved from the shortest training of the space: SFT's,
+    or RFT's on its data (at most the questions offered to rejection sampling when it is yet to be sampled)."""
     from sweep.strategies import resolve_strategy
     from trainers.batching import steps_for
 
     effort = preset.effort
-    rows = min(train_rows, effort.max_examples or train_rows)
-    shortest = steps_for(rows, effort.batch_size, min(preset.space.epochs))
+    if rft_rows is None:
+        rft_rows = min(train_rows, effort.rft_questions or train_rows)
+    shortest = min(
+        steps_for(min(rows, effort.max_examples or rows), effort.batch_size, min(preset.space.epochs))
+        for rows in (train_rows, rft_rows)
+    )
     requested = args.strategy
     if requested == "auto" and getattr(args, "trainer", "ranksweep") != "ranksweep":
         requested = "independent"  # another trainer makes each adapter its own way
