@@ -2,8 +2,9 @@
 
 All sides sample K completions per question for the same first N built-in training questions, with the
 same few-shot chat prompt as RFT data generation, temperature and token budget. `sample` is the decode
-loop RFT data uses (each prompt prefilled once, its KV cache copied K times, rows leave as they close
-`</answer>`), float32, batch-size sequences wide. The previous sampler is the same loop 16 sequences
+loop RFT data uses (the shared few-shot prefix encoded once, each prompt's tail prefilled once and its KV
+cache copied K times, rows leave as they close `</answer>`), batch-size sequences wide, on a copy of the
+model in bf16 weights where the CPU has avx512_bf16 (as RFT data runs it), else float32. The previous sampler is the same loop 16 sequences
 wide, as RFT data ran it before. The plain baseline is HF `generate(do_sample=True,
 num_return_sequences=K)` with top-k and top-p switched off, so every side draws from the same
 distribution; it stops only at EOS or the token budget, and its text is cut after `</answer>` as ours
@@ -102,8 +103,9 @@ def main() -> None:
     from trainers.data import read_qa
     from trainers.generation import sample
     from trainers.grading import is_correct, parse_answer
-    from trainers.models import load_model
     from trainers.fewshot import few_shot_named
+    from trainers.models import load_model
+    from trainers.rft_data import sampling_dtype
     from trainers.unitgen import builtin_data
 
     loaded = load_model(args.model, "cpu")
@@ -112,8 +114,16 @@ def main() -> None:
     per_batch = max(1, args.batch_size // args.k)
     previous_per_batch = max(1, 16 // args.k)  # RFTSettings.batch_size before this change
 
+    # RFT data samples with its own copy of the model, in bf16 weights where the CPU runs bf16 fast.
+    generator = load_model(args.model, "cpu")
+    generator_dtype = sampling_dtype("cpu")
+    if generator_dtype == "bfloat16":
+        import torch
+
+        generator.model.to(torch.bfloat16)
+
     def ours(rep):
-        return sample(loaded.model, loaded.tokenizer, prompts, k=args.k, temperature=args.temperature,
+        return sample(generator.model, generator.tokenizer, prompts, k=args.k, temperature=args.temperature,
                       max_new_tokens=args.max_new_tokens, stop=STOP, seed=rep, batch_size=args.batch_size)
 
     def theirs(rep):
@@ -158,7 +168,7 @@ def main() -> None:
     # A decode step reads every weight at least once: the step rate memory allows, and the tokens/s that
     # gives at the batch width actually used (an upper bound only while the batch stays full).
     steps_per_s_limit = bandwidth * 1e9 / weight_bytes
-    payload = {"model": args.model, "per_batch_prompts": per_batch, "sides": summary,
+    payload = {"model": args.model, "per_batch_prompts": per_batch, "sides": summary, "ours_dtype": generator_dtype,
                "speedup": theirs_s / ours_s, "speedup_vs_previous": previous_s / ours_s,
                "memory_bandwidth_gb_s": bandwidth, "weight_bytes": weight_bytes,
                "bandwidth_limited_steps_per_s": steps_per_s_limit}

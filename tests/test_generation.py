@@ -147,3 +147,24 @@ def test_bf16_choice_follows_the_cpu_flags():
 
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
     assert bf16_is_fast("cpu") == ("avx512_bf16" in flags or "amx_bf16" in flags)
+
+
+def test_shared_prefix_prefill_gives_the_logits_of_the_whole_prompt(tiny):
+    """Batches that start from the shared prefix's cache decode exactly like batches that encode it whole."""
+    from trainers.generation import SharedPrefix, _decode_batch
+
+    ids = tiny.tokenizer(FEW_SHOT_PROMPTS)["input_ids"]
+    shared = SharedPrefix.length(ids)
+    assert shared >= 12 and all(row[:shared] == ids[0][:shared] for row in ids)
+
+    def pick(logits):
+        return logits.argmax(dim=-1)
+
+    import torch
+
+    with torch.inference_mode():
+        prefix = SharedPrefix(tiny.model, ids[0][:shared])
+        split = _decode_batch(tiny.model, tiny.tokenizer, FEW_SHOT_PROMPTS, 2, 10, "</never>", pick, prefix)
+        whole = _decode_batch(tiny.model, tiny.tokenizer, FEW_SHOT_PROMPTS, 2, 10, "</never>", pick)
+    assert split == whole and all(split)
+    assert SharedPrefix.length([[1, 2, 3], [1, 2, 3]]) == 2  # each row keeps a token of its own
