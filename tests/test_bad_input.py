@@ -76,6 +76,8 @@ CASES = {
     "launch-alpha-huge": (LAUNCH + ["--alpha-ratios", "1e300"], "--alpha-ratios '1e300' is not valid: give a ratio"),
     "launch-budget-inf": (LAUNCH + ["--budget-mb", "inf"], "--budget-mb 'inf' is not valid: give a budget in MiB"),
     "launch-rank-huge": (LAUNCH + ["--sft-ranks", "2,100000"], "'100000' is not valid: give a rank of at most 4096"),
+    "launch-homework-trainer-nll": (LAUNCH + ["--trainer", "homework", "--objective", "answer-nll"],
+                                    "--objective answer-nll needs ranksweep's own grading"),
     "launch-seed-negative": (LAUNCH + ["--seed", "-1", "--storage", "sqlite:///new.db"],
                              "--seed '-1' is not valid: give a whole number from 0 to 4294967295"),
     "train-lr-huge": (TRAIN + ["--lr", "1e30"], "--lr '1e30' is not valid: give a learning rate greater than 0 and "

@@ -139,12 +139,17 @@ def build_settings(args):
     from sweep.sizing import budget_bytes
     from sweep.space import PRESETS, parse_floats, parse_ranks, with_overrides
     from trainers.data import read_qa, read_rft
+    from trainers.errors import RanksweepError
     from trainers.models import resolve_device
     from trainers.prompts import check_prompt_template
 
     from sweep.strategies import check_strategy
 
     check_strategy(args.strategy, args.recover_steps)
+    if args.trainer == "homework" and args.objective == "answer-nll":
+        # The course grader reports answers right or wrong, no likelihoods: every trial would score NaN.
+        raise RanksweepError("--objective answer-nll needs ranksweep's own grading, which --trainer homework "
+                             "replaces with the homework's grader: choose points or an accuracy objective.")
     train, valid, rft = _data_paths(args)
     train_rows = len(read_qa(train))
     read_qa(valid)  # validate now: a bad file should fail before any training
