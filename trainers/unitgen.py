@@ -3,9 +3,10 @@
 `homework`: like the course's data: any two units of one category (feet to metres, gallons to cups...)
 by a pure ratio (no offsets, so no temperatures). `metric-prefix`: whole amounts from a larger metric
 prefix of one unit to a smaller one (kilograms to grams, megabytes to kilobytes), which the 135M model
-learns on a CPU (docs/benchmarks.md: 52.5% after one epoch of 1000 rows at rank 4; with both directions
-mixed in it scored 33% after 480 rows, 7% on the decimal answers). Each unit is stored as its size in the category's base unit; the answer is
-amount * size(from) / size(to), rounded to 6 significant digits.
+learns on a CPU (docs/benchmarks.md §9: 52.5% after one epoch of 1000 rows at rank 4; with both
+directions mixed in it scored 33% after 480 rows, 7% on the decimal answers). Each unit is stored as its
+size in the category's base unit; the answer is amount * size(from) / size(to), rounded to 6 significant
+digits.
 """
 
 from __future__ import annotations
