@@ -194,7 +194,8 @@ def test_a_failing_trial_does_not_end_the_study(ranksweep, data, tmp_path):
     # The SFT rank-16 adapter's lock path is taken by a folder, so that adapter cannot be trained: every
     # trial that needs it fails with an OSError, the others complete.
     quick = PRESETS["quick"]
-    config = TrainConfig(kind="sft", rank=16, alpha_ratio=4.0, lr=quick.space.lrs[0], epochs=1.0, adapter_dtype="fp32",
+    config = TrainConfig(kind="sft", rank=16, alpha_ratio=4.0, lr=quick.space.lrs[0], epochs=quick.space.epochs[0],
+                         adapter_dtype="fp32",
                          batch_size=quick.effort.batch_size, max_examples=16, seed=0)
     spec = AdapterSpec(config=config, base_model="tiny", data_sha256=file_hash(data / "train.json"))
     (tmp_path / "artifacts" / "locks" / f"{spec.key}.lock").mkdir(parents=True)

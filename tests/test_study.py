@@ -14,6 +14,7 @@ import pytest
 
 from small_data import write_small_data
 from sweep.bundle import submission_bytes
+from sweep.space import PRESETS
 from trainers.data import write_json_atomic
 
 BUDGET_MB = 0.4  # tiny adapters are 8 KiB per rank in fp32 (zipped ~0.93 of that): any pair with rank 64 is over
@@ -141,7 +142,7 @@ def snapshot(root: Path, study: str) -> tuple:
 
 @pytest.mark.parametrize("flag, value, named", [
     ("--sft-ranks", "4,16", "sft_ranks 4,16,64"),
-    ("--preset", "full", "epochs 1.0"),
+    ("--preset", "full", f"epochs {PRESETS['quick'].space.epochs[0]}"),  # the study's own value is named
     ("--objective", "sft-accuracy", None),  # same direction: allowed, checked below
 ])
 def test_resume_with_another_search_space_is_refused_before_writing(ranksweep, workdir, flag, value, named):
