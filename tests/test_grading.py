@@ -320,3 +320,44 @@ def test_grade_command_bad_input_is_one_line(cli, tmp_path, args, message):
 def test_grade_command_rejects_a_kind_that_contradicts_the_adapter(cli, tiny_adapter):
     result = cli("grade", "--adapter", tiny_adapter, "--kind", "rft", "--base-model", "tiny")
     assert result.returncode == 2 and "trained as sft" in result.stderr
+
+
+def test_answer_nll_after_a_context_scores_only_the_answer_by_hand(tiny):
+    """With a context (an RFT adapter's own reasoning), only the answer's tokens after question + context count."""
+    import torch
+
+    from trainers.training import format_answer
+
+    contexts = ["1 kg = 1000 g. 6 * 1000 = 6000. ", "", "3 * 60 = 180."]
+    by_hand = []
+    with torch.inference_mode():
+        for row, context in zip(NLL_ROWS, contexts):
+            prompt = tiny.tokenizer(row.question)["input_ids"]
+            lead = tiny.tokenizer(" " + context.strip(), add_special_tokens=False)["input_ids"] if context else []
+            tail = tiny.tokenizer((" " if context else " ") + format_answer(row.answer),
+                                  add_special_tokens=False)["input_ids"]
+            ids = prompt + lead + tail
+            logprobs = torch.log_softmax(tiny.model(input_ids=torch.tensor([ids])).logits[0].float(), dim=-1)
+            first = len(prompt) + len(lead)
+            by_hand.append(-sum(logprobs[t - 1, ids[t]].item() for t in range(first, len(ids))) / (len(ids) - first))
+    nll, se = answer_nll(tiny.model, tiny.tokenizer, NLL_ROWS, contexts=contexts, batch_size=2)
+    assert (nll, se) == pytest.approx(mean_and_standard_error(by_hand), rel=1e-4)
+    # The context changes what is scored: not the same number as the answer straight after the question.
+    assert nll != pytest.approx(answer_nll(tiny.model, tiny.tokenizer, NLL_ROWS)[0], rel=1e-5)
+    # Empty contexts are the plain case.
+    assert answer_nll(tiny.model, tiny.tokenizer, NLL_ROWS, contexts=["", "", ""]) == pytest.approx(
+        answer_nll(tiny.model, tiny.tokenizer, NLL_ROWS), rel=1e-6)
+
+
+def test_an_rft_grade_scores_the_answer_after_its_own_chain(tiny):
+    from trainers.generation import greedy
+    from trainers.grading import _before_answer, grade_model
+
+    rft = grade_model(tiny, NLL_ROWS, kind="rft", questions=None, progress=False, max_new_tokens=6)
+    sft = grade_model(tiny, NLL_ROWS, kind="sft", questions=None, progress=False, max_new_tokens=6)
+    chains = greedy(tiny.model, tiny.tokenizer, [r.question for r in NLL_ROWS], max_new_tokens=6)
+    assert all(_before_answer(c) for c in chains)  # random weights write text, never an answer tag
+    expected = answer_nll(tiny.model, tiny.tokenizer, NLL_ROWS, contexts=[_before_answer(c) for c in chains])
+    assert (rft.answer_nll, rft.answer_nll_se) == pytest.approx(expected, rel=1e-4)
+    assert (sft.answer_nll, sft.answer_nll_se) == pytest.approx(answer_nll(tiny.model, tiny.tokenizer, NLL_ROWS),
+                                                                rel=1e-4)

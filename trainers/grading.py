@@ -121,21 +121,39 @@ def mean_and_standard_error(values: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(variance / n)
 
 
-def answer_nll(model, tokenizer, rows: list[QA], *, batch_size: int = BATCH_SIZE) -> tuple[float, float]:
-    """Mean NLL per token (nats) of each row's true completion after its question, teacher-forced, and its
-    standard error over rows.
+def answer_nll(
+    model, tokenizer, rows: list[QA], *, contexts: list[str] | None = None, batch_size: int = BATCH_SIZE
+) -> tuple[float, float]:
+    """Mean NLL per token (nats) of each row's true answer, teacher-forced, and its standard error over rows.
 
-    The completion is the SFT target `<answer>value</answer>`, tokenized exactly as training tokenizes it
-    (trainers.batching); EOS is not scored. Unlike accuracy it moves with every small gain in the model's
-    belief in the right number, so it separates adapters whose accuracies tie.
+    The scored text is the SFT target `<answer>value</answer>`. Without `contexts` it follows the question
+    directly, tokenized exactly as training tokenizes it (trainers.batching). With `contexts` (one per row:
+    the text a model wrote before its `<answer>`, such as an RFT adapter's own reasoning) it follows the
+    question and that text, and only the answer's tokens are scored. EOS is not scored. Unlike accuracy it
+    moves with every small gain in the model's belief in the right number, so it separates adapters whose
+    accuracies tie.
     """
     import torch
 
-    from trainers.batching import tokenize_rows
+    from trainers.batching import SEPARATOR, tokenize_rows
     from trainers.generation import _core, _eval_mode
-    from trainers.training import head_is_plain, format_answer
+    from trainers.training import format_answer, head_is_plain
 
-    token_rows, _ = tokenize_rows(tokenizer, [(r.question, format_answer(r.answer)) for r in rows], 10**9)
+    answers = [format_answer(r.answer) for r in rows]
+    if contexts is None or not any(c.strip() for c in contexts):
+        token_rows, _ = tokenize_rows(tokenizer, [(r.question, a) for r, a in zip(rows, answers)], 10**9)
+        scored = [(list(t.ids[:-1]), t.prompt_tokens) for t in token_rows]  # (ids without EOS, first scored)
+    else:
+        if len(contexts) != len(rows):
+            raise ValueError(f"{len(contexts)} contexts for {len(rows)} rows")
+        scored = []
+        prompts = tokenizer([r.question for r in rows], add_special_tokens=True)["input_ids"]
+        for prompt, context, answer in zip(prompts, contexts, answers):
+            context = context.strip()
+            # The reasoning follows the question as in RFT training; the answer tag follows it after a space.
+            lead = tokenizer(SEPARATOR + context, add_special_tokens=False)["input_ids"] if context else []
+            tail = tokenizer((" " if context else SEPARATOR) + answer, add_special_tokens=False)["input_ids"]
+            scored.append(([*prompt, *lead, *tail], len(prompt) + len(lead)))
     per_row: list[float] = []
     core = _core(model)
     decoder, head = core.get_decoder(), core.get_output_embeddings()
@@ -144,14 +162,14 @@ def answer_nll(model, tokenizer, rows: list[QA], *, batch_size: int = BATCH_SIZE
     head_only = decoder is not core and head is not None and head_is_plain(core)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     with torch.inference_mode(), _eval_mode(model):
-        for start in range(0, len(token_rows), batch_size):
-            chunk = [(list(r.ids[:-1]), r.prompt_tokens) for r in token_rows[start : start + batch_size]]  # no EOS
+        for start in range(0, len(scored), batch_size):
+            chunk = scored[start : start + batch_size]
             width = max(len(ids) for ids, _ in chunk)
             ids = torch.tensor([row + [pad] * (width - len(row)) for row, _ in chunk])
             mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row, _ in chunk])
-            # Position t predicts token t + 1: the completion's tokens are predicted from prompt_tokens - 1 on.
-            spans = [(n, prompt_tokens - 1, len(row) - 1) for n, (row, prompt_tokens) in enumerate(chunk)]
-            targets = torch.tensor([t for row, prompt_tokens in chunk for t in row[prompt_tokens:]])
+            # Position t predicts token t + 1: the scored tokens are predicted from `first - 1` on.
+            spans = [(n, first - 1, len(row) - 1) for n, (row, first) in enumerate(chunk)]
+            targets = torch.tensor([t for row, first in chunk for t in row[first:]])
             if head_only:
                 hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state
                 logits = head(torch.cat([hidden[n, a:b] for n, a, b in spans]))
@@ -216,7 +234,8 @@ def grade_model(
     """Greedy-answer the first `questions` rows (None = all) with the base model plus an optional adapter.
 
     The adapter is loaded into `loaded.model` for the duration and removed afterwards, leaving the base
-    model as it was. Also measures the answer NLL (`answer_nll`). `seconds` is the wall time of both.
+    model as it was. Also measures the answer NLL (`answer_nll`; for an RFT adapter, after its own greedy
+    reasoning). `seconds` is the wall time of both.
     """
     from tqdm.auto import tqdm
 
@@ -244,9 +263,17 @@ def grade_model(
             completions = greedy(
                 model, loaded.tokenizer, prompts, max_new_tokens=budget, batch_size=batch_size, on_batch=advance
             )
-            nll, nll_se = answer_nll(model, loaded.tokenizer, asked, batch_size=batch_size)
+            # An RFT adapter writes its reasoning first: its answer is scored after its own greedy chain.
+            contexts = [_before_answer(c) for c in completions] if kind == "rft" else None
+            nll, nll_se = answer_nll(model, loaded.tokenizer, asked, contexts=contexts, batch_size=batch_size)
         seconds = time.perf_counter() - start
     return replace(score(kind, completions, truths, seconds=seconds), answer_nll=nll, answer_nll_se=nll_se)
+
+
+def _before_answer(completion: str) -> str:
+    """The text a completion wrote before its first `<answer>` (all of it when it has none)."""
+    at = completion.find("<answer>")
+    return completion if at < 0 else completion[:at]
 
 
 @contextmanager
