@@ -215,20 +215,18 @@ def _decode_batch(model, tokenizer, prompts: list[str], repeats: int, max_new_to
     cache_kw, can_trim_logits = _forward_names(core)
     eos = _eos_ids(model, tokenizer)
     extra = {"logits_to_keep": 1} if can_trim_logits else {}
+    shared = len(prefix.ids) if prefix else 0
+    tails = [ids[shared:] for ids in tokenizer(prompts, add_special_tokens=True)["input_ids"]]
+    width = max(len(t) for t in tails)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    # Left padding: a row's first real token gets position `shared` (0 without a prefix, exactly as HF
+    # generate numbers it); padding is masked out.
+    input_ids = torch.tensor([[pad] * (width - len(t)) + t for t in tails], device=device)
+    mask = torch.tensor([[0] * (width - len(t)) + [1] * len(t) for t in tails], device=device)
+    positions = ((mask.cumsum(-1) - 1).clamp(min=0) + shared) * mask
     if prefix is None:
-        encoded = tokenizer(prompts, return_tensors="pt", padding=True).to(device)
-        input_ids, mask = encoded["input_ids"], encoded["attention_mask"]
-        # Left padding: a row's first real token gets position 0, exactly as HF generate numbers it.
-        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=core.config)
     else:
-        shared = len(prefix.ids)
-        tails = [ids[shared:] for ids in tokenizer(prompts, add_special_tokens=True)["input_ids"]]
-        width = max(len(t) for t in tails)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        input_ids = torch.tensor([[pad] * (width - len(t)) + t for t in tails], device=device)
-        mask = torch.tensor([[0] * (width - len(t)) + [1] * len(t) for t in tails], device=device)
-        positions = ((mask.cumsum(-1) - 1).clamp(min=0) + shared) * mask
         cache = copy.deepcopy(prefix.cache)
         cache.batch_repeat_interleave(len(prompts))
         mask = torch.cat([mask.new_ones((len(prompts), shared)), mask], dim=-1)
