@@ -61,6 +61,12 @@ def in_memory(url: str) -> bool:
         parsed.query.get("mode") == "memory"
 
 
+def in_memory_refusal(url: str) -> str:
+    """The sentence that refuses an in-memory database (the CLI's --storage check and the opener both say it)."""
+    return f"'{url}' is an in-memory database that keeps nothing once the command ends; give a file, e.g. " \
+        "sqlite:///studies.db"
+
+
 _PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^:/@\s]*:)[^/\s]*@")
 _QUERY_PASSWORD = re.compile(r"([?&](?:password|passwd)=)[^&\s'\"]*", re.IGNORECASE)
 
@@ -88,8 +94,7 @@ def open_storage(storage: str | BaseStorage, *, must_exist: bool = True, heartbe
     if not isinstance(storage, str):
         return storage
     if in_memory(storage):
-        raise RanksweepError(f"'{storage}' is an in-memory database that keeps nothing once the command ends; give "
-                             "a file, e.g. sqlite:///studies.db")
+        raise RanksweepError(in_memory_refusal(storage))
     storage = with_driver(storage)
     kwargs: dict = {}
     if storage.startswith("sqlite:"):

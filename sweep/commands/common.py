@@ -131,12 +131,11 @@ def storage_url(text: str) -> str:
     """argparse type for --storage: refuse an in-memory database while the command line is read (a study there
     would train everything and keep nothing). A bare postgresql:// gets its driver where it is opened
     (sweep.storage.with_driver), so printed commands keep the URL as it was typed."""
-    from sweep.storage import in_memory
+    from sweep.storage import in_memory, in_memory_refusal
 
     url = text.strip()
     if in_memory(url):
-        raise argparse.ArgumentTypeError(f"'{text}' is an in-memory database that keeps nothing once the command "
-                                         "ends; give a file, e.g. sqlite:///studies.db")
+        raise argparse.ArgumentTypeError(in_memory_refusal(text))
     return url
 
 
