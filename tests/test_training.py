@@ -184,6 +184,12 @@ def test_training_lowers_the_loss_saves_a_peft_folder_and_leaves_the_base_alone(
         assert any(t.abs().sum() > 0 for name, t in saved.items() if "lora_B" in name)  # B moved off its zero init
     finally:
         peft_model.unload()
+        # Loading for inference froze the shared tiny model and left peft_config on it: hand it back as lent,
+        # or a later test that trains a copy of it (test_rft_data's zero_answerer) has nothing to train.
+        for name, param in model.named_parameters():
+            param.requires_grad_(grads[name])
+        if hasattr(model, "peft_config"):
+            del model.peft_config
     assert _fingerprint(model) == before
 
 
