@@ -128,7 +128,7 @@ def validate(config: TrainConfig, examples: list[TrainExample] | None, out_dir: 
 
 def use_bf16_autocast(device: str) -> bool:
     """Whether to run forward passes under bfloat16 autocast: on CUDA, and on CPUs with native bf16 math."""
-    import torch
+    from trainers.hardware import bf16_is_fast
 
     if device.startswith("cuda"):
         return True
@@ -138,8 +138,7 @@ def use_bf16_autocast(device: str) -> bool:
     if forced in ("0", "1"):
         return forced == "1"
     # Without avx512_bf16/AMX, torch emulates bf16 and a matmul gets several times slower than float32.
-    capabilities = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
-    return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
+    return bf16_is_fast("cpu")
 
 
 # Config fields of models whose logits are more than lm_head(hidden): those take the full forward pass.
