@@ -63,10 +63,11 @@ class Preset:
 
 
 PRESETS = {
-    # A CPU-sized study on the level the 135M model learns (measured on 2 cores, docs/benchmarks.md): two
-    # ranks per kind, two epochs at lr 2e-3 (RFT adapters graded 22.5% after one epoch of their ~130 chains,
-    # 50.5% after two; on ~110 chains rank 2 graded 23% where rank 16 graded 43%, so RFT starts at 4), 320 SFT rows, 200 graded questions (a 95% interval of about +-7 points at 50%);
-    # rejection sampling on 200 questions, 4 chains of up to 64 tokens each (a chain of this level is ~40).
+    # A CPU-sized study on the level the 135M model learns (measured on 2 cores, docs/benchmarks.md §6, §9):
+    # two ranks per kind, two epochs at lr 2e-3 (RFT adapters graded 22.5% after one epoch of their ~130
+    # chains, 50.5% after two; on ~110 chains rank 2 graded 23% where rank 16 graded 43%, so RFT starts at 4),
+    # 320 SFT rows, 200 graded questions (a 95% interval of about +-7 points at 50%); rejection sampling on
+    # 200 questions, 4 chains of up to 64 tokens each (a chain of this level is ~40).
     "quick": Preset(
         space=SearchSpace(sft_ranks=(2, 16), rft_ranks=(4, 16), lrs=(2e-3,), epochs=(2.0,)),
         effort=Effort(max_examples=320, questions=200, rft_questions=200, rft_samples=4, rft_max_new_tokens=64),
