@@ -232,7 +232,8 @@ def pick(pairs: pd.DataFrame, goal: Objective, budget: int, study_name: str) -> 
 
     ranked = pairs.assign(quality=goal.sign * pairs["objective"])  # grows with quality either way
     # Pairs the objective cannot score (graded without an answer NLL, under answer-nll) are left out.
-    feasible = ranked[ranked["feasible"] & ranked["objective"].notna()].sort_values(["quality", "size_bytes"], ascending=[False, True])
+    scored = ranked["feasible"] & ranked["objective"].notna()
+    feasible = ranked[scored].sort_values(["quality", "size_bytes"], ascending=[False, True])
     if feasible.empty:
         what = "has no graded SFT/RFT pair yet" if pairs.empty else f"has no pair within {budget / MIB:.2f} MiB"
         raise RanksweepError(
@@ -258,7 +259,8 @@ def pick(pairs: pd.DataFrame, goal: Objective, budget: int, study_name: str) -> 
         adapter_dtype=str(best["adapter_dtype"]) if not pd.isna(best["adapter_dtype"]) else "fp32",
         size_bytes=int(best["size_bytes"]), points=float(best["points"]),
         objective_value=float(best["objective"]), trial=trial, overlaps=overlaps,
-        reason=_reason(best, feasible, goal, budget, unscored=int((pairs["feasible"] & pairs["objective"].isna()).sum())),
+        reason=_reason(best, feasible, goal, budget,
+                       unscored=int((pairs["feasible"] & pairs["objective"].isna()).sum())),
     )
 
 

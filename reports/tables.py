@@ -15,7 +15,8 @@ TRIAL_CSV_FIRST = (
     "trial", "state", "sft_rank", "rft_rank", "alpha_ratio", "lr", "epochs", "adapter_dtype",
     "size_mib", "size_source", "budget_mib", "feasible",
     "sft_accuracy", "sft_ci_low", "sft_ci_high", "rft_accuracy", "rft_ci_low", "rft_ci_high",
-    "sft_answer_nll", "sft_answer_nll_se", "rft_answer_nll", "rft_answer_nll_se", "sft_points", "rft_points", "points", "mean_accuracy", "score", "skipped", "error",
+    "sft_answer_nll", "sft_answer_nll_se", "rft_answer_nll", "rft_answer_nll_se", "sft_points", "rft_points",
+    "points", "mean_accuracy", "score", "skipped", "error",
 )
 FRONTIER_CSV = (
     "trial", "sft_rank", "rft_rank", "size_mib", "points", "sft_accuracy", "rft_accuracy", "mean_accuracy",
