@@ -85,7 +85,7 @@ class AdapterResult:
 class TrialResult:
     """One trial: the pair it asked for, how it ended, and its two adapters when both were graded.
 
-    `skipped` says why a pair was not trained (`over-budget`, `duplicate`, `running-elsewhere`); `error` why a
+    `skipped` says why a pair was not trained (`over-budget`, `duplicate`, `running-elsewhere`, `target-reached`); `error` why a
     trial failed. Sizes are bytes of the zipped submission; `score` is the objective the study maximises.
     """
 
@@ -107,6 +107,7 @@ class TrialResult:
     sampler_seed: int | None = None  # the seed of the process that drew this pair
     host: str | None = None
     pid: int | None = None
+    pid_started: int | None = None  # when that process started (clock ticks since boot): a reused pid differs
     skipped: str | None = None
     error: str | None = None
     sft: AdapterResult | None = field(default=None)

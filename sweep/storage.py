@@ -108,11 +108,9 @@ def open_storage(storage: str | BaseStorage, *, must_exist: bool = True, heartbe
         # with "database is locked" (the default wait is 5 s, shorter than a busy study's writes can take).
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
     if heartbeat:
-        from optuna.storages import RetryHeartbeatStaleTrialCallback
-
         beat = heartbeat_seconds()
         kwargs.update(heartbeat_interval=beat, grace_period=GRACE_BEATS * beat,
-                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
+                      heartbeat_stale_trial_callback=retry_once)
     try:
         return _rdb_storage(storage, kwargs)
     except ImportError as exc:
@@ -123,6 +121,19 @@ def open_storage(storage: str | BaseStorage, *, must_exist: bool = True, heartbe
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise RanksweepError(f"Cannot open the storage {masked(storage)} ({masked(reason)}); check the --storage "
                              "URL.") from None
+
+
+def retry_once(study, trial) -> None:
+    """Enqueue a failed trial's pair once more (Optuna's `RetryHeartbeatStaleTrialCallback(max_retry=1)`), without
+    the failed trial's user attrs: the retry must not show the dead process as its owner before it records its
+    own, or the next process would take it for an orphan too."""
+    import copy
+
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    trial = copy.deepcopy(trial)
+    trial.user_attrs = {}
+    RetryHeartbeatStaleTrialCallback(max_retry=1)(study, trial)
 
 
 def _rdb_storage(url: str, kwargs: dict):

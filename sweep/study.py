@@ -30,6 +30,10 @@ class Opened:
     storage: object  # optuna.storages.RDBStorage
     seed: int  # this process's sampler seed, recorded on its trials
 
+    def target(self) -> int:
+        """The study's target of distinct complete pairs, as stored now (a worker may have raised it)."""
+        return self.study.user_attrs["config"]["trials"]
+
     def trial_id(self, number: int) -> int:
         """The storage's id of trial `number` (what storage-level calls take)."""
         study_id = self.storage.get_study_id_from_name(self.study.study_name)
@@ -132,13 +136,17 @@ class Progress:
     """Where the study stands, from one read of its trials: what is complete, running, waiting, left."""
 
     feasible: list  # the feasible pairs (dicts of PARAMS)
-    target: int
+    target: int  # the study's, read from storage with the trials: every process stops at the same total
     completed: set = field(default_factory=set)
     running: set = field(default_factory=set)  # pairs RUNNING in some process (this one's trial has ended)
+    taken: int = 0  # complete pairs plus trials in flight: what counts toward the target
     waiting: int = 0  # WAITING trials: retries and steered pairs, taken before the sampler is asked
     given_up: set = field(default_factory=set)  # pairs that failed in this process for their own reasons
 
-    def read(self, trials: list) -> Progress:
+    def read(self, trials: list, target: int) -> Progress:
+        from sweep.attempt import pairs_taken
+
+        self.target, self.taken = target, pairs_taken(trials)
         by_state = {"COMPLETE": set(), "RUNNING": set()}
         for t in trials:
             if t.state.name in by_state and set(PARAMS) <= set(t.params):
@@ -155,11 +163,39 @@ class Progress:
 
     @property
     def done(self) -> bool:
-        return len(self.completed) >= self.target or not (self.untried or self.waiting)
+        return self.taken >= self.target or not (self.untried or self.waiting)
+
+
+def fail_orphaned_trials(opened: Opened) -> list[int]:
+    """Fail the RUNNING trials of this host whose process is gone (killed, or its pid reused) and enqueue each pair
+    once more, as Optuna does for a stale heartbeat, but at once; returns their numbers. Trials of other hosts wait
+    for the heartbeat rule."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    from sweep.attempt import owner_gone
+    from sweep.records import TrialResult
+
+    retry = opened.storage.get_heartbeat_stale_trial_callback()
+    failed = []
+    for trial in opened.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not owner_gone(TrialResult.from_attrs(trial.user_attrs)):
+            continue
+        trial_id = opened.trial_id(trial.number)
+        try:
+            if not opened.storage.set_trial_state_values(trial_id, TrialState.FAIL):
+                continue
+        except UpdateFinishedTrialError:  # another process failed it first, and retried it
+            continue
+        failed.append(trial.number)
+        if retry is not None:
+            retry(opened.study, opened.storage.get_trial(trial_id))
+    return failed
 
 
 def run_study(opened: Opened, settings: StudySettings, *, progress: bool = True) -> Progress:
-    """Run trials until `settings.trials` distinct pairs are complete or no feasible pair is left to try."""
+    """Run trials until the study's target of distinct complete pairs is complete or in flight (counted over every
+    process), or no feasible pair is left to try."""
     import optuna
 
     from sweep.attempt import Attempt, CtrlC, TrialFailed
@@ -173,9 +209,10 @@ def run_study(opened: Opened, settings: StudySettings, *, progress: bool = True)
     bar = StudyBar(settings, enabled=progress)
     with CtrlC() as ctrl_c, bar:
         while True:
-            optuna.storages.fail_stale_trials(study)  # a dead process's trial: failed, its pair re-enqueued
+            fail_orphaned_trials(opened)  # a dead process of this host: its trial failed, its pair re-enqueued
+            optuna.storages.fail_stale_trials(study)  # the same for any host, once its heartbeat is stale
             trials = study.get_trials(deepcopy=False)  # one read per trial: other workers complete pairs too
-            bar.update(state.read(trials), trials, seconds=attempt.last_seconds)
+            bar.update(state.read(trials, opened.target()), trials, seconds=attempt.last_seconds)
             if state.done:
                 return state
             if attempt.steer and state.untried and not state.waiting:

@@ -220,15 +220,20 @@ def execute(opened, settings, *, progress: bool) -> int:
               "(same flags)", file=sys.stderr)
         return 130
     done = len(state.completed)
-    if done >= settings.trials:
+    status = command("ranksweep", "status", "--study", settings.name, "--storage", storage)
+    if not state.completed and state.given_up:  # nothing to report: not a success
+        print(f"ranksweep: error: every trial of study '{settings.name}' failed ({len(state.given_up)} pairs tried, "
+              f"none complete); see why with: {status}", file=sys.stderr)
+        return 1
+    if done >= state.target:
         print(f"Study '{settings.name}': {done} pairs trained and graded.")
-    elif state.running:
-        print(f"Study '{settings.name}': {done} pairs complete; the last {len(state.running)} are running in other "
+    elif state.running or state.taken >= state.target:
+        print(f"Study '{settings.name}': {done} pairs complete; the last {state.taken - done} are running in other "
               "processes.")
     else:
         print(f"Study '{settings.name}': every feasible pair has been tried ({done} complete, "
-              f"{settings.trials} asked for).")
-    print(f"See it with: {command('ranksweep', 'status', '--study', settings.name, '--storage', storage)}   "
+              f"{state.target} asked for).")
+    print(f"See it with: {status}   "
           f"and: {command('ranksweep', 'report', '--study', settings.name, '--storage', storage)}")
     return 0
 

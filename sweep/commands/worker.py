@@ -48,4 +48,7 @@ def run(args) -> int:
         # Raise only: a worker starting late must not lower the target another worker is running toward.
         opened.study.set_user_attr("config", {**config, "trials": args.trials})
         settings = replace(settings, trials=args.trials)
+    elif args.trials is not None and args.trials < config["trials"]:
+        print(f"Study '{args.study}' asks for {config['trials']} complete pairs; --trials {args.trials} leaves that "
+              "target as it is (a worker only raises it).")
     return execute(opened, settings, progress=not args.no_progress)
