@@ -61,11 +61,12 @@ def _ranksweep_config(study, storage_url: str) -> dict:
     return config
 
 
-def load_existing(name: str, storage_url: str, *, seed: int | None = None) -> Opened:
-    """An existing ranksweep study, or a RanksweepError naming the studies the storage holds. Writes nothing."""
+def load_existing(name: str, storage_url: str, *, seed: int | None = None, writes: bool = False) -> Opened:
+    """An existing ranksweep study, or a RanksweepError naming the studies the storage holds. Writes nothing;
+    `writes`: the caller will, so a read-only storage is refused now."""
     import optuna
 
-    storage = open_storage(storage_url, must_exist=True, heartbeat=True)
+    storage = open_storage(storage_url, must_exist=True, heartbeat=True, writes=writes)
     names = optuna.get_all_study_names(storage)
     if name not in names:
         known = ", ".join(sorted(names)) if names else "none"
@@ -98,7 +99,7 @@ def open_study(settings: StudySettings, homework_rest_bytes: int, *, force: bool
     """Create the study, or resume it after checking it; nothing is written until every check passed."""
     import optuna
 
-    storage = open_storage(settings.storage, must_exist=False, heartbeat=True)
+    storage = open_storage(settings.storage, must_exist=False, heartbeat=True, writes=True)
     if settings.name in optuna.get_all_study_names(storage):
         study = optuna.load_study(study_name=settings.name, storage=storage, sampler=_sampler(settings.seed))
         check_resume(settings, _ranksweep_config(study, settings.storage), study.directions, force=force)

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from trainers.errors import RanksweepError
 
     report = build(args.storage, args.study)  # a missing storage or study is one sentence from here
-    storage = open_storage(args.storage)
+    storage = open_storage(args.storage, writes=not args.read_only)
     study = optuna.load_study(study_name=args.study, storage=storage)
     store = None
     if not args.read_only:

@@ -36,7 +36,8 @@ def run(args) -> int:
     from sweep.study import feasible_pairs, load_existing
     from trainers.models import resolve_device
 
-    opened = load_existing(args.study, args.storage)  # reads only; each worker draws with its own seed
+    # Reads only (a read-only storage is refused here); each worker draws with its own seed.
+    opened = load_existing(args.study, args.storage, writes=True)
     config = opened.study.user_attrs["config"]
     settings = settings_from_config(config, name=args.study, storage=args.storage,
                                     device=args.device, artifacts=args.artifacts)
