@@ -359,3 +359,25 @@ def test_a_read_only_storage_is_one_sentence_from_every_writing_command(capsys, 
         assert code == 0 and "COMPLETE" in out
     assert db.read_bytes() == before
     assert not (tmp_path / "runs").exists() and not (tmp_path / "artifacts").exists()
+
+
+def test_two_trainings_into_one_new_folder_at_once_never_both_succeed(tmp_path):
+    from conftest import ROOT
+
+    out = tmp_path / "race"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    procs = {rank: subprocess.Popen([sys.executable, "-m", "sweep", *TRAIN, "--rank", str(rank), "--out", str(out)],
+                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for rank in (1, 2)}
+    results = {rank: (p.wait(timeout=600), p.stderr.read()) for rank, p in procs.items()}
+    for p in procs.values():
+        p.stdout.close()
+        p.stderr.close()
+    [winner] = [rank for rank, (code, _) in results.items() if code == 0]
+    [(code, err)] = [result for rank, result in results.items() if rank != winner]
+    # The loser either found the folder taken before training, or lost the claim after it: one sentence either way.
+    errors = [line for line in err.splitlines() if line.startswith("ranksweep: error:")]  # after progress bars
+    assert code == 2 and len(errors) == 1 and str(out) in errors[0] and "Traceback" not in err, err
+    assert is_adapter_folder(out)
+    assert json.loads((out / "adapter_config.json").read_text())["r"] == winner
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["race"]  # no scratch left behind
