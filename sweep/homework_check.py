@@ -115,16 +115,16 @@ def export_warnings(root: Path, storage: str, study: str, choice) -> list[str]:
 
 
 class FirstAdapterCheck:
-    """Wraps a pair builder: after the first pair this process trains, grade its SFT adapter (else RFT) with the
-    homework's code once, and stop the study when the two graders disagree."""
+    """Wraps a `PairBuilder` (sweep/builder.py): after the first pair this process trains, grade its SFT adapter
+    (else RFT) with the homework's code once, and stop the study when the two graders disagree."""
 
-    def __init__(self, build, settings):
-        self.build, self.settings, self.done = build, settings, False
+    def __init__(self, builder, settings):
+        self.builder, self.settings, self.done = builder, settings, False
 
-    def __call__(self, ctx, params):
-        sft, rft = self.build(ctx, params)
+    def build(self, pair):
+        outcome = self.builder.build(pair)
         if not self.done:
-            for adapter in (sft, rft):
+            for adapter in (outcome.sft, outcome.rft):
                 config = grading_available(self.settings.homework, adapter.kind)
                 if config is None or adapter.ci_low is None:
                     continue
@@ -136,4 +136,4 @@ class FirstAdapterCheck:
                     raise RanksweepError(f"Stopped: {result.sentence()}, so this study would rank pairs by numbers "
                                          f"your code will not reproduce; {ADVICE}.")
                 break
-        return sft, rft
+        return outcome
