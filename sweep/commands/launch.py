@@ -196,7 +196,7 @@ def run(args) -> int:
     settings = build_settings(args)
     rest = bundle.rest_bytes(settings.homework) if settings.homework else 0
     if settings.trainer == "homework":  # its commands checked, and its rest measured by its own bundle.py
-        from sweep.homework_study import check_homework_trainer, homework_rest_bytes
+        from sweep.homework.study import check_homework_trainer, homework_rest_bytes
 
         rest = homework_rest_bytes(settings, check_homework_trainer(settings))
     feasible_pairs(settings, rest)  # an impossible budget or unknown model is refused before the study exists

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from sweep.builder import PairBuilder
 from sweep.commands.common import command, mask_url
-from sweep.homework_check import FirstAdapterCheck
-from sweep.homework_study import HomeworkBuilder
+from sweep.homework.check import FirstAdapterCheck
+from sweep.homework.study import HomeworkBuilder
 from sweep.settings import StudySettings
 from sweep.study import run_study
 from sweep.trial import RanksweepBuilder

@@ -9,7 +9,7 @@ import ast
 from dataclasses import dataclass
 from pathlib import Path
 
-from sweep.homework_config import HomeworkConfig, read_config
+from sweep.homework.config import HomeworkConfig, read_config
 from trainers.errors import RanksweepError
 
 
@@ -71,7 +71,7 @@ class Agreement:
 def compare(root: Path, adapter: Path, kind: str, *, accuracy: float, ci_low: float, ci_high: float,
             questions: int | None, base_model: str, config: HomeworkConfig) -> Agreement:
     """Grade `adapter` with the homework's code on the same questions and put it next to ranksweep's numbers."""
-    from sweep.homework_grade import grade_with_homework
+    from sweep.homework.grade import grade_with_homework
 
     theirs = grade_with_homework(root, adapter, kind, questions=questions, config=config, base_model=base_model)
     return Agreement(kind, accuracy, ci_low, ci_high, theirs.accuracy, theirs.answer_rate, theirs.questions)

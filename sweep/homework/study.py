@@ -22,9 +22,9 @@ from pathlib import Path
 from sweep import bundle
 from sweep.builder import PairOutcome
 from sweep.cache import AdapterSpec, ArtifactCache
-from sweep.homework_config import HomeworkConfig, read_config
-from sweep.homework_run import HomeworkCommandError, run_logged, tail
-from sweep.homework_tree import (ADAPTER_HOMES, base_model_path, check_homework, code_fingerprint, place_adapter,
+from sweep.homework.config import HomeworkConfig, read_config
+from sweep.homework.run import HomeworkCommandError, run_logged, tail
+from sweep.homework.tree import (ADAPTER_HOMES, base_model_path, check_homework, code_fingerprint, place_adapter,
                                  scratch_copy, set_string_constant)
 from sweep.records import AdapterResult, Pair
 from trainers.errors import RanksweepError
@@ -211,8 +211,8 @@ class HomeworkBuilder:
         """Build the real submission with both adapters and grade it; the outcome carries the real zip's size."""
         import time
 
-        from sweep.homework_grade import grade_with_homework
-        from sweep.homework_points import parse_grader_output
+        from sweep.homework.grade import grade_with_homework
+        from sweep.homework.points import parse_grader_output
         from trainers.grading import points, wilson_interval
 
         tree = self._scratch(folder, pair)
