@@ -194,9 +194,10 @@ def fail_orphaned_trials(opened: Opened) -> list[int]:
     return failed
 
 
-def run_study(opened: Opened, settings: StudySettings, *, progress: bool = True) -> Progress:
+def run_study(opened: Opened, settings: StudySettings, builder, *, progress: bool = True) -> Progress:
     """Run trials until the study's target of distinct complete pairs is complete or in flight (counted over every
-    process), or no feasible pair is left to try."""
+    process), or no feasible pair is left to try; each trial's adapters come from `builder` (a
+    sweep.builder.PairBuilder)."""
     import optuna
 
     from sweep.attempt import Attempt, CtrlC, TrialFailed
@@ -205,7 +206,7 @@ def run_study(opened: Opened, settings: StudySettings, *, progress: bool = True)
     study = opened.study
     rest = study.user_attrs["config"]["homework_rest_bytes"]
     state = Progress(feasible=feasible_pairs(settings, rest), target=settings.trials)
-    attempt = Attempt(opened, settings, rest, progress=progress)
+    attempt = Attempt(opened, settings, rest, builder)
     rng = random.Random(opened.seed)
     bar = StudyBar(settings, enabled=progress)
     with CtrlC() as ctrl_c, bar:
