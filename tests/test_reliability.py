@@ -253,6 +253,19 @@ def test_a_failing_trial_does_not_end_the_study(ranksweep, data, tmp_path):
     assert failed and all(pair(t) == (16, 4) for t in failed)
     assert all(t.user_attrs["error"].startswith("IsADirectoryError") for t in failed)
     assert [pair(t) for t in study.get_trials(states=(TrialState.COMPLETE,))] == [(4, 4)]
+    # A worker asked for fewer pairs than the study's target says so, and leaves the target alone.
+    url = f"sqlite:///{tmp_path}/studies.db"
+    result = ranksweep("worker", "--study", "failing", "--storage", url, "--device", "cpu", "--trials", "1",
+                       "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "asks for 2 complete pairs; --trials 1 leaves that target as it is" in result.stdout
+    assert optuna.load_study(study_name="failing", storage=url).user_attrs["config"]["trials"] == 2
+
+    # A study whose every trial failed is no success: exit 1 and one sentence saying where the errors are.
+    result = ranksweep(*launch_args(data, tmp_path, "all-failing", trials=1, sft_ranks="16", rft_ranks="4"))
+    assert result.returncode == 1 and result.stdout == ""
+    assert "ranksweep: error: every trial of study 'all-failing' failed and no pair is complete; see why with: " \
+        "ranksweep status --study all-failing" in result.stderr
 
 
 def run_two_workers(data: Path, work: Path, storage: str, study: str, trials: int) -> list:

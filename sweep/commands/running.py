@@ -54,8 +54,8 @@ def execute(opened, settings, *, progress: bool) -> int:
     done = len(state.completed)
     status = command("ranksweep", "status", "--study", settings.name, "--storage", storage)
     if not state.completed and state.given_up:  # nothing to report: not a success
-        print(f"ranksweep: error: every trial of study '{settings.name}' failed ({len(state.given_up)} pairs tried, "
-              f"none complete); see why with: {status}", file=sys.stderr)
+        print(f"ranksweep: error: every trial of study '{settings.name}' failed and no pair is complete; see why "
+              f"with: {status}", file=sys.stderr)
         return 1
     if done >= state.target:
         print(f"Study '{settings.name}': {done} pairs trained and graded.")
@@ -65,5 +65,6 @@ def execute(opened, settings, *, progress: bool) -> int:
     else:
         print(f"Study '{settings.name}': every feasible pair has been tried ({done} complete, "
               f"{state.target} asked for).")
-    print(f"See it with: {status}   and: {command('ranksweep', 'report', '--study', settings.name, '--storage', storage)}")
+    report = command("ranksweep", "report", "--study", settings.name, "--storage", storage)
+    print(f"See it with: {status}   and: {report}")
     return 0
