@@ -164,13 +164,13 @@ class TrialResult:
 
     @classmethod
     def from_trial(cls, trial) -> TrialResult:
-        """From an Optuna FrozenTrial. A FAIL trial without an `error` was failed by Optuna's heartbeat
-        check: its process stopped beating (killed, or the machine went down)."""
+        """From an Optuna FrozenTrial. A FAIL trial without an `error` was failed because its process stopped: gone
+        from this host (sweep.study.fail_orphaned_trials) or silent past Optuna's heartbeat grace period."""
         result = cls.from_attrs(trial.user_attrs, trial.params)
         if trial.state.name == "FAIL" and result.error is None:
             from dataclasses import replace
 
-            result = replace(result, error=f"{INTERRUPTED}: its process stopped (no heartbeat)")
+            result = replace(result, error=f"{INTERRUPTED}: its process stopped (killed, or its machine went down)")
         return result
 
 

@@ -2,7 +2,8 @@
 
 Each trial is one `study.optimize(..., n_trials=1)`: Optuna asks the sampler (or takes a WAITING trial),
 keeps the trial's heartbeat while it runs, fails trials whose heartbeat went stale and re-enqueues their
-pair once (the storage's `RetryHeartbeatStaleTrialCallback`, sweep/storage.py), and tells the result.
+pair once (the storage's retry, sweep/storage.py), and tells the result. Before each, a trial of this host
+whose process is gone is failed and retried the same way at once (`fail_orphaned_trials`).
 `sweep.attempt.Attempt` is the trial's body: skip what cannot or need not be trained, else build and
 record the pair. The loop around it decides when the study is done and where to steer after a skip.
 """
