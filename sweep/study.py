@@ -14,8 +14,9 @@ import random
 import secrets
 from dataclasses import dataclass, field
 
+from sweep.attempt import owner_gone, pairs_taken
 from sweep.objective import metric_names, objective_for, study_directions
-from sweep.records import PARAMS, pair_of
+from sweep.records import PARAMS, TrialResult, pair_of
 from sweep.settings import StudySettings
 from sweep.storage import open_storage
 from trainers.errors import RanksweepError
@@ -146,8 +147,6 @@ class Progress:
     given_up: set = field(default_factory=set)  # pairs that failed in this process for their own reasons
 
     def read(self, trials: list, target: int) -> Progress:
-        from sweep.attempt import pairs_taken
-
         self.target, self.taken = target, pairs_taken(trials)
         by_state = {"COMPLETE": set(), "RUNNING": set()}
         for t in trials:
@@ -174,9 +173,6 @@ def fail_orphaned_trials(opened: Opened) -> list[int]:
     for the heartbeat rule."""
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
-
-    from sweep.attempt import owner_gone
-    from sweep.records import TrialResult
 
     retry = opened.storage.get_heartbeat_stale_trial_callback()
     failed = []
