@@ -6,14 +6,17 @@ error never leaves a half-written report behind.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reports.frontier import MIB, adapter_table, budget_bytes, combined_frontier, load_trials, pick
-from reports.objective import objective_for
+from sweep.files import unusable_study_name
+from sweep.frontier import MIB, adapter_table, budget_bytes, combined_frontier, pick
+from sweep.study_io import load_trials
+from sweep.objective import objective_for
 from reports.report import Report
 from trainers.errors import RanksweepError
 
@@ -65,6 +68,18 @@ def _csv(frame: pd.DataFrame) -> bytes:
 def default_out(study_name: str) -> Path:
     """runs/<study>/report/ under the working directory, the study name made safe as one folder name."""
     return Path("runs") / (re.sub(r"[^\w.-]+", "_", study_name).strip(".") or "study") / "report"
+
+
+def report_folder(name: str) -> Path:
+    """runs/<study>/report/, for a study name that can name a folder; a name the folder spells differently
+    ("a b" -> "a_b") gets a short hash of the real name, so two studies never share a report folder."""
+    problem = unusable_study_name(name)
+    if problem:
+        raise RanksweepError(f"Study {problem}, or name a report folder with --out.")
+    out = default_out(name)
+    if out.parent.name != name:
+        out = out.parent.with_name(f"{out.parent.name}-{hashlib.sha256(name.encode()).hexdigest()[:8]}") / out.name
+    return out
 
 
 def write_files(files: dict[str, bytes], out: Path) -> list[Path]:

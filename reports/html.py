@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from html import escape
 from typing import TYPE_CHECKING
 
-from reports.frontier import MIB
+from sweep.frontier import MIB
 
 if TYPE_CHECKING:
     from reports.report import Report

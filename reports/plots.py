@@ -10,8 +10,8 @@ import io
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from reports.frontier import MIB
-from reports.objective import Objective
+from sweep.frontier import MIB
+from sweep.objective import Objective
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -83,8 +83,8 @@ def study_name(storage: str, name: str | None) -> str:
 
 def choose(storage: str, study: str, trial: int | None = None) -> Choice:
     """The pair to export: the study's recommendation, or the COMPLETE trial numbered `trial`."""
-    from reports.frontier import recommend
-    from reports.study_io import load_trials
+    from sweep.frontier import recommend
+    from sweep.study_io import load_trials
 
     trials, config = load_trials(storage, study)
     common = {"study": study, "base_model": config.get("base_model"), "budget_bytes": config.get("budget_bytes")}

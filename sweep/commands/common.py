@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import shlex
 from pathlib import Path
+
+from sweep.files import nearest_existing, unusable_study_name, writable
 
 DEFAULT_STORAGE = "sqlite:///studies.db"
 # Bounds that catch typos and overflow (1e30, inf) long before an hour of training would: a learning rate
@@ -17,7 +18,6 @@ MAX_ALPHA_RATIO = 1000.0
 MAX_BUDGET_MB = 1e9  # a petabyte; above it the budget in bytes overflows a float
 MAX_RANK = 4096
 MAX_SEED = 2**32 - 1  # numpy and torch seeds are unsigned 32-bit
-MAX_STUDY_NAME_BYTES = 200  # the report folder is named after the study and file names stop at 255 bytes
 
 
 def positive_int(text: str) -> int:
@@ -109,21 +109,10 @@ def comma_list(item):
 
 
 def study_name(text: str) -> str:
-    """argparse type: a study name that can also name its report folder (not empty, not only dots, no
-    control characters, at most 200 bytes)."""
-    problem = None
-    if not text.strip():
-        problem = "it is empty"
-    elif set(text) <= {"."}:
-        problem = "a name made only of dots cannot name a folder"
-    elif any(ord(c) < 32 or ord(c) == 127 for c in text):
-        problem = "it holds a control character"
-    elif len(text.encode("utf-8")) > MAX_STUDY_NAME_BYTES:
-        problem = f"it is longer than {MAX_STUDY_NAME_BYTES} bytes"
+    """argparse type: a study name that can also name its report folder (sweep.files.unusable_study_name)."""
+    problem = unusable_study_name(text)
     if problem:
-        shown = shlex.quote(text if len(text) <= 60 else text[:40] + "...")
-        raise argparse.ArgumentTypeError(f"{shown} is not a usable study name ({problem}); "
-                                         "pick a short name such as hw3")
+        raise argparse.ArgumentTypeError(problem)
     return text
 
 
@@ -151,16 +140,6 @@ def command(*words) -> str:
     return " ".join(shlex.quote(str(word)) for word in words)
 
 
-def writable(path: Path) -> bool:
-    """Whether ranksweep may write in or over `path`: the OS allows it and, since root ignores file modes,
-    someone has not marked it read-only either."""
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return False
-    return os.access(path, os.W_OK) and bool(mode & 0o222)
-
-
 def check_output(path: Path, flag: str, *, ours, what: str, force: bool | None = None) -> None:
     """Refuse a file or folder the user named for a command's output before any work is done.
 
@@ -182,9 +161,7 @@ def check_output(path: Path, flag: str, *, ours, what: str, force: bool | None =
                                      "choose a new path.")
             if not writable(path):
                 raise RanksweepError(f"{flag} '{path}' is read-only; make it writable or choose another path.")
-    parent = path.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
+    parent = nearest_existing(path.absolute().parent)
     if not parent.is_dir() or not writable(parent):
         raise RanksweepError(f"Cannot write {flag} '{path}': '{parent}' is not a writable folder; choose another "
                              "path.")

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     import sqlalchemy.exc
 
     from reports.build import build
-    from sweep.dashboard import annotate, annotations, figures_dir, serve, study_url
+    from reports.dashboard import annotate, annotations, figures_dir, serve, study_url
     from sweep.storage import open_storage
     from trainers.errors import RanksweepError
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from sweep.commands.common import add_base_model, add_device, add_storage, positive_int, questions_arg
 from sweep.commands.common import (alpha_ratio, budget_mb, comma_list, epochs_arg, learning_rate, rank_arg, seed_arg,
                                    study_name)
-from sweep.commands.running import execute, writable_folder
+from sweep.commands.running import execute
+from sweep.files import writable_folder
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

@@ -14,8 +14,6 @@ if TYPE_CHECKING:
     import pandas as pd
     from optuna.storages import BaseStorage
 
-__all__ = ["load_trials", "open_storage"]
-
 # Per-adapter columns, prefixed with `sft_` / `rft_` (the fields of sweep.records.AdapterResult).
 ADAPTER_ATTRS = tuple(f.name for f in fields(AdapterResult) if f.name != "kind")
 PAIR_ATTRS = tuple(f.name for f in fields(TrialResult) if f.name not in KINDS)

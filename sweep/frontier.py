@@ -1,21 +1,20 @@
 """The frontier as plain data: graded adapters, every SFT×RFT pair of them, which pairs are non-dominated,
-and the recommended pair. Plots and tables are thin views of these DataFrames."""
+and the recommended pair. Computed here, below both of its readers: `export` takes the recommendation,
+reports/ draws plots and tables as thin views of these DataFrames."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from reports.objective import Objective, objective_for
-from reports.study_io import load_trials
+from sweep.objective import Objective, objective_for
+from sweep.study_io import load_trials
 from sweep.bundle import combined_bytes
 from trainers.errors import RanksweepError
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
-
-__all__ = ["Recommendation", "adapter_table", "combined_frontier", "load_trials", "pick", "recommend", "show_nll"]
 
 MIB = 1024 * 1024
 ADAPTER_COLUMNS = (
