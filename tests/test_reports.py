@@ -281,7 +281,7 @@ def test_render_gives_pngs_of_fixed_size_and_a_self_contained_page(sweep_files):
 
 
 def test_rank_labels_do_not_overlap(sweep_files):
-    from reports.objective import objective_for
+    from sweep.objective import objective_for
     from reports.plots import pareto_figure
 
     report, _ = sweep_files
