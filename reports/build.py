@@ -13,11 +13,14 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from reports.html import report_html
+from reports.plots import pareto_figure, png_bytes, ranks_figure
+from reports.report import Report
+from reports.tables import frontier_table, readable_frontier, state_counts, trial_table
 from sweep.files import unusable_study_name
 from sweep.frontier import MIB, adapter_table, budget_bytes, combined_frontier, pick
-from sweep.study_io import load_trials
 from sweep.objective import objective_for
-from reports.report import Report
+from sweep.study_io import load_trials
 from trainers.errors import RanksweepError
 
 if TYPE_CHECKING:
@@ -43,10 +46,6 @@ def build(storage: str, study_name: str, objective: str | None = None) -> Report
 
 def render(report: Report) -> dict[str, bytes]:
     """The five report files as bytes, by file name."""
-    from reports.html import report_html
-    from reports.plots import pareto_figure, png_bytes, ranks_figure
-    from reports.tables import frontier_table, trial_table
-
     shown = "answer NLL" if report.goal.name == "answer-nll" else report.goal.noun
     title = f"Study '{report.study}': {shown} against zipped size"
     pareto = png_bytes(pareto_figure(report.pairs, report.trials, report.goal, report.budget_bytes, title))
@@ -109,8 +108,6 @@ def write_files(files: dict[str, bytes], out: Path) -> list[Path]:
 
 def summary(report: Report) -> str:
     """What the terminal shows: trial counts, the frontier table, the recommended pair and why."""
-    from reports.tables import readable_frontier, state_counts
-
     states = state_counts(report.trials)
     trials = "1 trial" if len(report.trials) == 1 else f"{len(report.trials)} trials"
     lines = [f"Study '{report.study}': {trials} ({states}); "

@@ -8,10 +8,13 @@ starting the dashboard twice on an unchanged study writes nothing the second tim
 
 from __future__ import annotations
 
+import errno
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from socketserver import ThreadingMixIn
+from typing import Callable, TYPE_CHECKING
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from reports.build import render, report_folder
 from reports.tables import readable_frontier, state_counts
@@ -154,10 +157,6 @@ def serve(storage: optuna.storages.BaseStorage, store: FileSystemArtifactStore |
     single-threaded server (what `optuna_dashboard.run_server` uses) answers them one after another.
     `on_ready` gets the bound port (the chosen one when `port` is 0).
     """
-    import errno
-    from socketserver import ThreadingMixIn
-    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-
     import optuna_dashboard
 
     class Server(ThreadingMixIn, WSGIServer):

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from html import escape
 from typing import TYPE_CHECKING
 
+from reports.tables import readable_adapters, readable_frontier, state_counts
 from sweep.frontier import MIB
 
 if TYPE_CHECKING:
@@ -26,8 +27,6 @@ img { max-width: 100%; height: auto; } code { background: #f3f3f3; padding: 0 3p
 
 def report_html(report: Report, pareto_png: bytes, ranks_png: bytes) -> str:
     """The page as a string; every value from the study is escaped."""
-    from reports.tables import readable_adapters, readable_frontier, state_counts
-
     states = escape(state_counts(report.trials))
     trials = "1 trial" if len(report.trials) == 1 else f"{len(report.trials)} trials"
     running = int((report.trials["state"] == "RUNNING").sum())

@@ -15,6 +15,7 @@ from sweep.builder import PairBuilder, PairOutcome
 from sweep.objective import objective_for
 from sweep.records import INTERRUPTED, PARAMS, Pair, TrialResult, pair_of
 from sweep.settings import StudySettings
+from sweep.sizing import config_for, pair_size
 from trainers.errors import RanksweepError
 
 SIZE_CONSTRAINT = "size"  # zipped bytes over the budget: <= 0 is feasible
@@ -56,8 +57,6 @@ class Attempt:
     """The callable `study.optimize` runs for each trial; returns [objective, zipped bytes]."""
 
     def __init__(self, opened, settings: StudySettings, rest_bytes: int, builder: PairBuilder):
-        from sweep.sizing import config_for
-
         self.opened, self.settings, self.rest_bytes = opened, settings, rest_bytes
         self.builder = builder
         self.model_config = config_for(settings.base_model)
@@ -68,8 +67,6 @@ class Attempt:
         self.last_seconds = None  # wall time of the last trained trial
 
     def predict(self, params: dict):
-        from sweep.sizing import pair_size
-
         return pair_size(self.model_config, params["sft_rank"], params["rft_rank"], params["adapter_dtype"],
                          rest_bytes=self.rest_bytes)
 

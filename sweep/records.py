@@ -9,7 +9,7 @@ reads studies through this module without importing `trainers`.
 
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
 KINDS = ("sft", "rft")
@@ -167,8 +167,6 @@ class TrialResult:
         check: its process stopped beating (killed, or the machine went down)."""
         result = cls.from_attrs(trial.user_attrs, trial.params)
         if trial.state.name == "FAIL" and result.error is None:
-            from dataclasses import replace
-
             result = replace(result, error=f"{INTERRUPTED}: its process stopped (no heartbeat)")
         return result
 

@@ -17,6 +17,7 @@ from functools import lru_cache, partial
 
 from sweep.bundle import ZIP_END_RECORD
 from trainers.errors import RanksweepError
+from trainers.models import resolve_config
 
 MIB = 1024 * 1024
 DTYPES = {"fp32": ("F32", 4), "fp16": ("F16", 2)}  # our name -> (safetensors dtype code, bytes per value)
@@ -92,8 +93,6 @@ def config_for(name: str):
     """A model config without weights: a SHAPES name, else anything --base-model accepts."""
     if name in SHAPES:
         return SHAPES[name]()
-    from trainers.models import resolve_config
-
     return resolve_config(name)
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, TYPE_CHECKING
 
 from trainers.errors import RanksweepError
 
@@ -129,8 +130,6 @@ def _rdb_storage(url: str, kwargs: dict):
     """RDBStorage(url), retried when another process is creating the same new SQLite file's tables at this
     moment ("table studies already exists", "UNIQUE constraint failed: alembic_version"): they exist once it
     is done, and the next look finds them."""
-    import time
-
     import optuna
     import sqlalchemy.exc
 

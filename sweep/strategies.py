@@ -20,6 +20,9 @@ from dataclasses import dataclass, replace
 
 from sweep.cache import AdapterSpec, ArtifactCache
 from trainers.errors import RanksweepError
+from trainers.nested import prefix_adapter, train_nested
+from trainers.shrink import shrink_adapter
+from trainers.training import train_adapter
 
 STRATEGIES = ("independent", "shrink", "nested")
 DERIVE_VERSION = 1  # bump when a derivation changes in a way that changes its adapters
@@ -123,9 +126,6 @@ def ensure_parent(cache: ArtifactCache, spec: AdapterSpec, loaded, examples, *, 
 
     `loaded` is called only when a training is needed (a study whose parents are cached never loads the model).
     """
-    from trainers.nested import train_nested
-    from trainers.training import train_adapter
-
     folder = cache.adapter_dir(spec)
     with cache.lock(spec):
         if cache.verify(spec) is not None:
@@ -143,9 +143,6 @@ def ensure_parent(cache: ArtifactCache, spec: AdapterSpec, loaded, examples, *, 
 
 def derive(spec: DerivedSpec, parent_dir, out_dir, loaded, examples, *, progress: bool) -> None:
     """Write the derived adapter `spec` from the parent folder into out_dir."""
-    from trainers.nested import prefix_adapter
-    from trainers.shrink import shrink_adapter
-
     metadata = {"key": spec.key, "parent_key": spec.parent.key, "data_sha256": spec.data_sha256}
     if spec.origin == "nested":
         prefix_adapter(loaded, parent_dir, spec.rank, out_dir, metadata=metadata)

@@ -13,10 +13,13 @@ import random
 import secrets
 from dataclasses import dataclass, field
 
+from sweep.attempt import Attempt, CtrlC, TrialFailed
 from sweep.objective import metric_names, objective_for, study_directions
 from sweep.records import PARAMS, pair_of
 from sweep.settings import StudySettings
+from sweep.sizing import config_for, pair_size
 from sweep.storage import open_storage
+from sweep.studybar import StudyBar
 from trainers.errors import RanksweepError
 
 STARTUP_TRIALS = 4  # random pairs before TPE models the study
@@ -109,8 +112,6 @@ def open_study(settings: StudySettings, homework_rest_bytes: int, *, force: bool
 def feasible_pairs(settings: StudySettings, rest_bytes: int) -> list[dict]:
     """The search space's pairs whose predicted zipped size fits the budget; a RanksweepError when none does
     (called before the study is touched, so an impossible budget or unknown model writes nothing)."""
-    from sweep.sizing import config_for, pair_size
-
     model_config = config_for(settings.base_model)
 
     def predict(p):
@@ -162,9 +163,6 @@ def run_study(opened: Opened, settings: StudySettings, builder, *, progress: boo
     """Run trials until `settings.trials` distinct pairs are complete or no feasible pair is left to try; each
     trial's adapters come from `builder` (a sweep.builder.PairBuilder)."""
     import optuna
-
-    from sweep.attempt import Attempt, CtrlC, TrialFailed
-    from sweep.studybar import StudyBar
 
     study = opened.study
     rest = study.user_attrs["config"]["homework_rest_bytes"]

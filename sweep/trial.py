@@ -3,6 +3,7 @@ adapters in this process (trained and graded, or reused from the cache), the way
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -12,8 +13,15 @@ from sweep.builder import PairOutcome
 from sweep.cache import AdapterSpec, ArtifactCache, file_lock
 from sweep.records import AdapterResult, Pair
 from sweep.settings import StudySettings, file_hash
+from sweep.sizing import adapter_size, config_for
 from sweep.strategies import DerivedSpec, derive, ensure_parent, spec_for
+from trainers.data import QA, read_qa, read_rft
 from trainers.errors import RanksweepError
+from trainers.grading import grade_model, points
+from trainers.models import load_model, resolve_device
+from trainers.prompts import render_prompt, templated
+from trainers.rft_data import RFTSettings, ensure_rft_data
+from trainers.training import TrainConfig, rft_examples, sft_examples, train_adapter
 
 
 @dataclass
@@ -31,15 +39,11 @@ class TrialContext:
     def loaded(self):
         # Loaded on first need: a trial whose adapters are all cached never pays for it.
         if self._loaded is None:
-            from trainers.models import load_model
-
             self._loaded = load_model(self.settings.base_model, self.settings.device)
         return self._loaded
 
     @property
     def device(self) -> str:
-        from trainers.models import resolve_device
-
         return self._loaded.device if self._loaded is not None else resolve_device(self.settings.device)
 
     def rft_path(self) -> Path:
@@ -47,8 +51,6 @@ class TrialContext:
         if self.settings.rft_path is not None:
             return self.settings.rft_path
         if self._rft_path is None:
-            from trainers.rft_data import RFTSettings, ensure_rft_data
-
             effort = self.settings.effort
             rft_settings = RFTSettings(
                 questions=effort.rft_questions,
@@ -73,11 +75,6 @@ class TrialContext:
     def examples(self, kind: str):
         """Training examples for one kind, read once per process."""
         if kind not in self._rows:
-            from trainers.data import read_qa, read_rft
-            from trainers.training import rft_examples, sft_examples
-
-            from trainers.prompts import templated
-
             if kind == "sft":
                 rows = sft_examples(read_qa(self.settings.train_path))
             else:
@@ -87,11 +84,6 @@ class TrialContext:
 
     def valid_rows(self):
         if "valid" not in self._rows:
-            from trainers.data import read_qa
-
-            from trainers.data import QA
-            from trainers.prompts import render_prompt
-
             template = self.settings.prompt_template
             self._rows["valid"] = [QA(render_prompt(template, r.question), r.answer)
                                    for r in read_qa(self.settings.valid_path)]
@@ -100,8 +92,6 @@ class TrialContext:
 
 def adapter_spec(ctx: TrialContext, kind: str, pair: Pair) -> AdapterSpec:
     """The cache identity of one adapter of a pair: its TrainConfig, the base model and its data's hash."""
-    from trainers.training import TrainConfig
-
     s = ctx.settings
     data = s.train_path if kind == "sft" else ctx.rft_path()
     config = TrainConfig(kind=kind, rank=pair.rank(kind), alpha_ratio=pair.alpha_ratio, lr=pair.lr,
@@ -109,8 +99,6 @@ def adapter_spec(ctx: TrialContext, kind: str, pair: Pair) -> AdapterSpec:
                          batch_size=s.effort.batch_size, max_examples=s.effort.max_examples, seed=s.seed)
     data_sha256 = file_hash(data)
     if s.prompt_template != "{question}":  # the training text is the data put through the template
-        import hashlib
-
         data_sha256 = hashlib.sha256(f"{data_sha256}\0{s.prompt_template}".encode()).hexdigest()
     return AdapterSpec(config=config, base_model=s.base_model, data_sha256=data_sha256)
 
@@ -120,10 +108,6 @@ def ensure_adapter(ctx: TrialContext, spec: AdapterSpec, *, progress: bool = Tru
 
     `make(folder)` writes the adapter instead of training it (a derived adapter, sweep/strategies.py).
     """
-    from sweep.sizing import adapter_size, config_for
-    from trainers.grading import grade_model, points
-    from trainers.training import train_adapter
-
     cache = ctx.cache
     folder = cache.adapter_dir(spec)
     train_seconds = grade_seconds = 0.0

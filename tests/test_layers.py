@@ -4,6 +4,7 @@ mode, and no package has an import cycle among its modules."""
 
 from __future__ import annotations
 
+import ast
 import os
 import pkgutil
 import subprocess
@@ -29,3 +30,47 @@ def test_every_module_of_sweep_stands_on_a_floor():
     named = {name.strip() for layer in layers for name in layer.replace("|", ":").split(":")}
     modules = {f"sweep.{m.name}" for m in pkgutil.iter_modules([str(ROOT / "sweep")])}
     assert modules - named == set()
+
+
+# Imported inside the functions that need them, so that `ranksweep --help`, `status` and the reports start without
+# loading a deep-learning or dataframe stack; every other import sits at the top of its module.
+HEAVY = {"torch", "transformers", "peft", "safetensors", "huggingface_hub", "optuna", "optuna_dashboard", "sqlalchemy",
+         "pandas", "numpy", "matplotlib", "tqdm"}
+PROJECT = {"sweep", "trainers", "reports"}
+
+
+def _modules():
+    for package in sorted(PROJECT):
+        yield from sorted((ROOT / package).rglob("*.py"))
+
+
+def _imported(node) -> list[tuple[str, list[str]]]:
+    if isinstance(node, ast.Import):
+        return [(alias.name, [alias.name]) for alias in node.names]
+    if isinstance(node, ast.ImportFrom) and node.level == 0:
+        return [(node.module or "", [alias.name for alias in node.names])]
+    return []
+
+
+def test_function_local_imports_are_heavy_libraries_only():
+    """A function-local import of a project module hides an import cycle from the contracts above."""
+    local = []
+    for path in _modules():
+        for function in ast.walk(ast.parse(path.read_text())):
+            if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in ast.walk(function):
+                    for module, _ in _imported(node):
+                        if module.split(".")[0] not in HEAVY:
+                            local.append(f"{path.relative_to(ROOT)}:{node.lineno} {module}")
+    assert local == []
+
+
+def test_no_module_imports_another_modules_private_names():
+    private = []
+    for path in _modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            for module, names in _imported(node):
+                if module.split(".")[0] in PROJECT:
+                    private += [f"{path.relative_to(ROOT)}:{node.lineno} {module}.{n}" for n in names
+                                if n.startswith("_")]
+    assert private == []

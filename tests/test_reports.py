@@ -11,7 +11,7 @@ import optuna
 import pytest
 import study_fixtures as sf  # tests/ is on sys.path under pytest
 
-from reports import frontier as fr
+from sweep import frontier as fr
 from reports.build import FILES, build, render, write_files
 from reports.plots import PARETO_PIXELS, RANKS_PIXELS
 from sweep.bundle import combined_bytes

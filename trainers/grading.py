@@ -14,8 +14,11 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from trainers.data import QA
+from trainers.batching import SEPARATOR, tokenize_rows
+from trainers.data import QA, parse_json
 from trainers.errors import RanksweepError
+from trainers.generation import core_model, eval_mode, greedy
+from trainers.training import format_answer, head_is_plain
 
 KINDS = ("sft", "rft")
 RELATIVE_TOLERANCE = 0.05
@@ -135,10 +138,6 @@ def answer_nll(
     """
     import torch
 
-    from trainers.batching import SEPARATOR, tokenize_rows
-    from trainers.generation import _core, _eval_mode
-    from trainers.training import format_answer, head_is_plain
-
     answers = [format_answer(r.answer) for r in rows]
     if contexts is None or not any(c.strip() for c in contexts):
         token_rows, _ = tokenize_rows(tokenizer, [(r.question, a) for r, a in zip(rows, answers)], 10**9)
@@ -155,13 +154,13 @@ def answer_nll(
             tail = tokenizer((" " if context else SEPARATOR) + answer, add_special_tokens=False)["input_ids"]
             scored.append(([*prompt, *lead, *tail], len(prompt) + len(lead)))
     per_row: list[float] = []
-    core = _core(model)
+    core = core_model(model)
     decoder, head = core.get_decoder(), core.get_output_embeddings()
     # Only the answer positions reach the LM head (a 49k-wide softmax over every prompt token cost as much
     # as generating the answers); models whose logits are more than head(hidden) take the full forward.
     head_only = decoder is not core and head is not None and head_is_plain(core)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    with torch.inference_mode(), _eval_mode(model):
+    with torch.inference_mode(), eval_mode(model):
         for start in range(0, len(scored), batch_size):
             chunk = scored[start : start + batch_size]
             width = max(len(ids) for ids, _ in chunk)
@@ -211,8 +210,6 @@ def read_adapter_kind(adapter_dir: str | Path) -> str | None:
     meta = Path(adapter_dir) / "ranksweep.json"
     if not meta.is_file():
         return None
-    from trainers.data import parse_json
-
     try:
         kind = parse_json(meta.read_bytes()).get("kind")
     except (ValueError, AttributeError):  # bad JSON, a 5000-digit number, deep nesting, not an object
@@ -238,8 +235,6 @@ def grade_model(
     reasoning). `seconds` is the wall time of both.
     """
     from tqdm.auto import tqdm
-
-    from trainers.generation import greedy
 
     if kind not in KINDS:
         raise RanksweepError(f"Unknown adapter kind '{kind}': use 'sft' or 'rft'.")

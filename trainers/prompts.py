@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
+from pathlib import Path
 
 from trainers.errors import RanksweepError
 
@@ -114,8 +116,6 @@ def render_prompt(template: str, question: str) -> str:
 def templated(examples: list, template: str) -> list:
     """Training examples (anything with `prompt` and `completion`) with each prompt put through `template`;
     the default template returns the list unchanged."""
-    from dataclasses import replace
-
     check_prompt_template(template)
     if template == DEFAULT_PROMPT_TEMPLATE:
         return list(examples)
@@ -124,8 +124,6 @@ def templated(examples: list, template: str) -> list:
 
 def read_adapter_template(adapter_dir) -> str | None:
     """The prompt template recorded in an adapter folder's ranksweep.json at training, or None."""
-    from pathlib import Path
-
     meta = Path(adapter_dir) / "ranksweep.json"
     try:
         value = json.loads(meta.read_text(encoding="utf-8")).get("prompt_template")

@@ -18,9 +18,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from trainers.adapter_files import save_adapter
-from trainers.batching import IGNORE, Batch, TokenRow, collate, schedule, steps_for, tokenize_rows
+from trainers.batching import Batch, IGNORE, TokenRow, collate, schedule, steps_for, tokenize_rows
 from trainers.data import QA, RFTRow
 from trainers.errors import RanksweepError, TrainingDiverged
+from trainers.hardware import bf16_is_fast
 from trainers.models import LoadedModel
 
 KINDS = ("sft", "rft")
@@ -128,8 +129,6 @@ def validate(config: TrainConfig, examples: list[TrainExample] | None, out_dir: 
 
 def use_bf16_autocast(device: str) -> bool:
     """Whether to run forward passes under bfloat16 autocast: on CUDA, and on CPUs with native bf16 math."""
-    from trainers.hardware import bf16_is_fast
-
     if device.startswith("cuda"):
         return True
     if device != "cpu":
@@ -221,7 +220,7 @@ def _fit(peft_model, rows: list[TokenRow], plan: list[list[int]], config: TrainC
     return log
 
 
-class _BaseModelState:
+class BaseModelState:
     """What LoRA injection touches on the borrowed model, so it can be handed back as lent (in eval mode)."""
 
     def __init__(self, model):
@@ -276,7 +275,7 @@ def train_adapter(
         task_type="CAUSAL_LM",
     )
     model = loaded.model
-    state = _BaseModelState(model)
+    state = BaseModelState(model)
     cuda = [torch.device(loaded.device).index or 0] if loaded.device.startswith("cuda") else []
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(config.seed)  # LoRA init and dropout masks, without disturbing the caller's RNG

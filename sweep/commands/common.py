@@ -8,6 +8,8 @@ import shlex
 from pathlib import Path
 
 from sweep.files import nearest_existing, unusable_study_name, writable
+from sweep.storage import in_memory, in_memory_refusal, masked
+from trainers.errors import RanksweepError
 
 DEFAULT_STORAGE = "sqlite:///studies.db"
 # Bounds that catch typos and overflow (1e30, inf) long before an hour of training would: a learning rate
@@ -120,8 +122,6 @@ def storage_url(text: str) -> str:
     """argparse type for --storage: refuse an in-memory database while the command line is read (a study there
     would train everything and keep nothing). A bare postgresql:// gets its driver where it is opened
     (sweep.storage.with_driver), so printed commands keep the URL as it was typed."""
-    from sweep.storage import in_memory, in_memory_refusal
-
     url = text.strip()
     if in_memory(url):
         raise argparse.ArgumentTypeError(in_memory_refusal(text))
@@ -130,8 +130,6 @@ def storage_url(text: str) -> str:
 
 def mask_url(text: str) -> str:
     """Text fit to print: every URL's password replaced by *** (see sweep.storage.masked)."""
-    from sweep.storage import masked
-
     return masked(text)
 
 
@@ -147,8 +145,6 @@ def check_output(path: Path, flag: str, *, ours, what: str, force: bool | None =
     --force flag, only with --force); an empty folder is fine; anything else is refused, so no user file is
     lost. The nearest existing folder on the way must be writable. Raises RanksweepError.
     """
-    from trainers.errors import RanksweepError
-
     path = Path(path)
     if path.is_symlink() or path.exists():
         empty_folder = path.is_dir() and not path.is_symlink() and not any(path.iterdir())

@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import tomllib
 from pathlib import Path
 
 from sweep.commands.common import add_storage, budget_mb, check_output
+from sweep.export import (Change, DEFAULT_RFT_VAR, DEFAULT_SFT_VAR, ZipCheck, adapter_changes, apply, check_base_model,
+                          check_tree, choose, parse_var, rank_changes, study_name, zip_check)
+from sweep.homework.check import export_warnings
+from sweep.sizing import budget_bytes
+from trainers.data import parse_json
 from trainers.errors import RanksweepError
 
 CONFIG_KEYS = ("sft", "rft", "adapter_dtype", "study", "trial", "size_bytes", "points")
@@ -63,10 +69,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def export_homework(args: argparse.Namespace) -> int:
-    from sweep.export import (DEFAULT_RFT_VAR, DEFAULT_SFT_VAR, ZipCheck, adapter_changes, apply, check_base_model,
-                              check_tree, choose, parse_var, rank_changes, study_name, zip_check)
-    from sweep.sizing import budget_bytes
-
     root = args.homework
     sft_var, rft_var = parse_var(args.sft_var or DEFAULT_SFT_VAR), parse_var(args.rft_var or DEFAULT_RFT_VAR)
     check_tree(root, sft_var, rft_var)
@@ -91,8 +93,6 @@ def export_homework(args: argparse.Namespace) -> int:
     if changes and not args.with_adapters:
         print("adapters not copied (use --with-adapters): retrain them with the new ranks before you submit")
     if args.with_adapters:  # graded again by the homework's own code, where the tree can (sweep/homework/check.py)
-        from sweep.homework.check import export_warnings
-
         for warning in export_warnings(root, args.storage, choice.study, choice):
             print(f"warning: {warning}")
     # Once written, the tree holds exactly the planned bytes: the zip measured above is the real one.
@@ -114,8 +114,6 @@ def _report_changes(changes, dry_run: bool, write, root: Path) -> None:
 
 
 def export_config(args: argparse.Namespace) -> int:
-    from sweep.export import Change, apply, choose, study_name
-
     path: Path = args.to
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in ("json", "toml"):
@@ -184,10 +182,6 @@ def _toml(value) -> str:
 
 def _check_ours(path: Path, data: bytes, fmt: str) -> None:
     """Refuse to overwrite a config file that holds settings other than the ones export writes."""
-    import tomllib
-
-    from trainers.data import parse_json
-
     try:
         doc = parse_json(data) if fmt == "json" else tomllib.loads(data.decode("utf-8"))
     except (ValueError, RecursionError):  # tomllib, too, recurses once per nested array

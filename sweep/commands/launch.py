@@ -4,13 +4,27 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-from sweep.commands.common import add_base_model, add_device, add_storage, positive_int, questions_arg
-from sweep.commands.common import (alpha_ratio, budget_mb, comma_list, epochs_arg, learning_rate, rank_arg, seed_arg,
+from sweep import bundle
+from sweep.commands.common import (add_base_model, add_device, add_storage, alpha_ratio, budget_mb, comma_list,
+                                   epochs_arg, learning_rate, positive_int, questions_arg, rank_arg, seed_arg,
                                    study_name)
 from sweep.commands.running import execute
 from sweep.files import writable_folder
+from sweep.homework.study import check_homework_trainer, homework_rest_bytes
+from sweep.settings import StudySettings
+from sweep.sizing import budget_bytes
+from sweep.space import PRESETS, parse_floats, parse_ranks, with_overrides
+from sweep.strategies import check_strategy, resolve_strategy
+from sweep.study import feasible_pairs, open_study
+from trainers.batching import steps_for
+from trainers.data import read_qa, read_rft
+from trainers.errors import RanksweepError
+from trainers.models import resolve_device
+from trainers.prompts import check_prompt_template
+from trainers.unitgen import builtin_data, level_named
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -88,8 +102,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _data_paths(args) -> tuple[Path, Path, Path | None]:
-    from trainers.errors import RanksweepError
-
     train, valid, rft = args.train_data, args.valid_data, args.rft_data
     if args.homework is not None:
         data = args.homework / "data"
@@ -100,8 +112,6 @@ def _data_paths(args) -> tuple[Path, Path, Path | None]:
         if rft is None and (data / "rft.json").is_file():
             rft = data / "rft.json"
     if train is None or valid is None:
-        from trainers.unitgen import builtin_data
-
         builtin_train, builtin_valid = builtin_data(_level(args))
         train, valid = train or builtin_train, valid or builtin_valid
     for path in (train, valid, rft):
@@ -112,24 +122,11 @@ def _data_paths(args) -> tuple[Path, Path, Path | None]:
 
 def _level(args) -> str:
     """The built-in data level: --level, else the preset's."""
-    from sweep.space import PRESETS
-    from trainers.unitgen import level_named
-
     return level_named(args.level or PRESETS[args.preset].level).name
 
 
 def build_settings(args):
     """Turn the command line into StudySettings (validating data files and the search space)."""
-    from sweep.settings import StudySettings
-    from sweep.sizing import budget_bytes
-    from sweep.space import PRESETS, parse_floats, parse_ranks, with_overrides
-    from trainers.data import read_qa, read_rft
-    from trainers.errors import RanksweepError
-    from trainers.models import resolve_device
-    from trainers.prompts import check_prompt_template
-
-    from sweep.strategies import check_strategy
-
     check_strategy(args.strategy, args.recover_steps)
     if args.trainer == "homework" and args.objective == "answer-nll":
         # The course grader reports answers right or wrong, no likelihoods: every trial would score NaN.
@@ -155,8 +152,6 @@ def build_settings(args):
     )
     effort = preset.effort
     if args.questions is not None:
-        from dataclasses import replace
-
         effort = replace(effort, questions=args.questions)
     resolve_device(args.device)
     return StudySettings(
@@ -173,9 +168,6 @@ def build_settings(args):
 def _strategy(args, train_rows: int, rft_rows: int | None, preset) -> dict:
     """The study's strategy and recovery steps, `auto` resolved from the shortest training of the space: SFT's,
     or RFT's on its data (at most the questions offered to rejection sampling when it is yet to be sampled)."""
-    from sweep.strategies import resolve_strategy
-    from trainers.batching import steps_for
-
     effort = preset.effort
     if rft_rows is None:
         rft_rows = min(train_rows, effort.rft_questions or train_rows)
@@ -191,14 +183,9 @@ def _strategy(args, train_rows: int, rft_rows: int | None, preset) -> dict:
 
 
 def run(args) -> int:
-    from sweep import bundle
-    from sweep.study import feasible_pairs, open_study
-
     settings = build_settings(args)
     rest = bundle.rest_bytes(settings.homework) if settings.homework else 0
     if settings.trainer == "homework":  # its commands checked, and its rest measured by its own bundle.py
-        from sweep.homework.study import check_homework_trainer, homework_rest_bytes
-
         rest = homework_rest_bytes(settings, check_homework_trainer(settings))
     feasible_pairs(settings, rest)  # an impossible budget or unknown model is refused before the study exists
     writable_folder(settings.artifacts, "--artifacts")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
+from reports.build import FILES, build, render, report_folder, summary, write_files
 from sweep.commands.common import add_storage, check_output, mask_url
 
 OBJECTIVES = ("points", "rft-accuracy", "sft-accuracy", "mean-accuracy", "answer-nll")
@@ -31,16 +33,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def _is_report_folder(path: Path) -> bool:
     """A folder holding report files only (and temp files of an interrupted write), so rewriting it loses nothing."""
-    from reports.build import FILES
-
     return path.is_dir() and all(e.is_file() and (e.name in FILES or e.name.startswith(".")) for e in path.iterdir())
 
 
 def run(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from reports.build import build, render, report_folder, summary, write_files
-
     out = args.out if args.out is not None else report_folder(args.study)
     check_output(out, "--out", ours=_is_report_folder, what="a ranksweep report folder")  # before the study is read
     report = build(args.storage, args.study, args.objective)

@@ -6,6 +6,8 @@ import argparse
 import json
 
 from sweep.commands.common import add_storage
+from sweep.records import TrialResult
+from sweep.study import load_existing
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -23,8 +25,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def study_status(study) -> dict:
     """The status document: one entry per trial plus training counts (what --json prints)."""
-    from sweep.records import TrialResult
-
     trials, trainings = [], {"sft": 0, "rft": 0, "reused": 0, "derived_sft": 0, "derived_rft": 0}
     parents_trained: set[str] = set()
     for t in study.get_trials(deepcopy=False):
@@ -72,8 +72,6 @@ def _nll(nll: float | None, se: float | None) -> str:
 
 
 def run(args) -> int:
-    from sweep.study import load_existing
-
     doc = study_status(load_existing(args.study, args.storage).study)
     if args.json:
         print(json.dumps(doc, indent=1))

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from sweep.commands.common import add_device, add_storage, positive_int
+from sweep.commands.running import execute
+from sweep.files import writable_folder
+from sweep.settings import settings_from_config
+from sweep.study import feasible_pairs, load_existing
+from trainers.models import resolve_device
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -29,14 +35,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from dataclasses import replace
-
-    from sweep.commands.running import execute
-    from sweep.files import writable_folder
-    from sweep.settings import settings_from_config
-    from sweep.study import feasible_pairs, load_existing
-    from trainers.models import resolve_device
-
     opened = load_existing(args.study, args.storage)  # reads only; each worker draws with its own seed
     config = opened.study.user_attrs["config"]
     settings = settings_from_config(config, name=args.study, storage=args.storage,

@@ -16,18 +16,27 @@ import json
 import shutil
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sweep import bundle
 from sweep.builder import PairOutcome
 from sweep.cache import AdapterSpec, ArtifactCache
+from sweep.export import apply, parse_var, rank_changes
 from sweep.homework.config import HomeworkConfig, read_config
+from sweep.homework.grade import grade_with_homework
+from sweep.homework.points import parse_grader_output
 from sweep.homework.run import HomeworkCommandError, run_logged, tail
 from sweep.homework.tree import (ADAPTER_HOMES, base_model_path, check_homework, code_fingerprint, place_adapter,
                                  scratch_copy, set_string_constant)
+from sweep.rank_constants import read_constant
 from sweep.records import AdapterResult, Pair
+from sweep.sizing import adapter_size, config_for
 from trainers.errors import RanksweepError
+from trainers.grading import points, wilson_interval
+from trainers.models import resolve_device
+from trainers.training import TrainConfig
 
 TRAINER = "homework"
 ZIP_NAME = "submission"
@@ -63,9 +72,6 @@ def _which(args: list[str]) -> bool:
 def check_homework_trainer(settings) -> HomeworkConfig:
     """Everything a homework-mode study needs, checked before any trial: the tree, its rank and checkpoint
     constants, one value for what its own code decides (alpha, lr, epochs), and commands that can start."""
-    from sweep.export import parse_var
-    from sweep.rank_constants import read_constant
-
     if settings.homework is None:
         raise RanksweepError("--trainer homework runs your homework's own commands: pass --homework DIR.")
     root = check_homework(settings.homework)
@@ -128,8 +134,6 @@ class HomeworkBuilder:
     """The `PairBuilder` (sweep/builder.py) of `--trainer homework`: the user's commands make and grade the pair."""
 
     def __init__(self, settings):
-        from trainers.models import resolve_device
-
         self.settings = settings
         self.cache = ArtifactCache(settings.artifacts)
         self.device = resolve_device(settings.device)
@@ -139,8 +143,6 @@ class HomeworkBuilder:
         self.tree_sha256 = code_fingerprint(self.root)
 
     def spec(self, kind: str, pair: Pair) -> HomeworkSpec:
-        from trainers.training import TrainConfig
-
         # The tree's own code decides alpha, lr and epochs; its hash (data/ included) stands for them.
         config = TrainConfig(kind=kind, rank=pair.rank(kind), adapter_dtype=pair.adapter_dtype)
         return HomeworkSpec(config=config, base_model=self.settings.base_model, data_sha256=self.tree_sha256,
@@ -164,8 +166,6 @@ class HomeworkBuilder:
 
     def _scratch(self, folder: Path, pair: Pair) -> Path:
         """A fresh copy of the tree in the trial folder, with the pair's ranks and the study's base model."""
-        from sweep.export import apply, parse_var, rank_changes
-
         tree = folder / "tree"
         if tree.exists():
             shutil.rmtree(tree)
@@ -178,8 +178,6 @@ class HomeworkBuilder:
 
     def ensure(self, kind: str, pair: Pair, folder: Path) -> tuple[HomeworkSpec, float, bool]:
         """The cached adapter of this kind and rank, trained by the homework's command when missing."""
-        import time
-
         spec = self.spec(kind, pair)
         cache = self.cache
         entry = cache.adapter_dir(spec)
@@ -209,12 +207,6 @@ class HomeworkBuilder:
 
     def grade_pair(self, pair: Pair, adapters: dict, folder: Path) -> PairOutcome:
         """Build the real submission with both adapters and grade it; the outcome carries the real zip's size."""
-        import time
-
-        from sweep.homework.grade import grade_with_homework
-        from sweep.homework.points import parse_grader_output
-        from trainers.grading import points, wilson_interval
-
         tree = self._scratch(folder, pair)
         for kind, (spec, _, _) in adapters.items():
             place_adapter(tree, kind, self._entry(spec))
@@ -255,9 +247,6 @@ class HomeworkBuilder:
         return self.cache.adapter_dir(spec)
 
     def _result(self, kind, pair: Pair, spec, train_seconds, cache_hit, grade, grade_seconds) -> AdapterResult:
-        from sweep.sizing import adapter_size, config_for
-        from trainers.grading import points
-
         entry = self._entry(spec)
         adapter_config = json.loads((entry / "adapter_config.json").read_text(encoding="utf-8"))
         predicted = adapter_size(config_for(self.settings.base_model), spec.rank, pair.adapter_dtype)
