@@ -18,8 +18,9 @@ from reports.plots import pareto_figure, png_bytes, ranks_figure
 from reports.report import Report
 from reports.tables import frontier_table, readable_frontier, state_counts, trial_table
 from sweep.files import unusable_study_name
-from sweep.frontier import MIB, adapter_table, budget_bytes, combined_frontier, pick
+from sweep.frontier import adapter_table, budget_bytes, combined_frontier, pick
 from sweep.objective import objective_for
+from sweep.sizing import MIB
 from sweep.study_io import load_trials
 from trainers.errors import RanksweepError
 

@@ -18,7 +18,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from reports.build import render, report_folder
 from reports.tables import readable_frontier, state_counts
-from sweep.frontier import MIB
+from sweep.sizing import MIB
 from sweep.objective import MAXIMIZE, SIZE_METRIC, metric_names
 from trainers.errors import RanksweepError
 

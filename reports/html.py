@@ -9,7 +9,7 @@ from html import escape
 from typing import TYPE_CHECKING
 
 from reports.tables import readable_adapters, readable_frontier, state_counts
-from sweep.frontier import MIB
+from sweep.sizing import MIB
 
 if TYPE_CHECKING:
     from reports.report import Report

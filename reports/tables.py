@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sweep.frontier import MIB, show_nll
+from sweep.frontier import show_nll
+from sweep.sizing import MIB
 from sweep.objective import Objective
 
 if TYPE_CHECKING:

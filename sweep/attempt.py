@@ -15,7 +15,7 @@ from sweep.builder import PairBuilder, PairOutcome
 from sweep.objective import objective_for
 from sweep.records import INTERRUPTED, PARAMS, Pair, TrialResult, pair_of
 from sweep.settings import StudySettings
-from sweep.sizing import config_for, pair_size
+from sweep.sizing import config_for, fits, predicted_pair
 from trainers.errors import RanksweepError
 
 SIZE_CONSTRAINT = "size"  # zipped bytes over the budget: <= 0 is feasible
@@ -67,8 +67,7 @@ class Attempt:
         self.last_seconds = None  # wall time of the last trained trial
 
     def predict(self, params: dict):
-        return pair_size(self.model_config, params["sft_rank"], params["rft_rank"], params["adapter_dtype"],
-                         rest_bytes=self.rest_bytes)
+        return predicted_pair(self.model_config, params, self.rest_bytes)
 
     def __call__(self, trial) -> list[float]:
         import optuna
@@ -119,7 +118,7 @@ class Attempt:
 
         Each trial writes its params before it reads the others', so of two trials that take one pair at once
         at least one sees the other: both may step aside, never both train it."""
-        if predicted_bytes > self.settings.budget_bytes:
+        if not fits(predicted_bytes, self.settings.budget_bytes):
             return "over-budget"
         reasons = {"COMPLETE": "duplicate", "RUNNING": "running-elsewhere"}
         for other in self.opened.study.get_trials(deepcopy=False, states=_busy_states()):
@@ -133,7 +132,7 @@ class Attempt:
         `constraints`, which TPE also reads and optuna-dashboard 0.21 reads alone."""
         for key, value in result.to_attrs().items():
             trial.set_user_attr(key, value)
-        size = result.size_bytes if result.size_bytes is not None else result.size_bytes_predicted
+        size = result.size
         over = float(size - self.settings.budget_bytes)
         trial.set_constraint(SIZE_CONSTRAINT, over)
         self.opened.storage.set_trial_system_attr(self.opened.trial_id(trial.number), "constraints", [over])
@@ -157,7 +156,7 @@ def record_pair(settings: StudySettings, params: dict, outcome: PairOutcome, pre
     return TrialResult(
         **{k: params[k] for k in PARAMS},
         budget_bytes=settings.budget_bytes, size_bytes_predicted=predicted.total_compressed_bytes,
-        size_bytes=size_bytes, feasible=size_bytes <= settings.budget_bytes,
+        size_bytes=size_bytes, feasible=fits(size_bytes, settings.budget_bytes),
         points=sft.points + rft.points, mean_accuracy=(sft.accuracy + rft.accuracy) / 2,
         score=objective_for(settings.objective).value(sft, rft), device=outcome.device, sft=sft, rft=rft, **extra,
     )

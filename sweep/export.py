@@ -17,6 +17,7 @@ from sweep.bundle import ADAPTER_FILES, bundle_members, zip_bytes
 from sweep.changeset import Change, apply, inside as _inside
 from sweep.frontier import recommend
 from sweep.rank_constants import is_identifier, set_constant
+from sweep.sizing import fits, mib
 from sweep.storage import open_storage
 from sweep.study_io import load_trials
 from trainers.data import parse_json
@@ -203,15 +204,14 @@ class ZipCheck:
 
     @property
     def over(self) -> bool:
-        return self.size_bytes > self.budget_bytes
+        return not fits(self.size_bytes, self.budget_bytes)
 
     def line(self) -> str:
         """The size in MiB (bytes/1024/1024, as the homework reports it) and the verdict."""
-        mib = 1024 * 1024
-        verdict = (f"OVER by {(self.size_bytes - self.budget_bytes) / mib:.2f} MiB; export a smaller pair "
+        verdict = (f"OVER by {mib(self.size_bytes - self.budget_bytes):.2f} MiB; export a smaller pair "
                    f"(ranksweep report lists them)") if self.over else "fits"
-        return (f"submission zip{' after export' if self.planned else ''}: {self.size_bytes / mib:.2f} MiB "
-                f"({self.size_bytes:,} bytes) of the {self.budget_bytes / mib:.2f} MiB budget: {verdict}")
+        return (f"submission zip{' after export' if self.planned else ''}: {mib(self.size_bytes):.2f} MiB "
+                f"({self.size_bytes:,} bytes) of the {mib(self.budget_bytes):.2f} MiB budget: {verdict}")
 
 
 def zip_check(root: Path, budget: int, pending: list[Change]) -> ZipCheck:

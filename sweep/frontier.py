@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING
 from sweep.objective import Objective, objective_for
 from sweep.study_io import load_trials
 from sweep.bundle import combined_bytes
+from sweep.sizing import MIB, fits
 from trainers.errors import RanksweepError
+from trainers.training import KINDS
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-MIB = 1024 * 1024
 ADAPTER_COLUMNS = (
     "kind", "key", "rank", "alpha", "lr", "epochs", "adapter_dtype", "accuracy", "ci_low", "ci_high",
     "answer_rate", "questions", "points", "points_low", "points_high", "answer_nll", "answer_nll_se",
@@ -44,7 +45,7 @@ def adapter_table(trials: pd.DataFrame) -> pd.DataFrame:
     import pandas as pd
 
     parts = []
-    for kind in ("sft", "rft"):
+    for kind in KINDS:
         graded = trials[
             trials[f"{kind}_accuracy"].notna() & trials[f"{kind}_key"].notna() & trials[f"{kind}_zip_bytes"].notna()
         ].sort_values("trial")
@@ -121,7 +122,7 @@ def combined_frontier(trials: pd.DataFrame, config: dict, objective: str | None 
     pairs["size_bytes"] = pairs["measured_bytes"].where(pairs["sampled"], parts).astype("int64")
     pairs["size_source"] = pairs["sampled"].map({True: MEASURED, False: SUM_OF_PARTS})
     pairs["size_mib"] = pairs["size_bytes"] / MIB
-    pairs["feasible"] = pairs["size_bytes"] <= budget_bytes(config)
+    pairs["feasible"] = fits(pairs["size_bytes"], budget_bytes(config))
     pairs["on_frontier"] = False
     feasible = (pairs["feasible"] & pairs["objective"].notna()).to_numpy()  # a pair without a value is no rival
     pairs.loc[feasible, "on_frontier"] = non_dominated(
@@ -146,7 +147,7 @@ def _scores(pairs: pd.DataFrame, accuracy: str, points: str, nll_ses: float) -> 
     (a missing SE moves it by nothing)."""
     return tuple(_Scores(pairs[f"{kind}_{accuracy}"], pairs[f"{kind}_{points}"],
                          pairs[f"{kind}_answer_nll"] + nll_ses * pairs[f"{kind}_answer_nll_se"].fillna(0))
-                 for kind in ("sft", "rft"))
+                 for kind in KINDS)
 
 
 def _sampled_pairs(trials: pd.DataFrame) -> pd.DataFrame:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sweep.space import Effort, SearchSpace
 from trainers.data import file_sha256
+from trainers.prompts import DEFAULT_PROMPT_TEMPLATE
 
 # Bump when grading changes in a way that changes results, so cached grades are not reused.
 GRADER_VERSION = 1
@@ -35,13 +36,13 @@ class StudySettings:
     trainer: str = "ranksweep"  # what makes a trial's two adapters (sweep.commands.running.builder_for)
     strategy: str = "independent"  # how the built-in trainer makes them (sweep.trial.build_pair)
     recover_steps: int = 0  # strategy "shrink": training steps at the target rank after the cut (sweep/strategies.py)
-    prompt_template: str = "{question}"  # the text adapters are trained and graded on (trainers/prompts.py)
+    prompt_template: str = DEFAULT_PROMPT_TEMPLATE  # the text adapters are trained and graded on (trainers/prompts.py)
     level: str | None = None  # the built-in data level (trainers/unitgen.py); None: the user's own data
 
     @property
     def grading_key(self) -> str:
         """Identifies a grading setting: the validation file, how many questions, the grader version."""
-        template = [] if self.prompt_template == "{question}" else [self.prompt_template]  # old keys stay valid
+        template = [] if self.prompt_template == DEFAULT_PROMPT_TEMPLATE else [self.prompt_template]  # old keys stay valid
         blob = json.dumps([file_hash(self.valid_path), self.effort.questions, GRADER_VERSION, *template])
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -132,6 +133,6 @@ def settings_from_config(config: dict, *, name: str, storage: str, device: str, 
         trainer=config.get("trainer", "ranksweep"),  # configs stored before these two fields: the defaults
         strategy=config.get("strategy", "independent"),
         recover_steps=config.get("recover_steps", 0),
-        prompt_template=config.get("prompt_template", "{question}"),
+        prompt_template=config.get("prompt_template", DEFAULT_PROMPT_TEMPLATE),
         level=config.get("level"),
     )

@@ -6,10 +6,9 @@ import itertools
 from dataclasses import dataclass, replace
 
 from trainers.errors import RanksweepError
+from trainers.training import ADAPTER_DTYPES
 
 DEFAULT_RANKS = (1, 2, 4, 8, 16, 32, 64)
-OBJECTIVES = ("points", "rft-accuracy", "sft-accuracy", "mean-accuracy", "answer-nll")
-DTYPES = ("fp32", "fp16")
 
 
 @dataclass(frozen=True)
@@ -110,8 +109,8 @@ def with_overrides(preset: Preset, **fields) -> Preset:
     space_fields = {k: v for k, v in fields.items() if k in SearchSpace.__dataclass_fields__ and v is not None}
     effort_fields = {k: v for k, v in fields.items() if k in Effort.__dataclass_fields__ and v is not None}
     for dtype in space_fields.get("adapter_dtypes", ()):
-        if dtype not in DTYPES:
-            raise RanksweepError(f"Adapter dtype '{dtype}' is not one of {', '.join(DTYPES)}.")
+        if dtype not in ADAPTER_DTYPES:
+            raise RanksweepError(f"Adapter dtype '{dtype}' is not one of {', '.join(ADAPTER_DTYPES)}.")
     return replace(
         preset,
         space=replace(preset.space, **space_fields),

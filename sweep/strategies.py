@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from dataclasses import dataclass, replace
 
 from sweep.cache import AdapterSpec, ArtifactCache
@@ -126,19 +125,14 @@ def ensure_parent(cache: ArtifactCache, spec: AdapterSpec, loaded, examples, *, 
 
     `loaded` is called only when a training is needed (a study whose parents are cached never loads the model).
     """
-    folder = cache.adapter_dir(spec)
-    with cache.lock(spec):
-        if cache.verify(spec) is not None:
-            return 0.0
-        start = time.perf_counter()
+    def train(folder) -> None:
         metadata = {"key": spec.key, "data_sha256": spec.data_sha256}
         if isinstance(spec, NestedParentSpec):
             train_nested(loaded(), examples, spec.config, folder, spec.ranks, progress=progress, metadata=metadata)
         else:
             train_adapter(loaded(), examples, spec.config, folder, progress=progress, metadata=metadata)
-        seconds = time.perf_counter() - start
-        cache.seal(spec)
-    return seconds
+
+    return cache.ensure(spec, train).seconds
 
 
 def derive(spec: DerivedSpec, parent_dir, out_dir, loaded, examples, *, progress: bool) -> None:

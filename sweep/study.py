@@ -14,10 +14,10 @@ import secrets
 from dataclasses import dataclass, field
 
 from sweep.attempt import Attempt, CtrlC, TrialFailed
-from sweep.objective import metric_names, objective_for, study_directions
+from sweep.objective import metric_names, study_directions
 from sweep.records import PARAMS, pair_of
 from sweep.settings import StudySettings
-from sweep.sizing import config_for, pair_size
+from sweep.sizing import config_for, fits, mib, predicted_pair
 from sweep.storage import open_storage
 from sweep.studybar import StudyBar
 from trainers.errors import RanksweepError
@@ -115,14 +115,14 @@ def feasible_pairs(settings: StudySettings, rest_bytes: int) -> list[dict]:
     model_config = config_for(settings.base_model)
 
     def predict(p):
-        return pair_size(model_config, p["sft_rank"], p["rft_rank"], p["adapter_dtype"], rest_bytes=rest_bytes)
+        return predicted_pair(model_config, p, rest_bytes)
 
-    feasible = [p for p in settings.space.points() if predict(p).total_compressed_bytes <= settings.budget_bytes]
+    feasible = [p for p in settings.space.points() if fits(predict(p).total_compressed_bytes, settings.budget_bytes)]
     if not feasible:
         smallest = min(settings.space.points(), key=lambda p: predict(p).total_compressed_bytes)
-        size = predict(smallest).total_compressed_bytes / 2**20
+        size = mib(predict(smallest).total_compressed_bytes)
         raise RanksweepError(
-            f"No pair fits the budget of {settings.budget_bytes / 2**20:.2f} MiB: the smallest, "
+            f"No pair fits the budget of {mib(settings.budget_bytes):.2f} MiB: the smallest, "
             f"sft={smallest['sft_rank']}/rft={smallest['rft_rank']}, needs up to {size:.2f} MiB."
         )
     return feasible

@@ -19,9 +19,6 @@ from trainers.errors import RanksweepError
 from trainers.models import LoadedModel
 from trainers.training import BaseModelState
 
-ORIGINS = ("trained", "shrink", "nested")
-
-
 @dataclass
 class DerivedResult:
     """One derived adapter: where it is, its rank, what it came from; seconds are wall time of the derivation."""

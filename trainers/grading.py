@@ -18,9 +18,8 @@ from trainers.batching import SEPARATOR, tokenize_rows
 from trainers.data import QA, parse_json
 from trainers.errors import RanksweepError
 from trainers.generation import core_model, eval_mode, greedy
-from trainers.training import format_answer, head_is_plain
+from trainers.training import KINDS, format_answer, head_is_plain
 
-KINDS = ("sft", "rft")
 RELATIVE_TOLERANCE = 0.05
 ZERO_TOLERANCE = 0.001
 # Greedy token budgets: an SFT model answers at once, an RFT model writes a reasoning chain first.
@@ -65,27 +64,52 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+# The homework's points rule, per kind: bands of (accuracy where the band starts, its width, the points it gives
+# when full), each linear in between. SFT: 0 at 40% rising to 25 at 60%; RFT: 0 at 60% rising to 25 at 70%, plus
+# up to 5 extra credit by 80%. The first band is the main case, the one a grader's points can be read back from.
+POINT_BANDS = {"sft": ((0.4, 0.2, 25),), "rft": ((0.6, 0.1, 25), (0.7, 0.1, 5))}
+
+
 def _clip01(x: float) -> float:
     return min(1.0, max(0.0, x))
 
 
-def sft_points(acc: float) -> float:
-    """Homework points for an SFT adapter: 0 at 40% accuracy rising to 25 at 60%."""
-    return 25 * _clip01((acc - 0.4) / 0.2)
-
-
-def rft_points(acc: float) -> float:
-    """Homework points for an RFT adapter: 0 at 60% rising to 25 at 70%, plus up to 5 extra by 80%."""
-    return 25 * _clip01((acc - 0.6) / 0.1) + 5 * _clip01((acc - 0.7) / 0.1)
+def _bands(kind: str) -> tuple:
+    if kind not in POINT_BANDS:
+        raise RanksweepError(f"Unknown adapter kind '{kind}': use 'sft' or 'rft'.")
+    return POINT_BANDS[kind]
 
 
 def points(kind: str, acc: float) -> float:
     """Homework points for an adapter of this kind ('sft' or 'rft') at accuracy `acc` (a fraction)."""
-    if kind == "sft":
-        return sft_points(acc)
-    if kind == "rft":
-        return rft_points(acc)
-    raise RanksweepError(f"Unknown adapter kind '{kind}': use 'sft' or 'rft'.")
+    return sum(full * _clip01((acc - start) / width) for start, width, full in _bands(kind))
+
+
+def sft_points(acc: float) -> float:
+    """Homework points for an SFT adapter at accuracy `acc` (a fraction)."""
+    return points("sft", acc)
+
+
+def rft_points(acc: float) -> float:
+    """Homework points for an RFT adapter at accuracy `acc` (a fraction), extra credit included."""
+    return points("rft", acc)
+
+
+def accuracy_for_points(kind: str, main_points: float) -> float:
+    """The accuracy (fraction) at which the main case gives `main_points`: the rule's inverse. At 0 or full
+    points the rule only bounds the accuracy, and the bound is returned (SFT 40%/60%, RFT 60%/70%)."""
+    start, width, full = _bands(kind)[0]
+    return start + width * min(max(main_points, 0.0), full) / full
+
+
+def point_marks(kind: str) -> list[tuple[float, float]]:
+    """(accuracy, points) where the rule's bands start and fill: [(0.4, 0), (0.6, 25)] for SFT."""
+    bands = _bands(kind)
+    marks, total = [(bands[0][0], 0.0)], 0.0
+    for start, width, full in bands:
+        total += full
+        marks.append((start + width, total))
+    return marks
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ before templates existed, so adapters and grades made without one keep their mea
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -85,14 +84,8 @@ def _plain_transcript(question: str) -> str:
     return "\n".join(lines)
 
 
-def prompt_fingerprint() -> str:
-    """A short hash of the prompt's content, so cached RFT data is regenerated when the prompt changes."""
-    blob = json.dumps([SYSTEM, WORKED_EXAMPLES]).encode("utf-8")
-    return hashlib.sha256(blob).hexdigest()[:12]
-
-
-DEFAULT_PROMPT_TEMPLATE = "{question}"
 QUESTION_FIELD = "{question}"
+DEFAULT_PROMPT_TEMPLATE = QUESTION_FIELD  # the raw question, as the course's template trains it
 
 
 def check_prompt_template(template: str) -> str:

@@ -12,8 +12,9 @@ from sweep.homework.grade import disagree, grade_with_homework
 from sweep.homework.tree import check_homework
 from trainers.data import QA, read_qa
 from trainers.errors import RanksweepError
-from trainers.grading import BATCH_SIZE, KINDS, grade_model, points, read_adapter_kind
+from trainers.grading import BATCH_SIZE, grade_model, points, read_adapter_kind
 from trainers.models import load_model
+from trainers.training import KINDS
 from trainers.prompts import DEFAULT_PROMPT_TEMPLATE, check_prompt_template, read_adapter_template, render_prompt
 from trainers.unitgen import builtin_data
 

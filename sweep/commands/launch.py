@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,8 +13,9 @@ from sweep.commands.common import (add_base_model, add_device, add_storage, alph
 from sweep.commands.running import execute
 from sweep.files import writable_folder
 from sweep.homework.study import check_homework_trainer, homework_rest_bytes
+from sweep.objective import OBJECTIVES
 from sweep.settings import StudySettings
-from sweep.sizing import budget_bytes
+from sweep.sizing import DEFAULT_BUDGET_MB, budget_bytes
 from sweep.space import PRESETS, parse_floats, parse_ranks, with_overrides
 from sweep.strategies import check_strategy, resolve_strategy
 from sweep.study import feasible_pairs, open_study
@@ -23,7 +23,7 @@ from trainers.batching import steps_for
 from trainers.data import read_qa, read_rft
 from trainers.errors import RanksweepError
 from trainers.models import resolve_device
-from trainers.prompts import check_prompt_template
+from trainers.prompts import DEFAULT_PROMPT_TEMPLATE, check_prompt_template
 from trainers.unitgen import builtin_data, level_named
 
 
@@ -38,8 +38,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--study", required=True, type=study_name, help="study name (created if new, resumed if it exists)")
     add_storage(p)
-    p.add_argument("--budget-mb", type=budget_mb, default=50.0,
-                   help="zipped submission limit in MiB, as the homework reports bytes/1024/1024 (default: 50)")
+    p.add_argument("--budget-mb", type=budget_mb, default=DEFAULT_BUDGET_MB,
+                   help="zipped submission limit in MiB, as the homework reports bytes/1024/1024 "
+                   f"(default: {DEFAULT_BUDGET_MB:g})")
     p.add_argument("--trials", type=positive_int, default=None,
                    help="distinct pairs to train and grade in total (default: the preset's)")
     p.add_argument("--preset", choices=["quick", "full"], default="full",
@@ -61,7 +62,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--lrs", type=comma_list(learning_rate), help="comma list of learning rates (default: 1e-3)")
     p.add_argument("--epochs", type=comma_list(epochs_arg), help="comma list of epoch counts (default: the preset's)")
     p.add_argument("--adapter-dtypes", help="comma list from fp32,fp16: how adapters are stored (fp16 halves size)")
-    p.add_argument("--objective", choices=["points", "rft-accuracy", "sft-accuracy", "mean-accuracy", "answer-nll"],
+    p.add_argument("--objective", choices=tuple(OBJECTIVES),
                    default="points", help="what to optimise (default: the pair's homework points, maximised, ties "
                    "broken by the mean answer NLL; answer-nll: the mean NLL per token of the true answers, "
                    "minimised); the zipped size is always minimised")
@@ -72,7 +73,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "Default: the preset's (quick: metric-prefix, full: homework)")
     p.add_argument("--questions", type=questions_arg, default=None,
                    help="validation questions graded per adapter, N or 'all' (default: the preset's)")
-    p.add_argument("--prompt-template", default="{question}", metavar="T",
+    p.add_argument("--prompt-template", default=DEFAULT_PROMPT_TEMPLATE, metavar="T",
                    help="the text your homework's format_prompt feeds the model, with {question} where the question "
                    "goes, e.g. '{question} ': adapters are trained and graded on it (default: the raw question)")
     p.add_argument("--trainer", choices=["ranksweep", "homework"], default="ranksweep",

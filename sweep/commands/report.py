@@ -8,8 +8,8 @@ from pathlib import Path
 
 from reports.build import FILES, build, render, report_folder, summary, write_files
 from sweep.commands.common import add_storage, check_output, mask_url
+from sweep.objective import OBJECTIVES
 
-OBJECTIVES = ("points", "rft-accuracy", "sft-accuracy", "mean-accuracy", "answer-nll")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -25,7 +25,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_storage(p)
     p.add_argument("--out", type=Path, default=None,
                    help="folder for the report files: new, empty, or an earlier report (default: runs/<study>/report/)")
-    p.add_argument("--objective", choices=OBJECTIVES, default=None,
+    p.add_argument("--objective", choices=tuple(OBJECTIVES), default=None,
                    help="score pairs by this instead of the study's objective (points are tie-broken by answer NLL, "
                    "or mean accuracy for adapters graded without one; answer-nll is minimised)")
     return p

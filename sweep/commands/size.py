@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 from sweep import bundle, sizing
-from sweep.commands.common import add_base_model, positive_float, positive_int
-from sweep.sizing import mib
+from sweep.commands.common import add_base_model, budget_mb, positive_int
+from sweep.sizing import DEFAULT_BUDGET_MB, mib
 from trainers.errors import RanksweepError
+from trainers.training import ADAPTER_DTYPES
 
-DEFAULT_BUDGET_MB = 50.0
 
 
 def add_parser(subparsers):
@@ -27,11 +27,12 @@ def add_parser(subparsers):
     parser.add_argument("--sft-rank", type=positive_int, metavar="R", help="LoRA rank of the SFT adapter")
     parser.add_argument("--rft-rank", type=positive_int, metavar="R", help="LoRA rank of the RFT adapter")
     parser.add_argument(
-        "--budget-mb", type=positive_float, metavar="MB", default=DEFAULT_BUDGET_MB, help="zip budget in MiB (default: 50)"
+        "--budget-mb", type=budget_mb, metavar="MB", default=DEFAULT_BUDGET_MB,
+        help=f"zip budget in MiB (default: {DEFAULT_BUDGET_MB:g})"
     )
     parser.add_argument(
         "--adapter-dtype",
-        choices=["fp32", "fp16"],
+        choices=ADAPTER_DTYPES,
         default="fp32",
         help="dtype the adapters are saved in (default: fp32)",
     )

@@ -9,7 +9,7 @@ from sweep.commands.common import (add_base_model, add_device, alpha_ratio, chec
 from trainers.adapter_files import is_adapter_folder
 from trainers.data import file_sha256, read_qa, read_rft
 from trainers.models import load_model
-from trainers.prompts import check_prompt_template, templated
+from trainers.prompts import DEFAULT_PROMPT_TEMPLATE, check_prompt_template, templated
 from trainers.rft_data import ensure_rft_data
 from trainers.training import ADAPTER_DTYPES, KINDS, TrainConfig, rft_examples, sft_examples, train_adapter, validate
 from trainers.unitgen import builtin_data
@@ -61,7 +61,7 @@ def add_parser(subparsers):
         default=DEFAULTS.adapter_dtype,
         help=f"dtype of the saved weights; fp16 halves the file (default: {DEFAULTS.adapter_dtype})",
     )
-    parser.add_argument("--prompt-template", default="{question}", metavar="T",
+    parser.add_argument("--prompt-template", default=DEFAULT_PROMPT_TEMPLATE, metavar="T",
                         help="the text your code feeds the model, with {question} where the question goes, e.g. "
                         "'{question} ' for a format_prompt that appends a space (default: the raw question)")
     return parser
