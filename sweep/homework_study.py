@@ -26,6 +26,7 @@ from sweep.homework_run import HomeworkCommandError, run_logged, tail
 from sweep.homework_tree import (ADAPTER_HOMES, base_model_path, check_homework, code_fingerprint, place_adapter,
                                  scratch_copy, set_string_constant)
 from sweep.records import AdapterResult
+from trainers.data import checked_number
 from trainers.errors import RanksweepError
 
 TRAINER = "homework"
@@ -260,7 +261,8 @@ class HomeworkTrainer:
         predicted = adapter_size(config_for(self.settings.base_model), spec.rank, params["adapter_dtype"])
         ci_low, ci_high = grade["ci_low"], grade["ci_high"]
         return AdapterResult(
-            kind=kind, rank=int(adapter_config.get("r", spec.rank)), alpha=float(adapter_config.get("lora_alpha", 0)),
+            kind=kind, rank=int(checked_number(adapter_config.get("r", spec.rank), f"{entry}/adapter_config.json r")),
+            alpha=checked_number(adapter_config.get("lora_alpha", 0), f"{entry}/adapter_config.json lora_alpha"),
             lr=params["lr"], epochs=params["epochs"], dtype=params["adapter_dtype"], accuracy=grade["accuracy"],
             key=spec.key, dir=str(entry.resolve()), params=predicted.params,
             raw_bytes_predicted=predicted.raw_bytes, raw_bytes=(entry / "adapter_model.safetensors").stat().st_size,
