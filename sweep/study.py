@@ -64,10 +64,12 @@ def load_existing(name: str, storage_url: str, *, seed: int | None = None) -> Op
     return Opened(study, storage, seed)
 
 
-def check_resume(settings: StudySettings, config: dict, directions: list, *, force: bool) -> None:
-    """Refuse to resume a study with another model or data (unless `force`), search space or direction."""
+def check_resume(settings: StudySettings, config: dict, directions: list, *, force: bool, graded: bool = True) -> None:
+    """Refuse to resume a study with another model or data (unless `force`), search space, training or grading
+    settings, or direction. A study with no COMPLETE trial (`graded` False: say its first launch failed while
+    sampling RFT data) holds no result to mix with, so it may change its model, data and settings."""
     changed = [k for k, v in settings.identity().items() if config.get(k) != v]
-    if changed and not force:
+    if changed and not force and graded:
         raise RanksweepError(f"Study '{settings.name}' was made with a different {', '.join(changed)}; "
                              "use another --study name, or --force to continue it anyway.")
     # Optuna fixes each param's choices for the life of a study: other choices would break every later trial.
@@ -76,6 +78,12 @@ def check_resume(settings: StudySettings, config: dict, directions: list, *, for
         was = "; ".join(f"{k} {','.join(map(str, config[k]))}" for k in spaced)
         raise RanksweepError(f"Study '{settings.name}' searches other values ({was}); resume it with the same "
                              "--preset and search flags, or give another --study name for the new space.")
+    # One frontier must not mix adapters trained on other rows or graded on other questions.
+    effort = settings.effort_changes(config)
+    if effort and graded:
+        raise RanksweepError(f"Study '{settings.name}' was made with other training or grading settings "
+                             f"({'; '.join(effort)}); resume it with the same flags, or give another --study name "
+                             "to train and grade this way (adapters already trained come from the artifact cache).")
     wanted = [d.lower() for d in study_directions(settings.objective)]
     if [d.name.lower() for d in directions] != wanted:
         raise RanksweepError(f"Study '{settings.name}' optimises its first value the other way; objective "
@@ -89,7 +97,9 @@ def open_study(settings: StudySettings, homework_rest_bytes: int, *, force: bool
     storage = open_storage(settings.storage, must_exist=False, heartbeat=True)
     if settings.name in optuna.get_all_study_names(storage):
         study = optuna.load_study(study_name=settings.name, storage=storage, sampler=_sampler(settings.seed))
-        check_resume(settings, ranksweep_config(study, settings.storage), study.directions, force=force)
+        graded = bool(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+        check_resume(settings, ranksweep_config(study, settings.storage), study.directions, force=force,
+                     graded=graded)
     else:
         study = optuna.create_study(study_name=settings.name, storage=storage, sampler=_sampler(settings.seed),
                                     directions=study_directions(settings.objective))
