@@ -8,6 +8,7 @@ import os
 import shlex
 from pathlib import Path
 
+from sweep.shell import command  # noqa: F401  (the CLI's printed commands use the one quoting rule)
 from sweep.space import MAX_RANK
 
 DEFAULT_STORAGE = "sqlite:///studies.db"
@@ -159,11 +160,6 @@ def mask_url(text: str) -> str:
     from sweep.storage import masked
 
     return masked(text)
-
-
-def command(*words) -> str:
-    """A command line to print that pastes safely into a shell: every word quoted where it needs to be."""
-    return " ".join(shlex.quote(str(word)) for word in words)
 
 
 def writable(path: Path) -> bool:
