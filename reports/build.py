@@ -18,7 +18,7 @@ from reports.plots import pareto_figure, png_bytes, ranks_figure
 from reports.report import Report
 from reports.tables import frontier_table, readable_frontier, state_counts, trial_table
 from sweep.files import unusable_study_name
-from sweep.frontier import adapter_table, budget_bytes, combined_frontier, pick
+from sweep.frontier import SEPARATE_ADVICE, adapter_table, budget_bytes, combined_frontier, pick
 from sweep.objective import objective_for
 from sweep.sizing import MIB
 from sweep.study_io import load_trials
@@ -129,6 +129,5 @@ def summary(report: Report) -> str:
                      f"{rec.rft_alpha:g}, {rec.adapter_dtype}, {rec.size_bytes / MIB:.2f} MiB, {which}).")
         lines.append(f"Why: {rec.reason}")
         if rec.overlaps:
-            lines.append(f"Note: its 95% {report.goal.noun} {rec.overlaps}; grading more questions "
-                         "(--questions) would tell them apart.")
+            lines.append(f"Note: its 95% {report.goal.noun} {rec.overlaps}; {SEPARATE_ADVICE}.")
     return "\n".join(lines)

@@ -9,6 +9,7 @@ from html import escape
 from typing import TYPE_CHECKING
 
 from reports.tables import readable_adapters, readable_frontier, state_counts
+from sweep.frontier import SEPARATE_ADVICE
 from sweep.sizing import MIB
 
 if TYPE_CHECKING:
@@ -88,8 +89,7 @@ def _pick(report: Report) -> str:
     body = "".join(f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in rows)
     note = ""
     if rec.overlaps:
-        note = (f"<p>Note: its 95% {escape(report.goal.noun)} {escape(rec.overlaps)}; grading more questions "
-                "would tell them apart.</p>")
+        note = f"<p>Note: its 95% {escape(report.goal.noun)} {escape(rec.overlaps)}; {escape(SEPARATE_ADVICE)}.</p>"
     return (f'<div class="pick"><p><b>SFT rank {rec.sft_rank}, RFT rank {rec.rft_rank}.</b> {escape(rec.reason)}</p>'
             f"{note}<table>{body}</table></div>")
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import shlex
 from pathlib import Path
 
 from sweep.files import nearest_existing, unusable_study_name, writable
+from sweep.space import MAX_RANK
 from sweep.storage import in_memory, in_memory_refusal, masked
+from sweep.strategies import MAX_RECOVER_STEPS, check_recover_steps
 from trainers.errors import RanksweepError
 
 DEFAULT_STORAGE = "sqlite:///studies.db"
@@ -18,7 +19,6 @@ MAX_LR = 1.0
 MAX_EPOCHS = 1000.0
 MAX_ALPHA_RATIO = 1000.0
 MAX_BUDGET_MB = 1e9  # a petabyte; above it the budget in bytes overflows a float
-MAX_RANK = 4096
 MAX_SEED = 2**32 - 1  # numpy and torch seeds are unsigned 32-bit
 
 
@@ -75,11 +75,20 @@ def budget_mb(text: str) -> float:
 
 
 def rank_arg(text: str) -> int:
-    """argparse type: a LoRA rank, 1..4096."""
+    """argparse type: a LoRA rank, 1..MAX_RANK (sweep.space, the one bound every command uses)."""
     value = positive_int(text)
     if value > MAX_RANK:
         raise argparse.ArgumentTypeError(f"'{text}' is not valid: give a rank of at most {MAX_RANK}")
     return value
+
+
+def recover_steps_arg(text: str) -> int:
+    """argparse type: training steps after a cut, 0..MAX_RECOVER_STEPS (sweep.strategies, which checks it)."""
+    try:
+        return check_recover_steps(int(text))
+    except (ValueError, RanksweepError):
+        raise argparse.ArgumentTypeError(f"'{text}' is not valid: give a whole number from 0 to "
+                                         f"{MAX_RECOVER_STEPS}") from None
 
 
 def seed_arg(text: str) -> int:
@@ -133,9 +142,6 @@ def mask_url(text: str) -> str:
     return masked(text)
 
 
-def command(*words) -> str:
-    """A command line to print that pastes safely into a shell: every word quoted where it needs to be."""
-    return " ".join(shlex.quote(str(word)) for word in words)
 
 
 def check_output(path: Path, flag: str, *, ours, what: str, force: bool | None = None) -> None:

@@ -12,7 +12,7 @@ from sweep.commands.common import add_storage, budget_mb, check_output
 from sweep.export import (Change, DEFAULT_RFT_VAR, DEFAULT_SFT_VAR, ZipCheck, adapter_changes, apply, check_base_model,
                           check_tree, choose, parse_var, rank_changes, study_name, zip_check)
 from sweep.homework.check import export_warnings
-from sweep.sizing import DEFAULT_BUDGET_MB, budget_bytes, mib
+from sweep.sizing import DEFAULT_BUDGET_MB, budget_bytes, size_text
 from trainers.data import parse_json
 from trainers.errors import RanksweepError
 from trainers.training import KINDS
@@ -85,8 +85,8 @@ def export_homework(args: argparse.Namespace) -> int:
 
     check = zip_check(root, budget, pending=changes)  # measured before anything is written
     if check.over and changes and not args.dry_run and not args.force:
-        raise RanksweepError(f"This export would make the submission zip {mib(check.size_bytes):.2f} MiB, over the "
-                             f"{mib(budget):.2f} MiB budget, so nothing was written: export a smaller pair "
+        raise RanksweepError(f"This export would make the submission zip {size_text(check.size_bytes)}, over the "
+                             f"{size_text(budget)} budget, so nothing was written: export a smaller pair "
                              "(ranksweep report lists them), or pass --force to write it anyway.")
     print(choice.summary())
     _report_changes(changes, args.dry_run, lambda: apply(root, changes), root)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import sys
 
 from sweep.builder import PairBuilder
-from sweep.commands.common import command, mask_url
+from sweep.commands.common import mask_url
+from sweep.shell import command
 from sweep.homework.check import FirstAdapterCheck
 from sweep.homework.study import HomeworkBuilder
 from sweep.settings import StudySettings

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from sweep import bundle, sizing
-from sweep.commands.common import add_base_model, budget_mb, positive_int
+from sweep.commands.common import add_base_model, budget_mb, rank_arg
 from sweep.sizing import DEFAULT_BUDGET_MB, mib
 from trainers.errors import RanksweepError
 from trainers.training import ADAPTER_DTYPES
@@ -24,8 +24,8 @@ def add_parser(subparsers):
         "whose dimensions are built in (no download).",
     )
     add_base_model(parser)
-    parser.add_argument("--sft-rank", type=positive_int, metavar="R", help="LoRA rank of the SFT adapter")
-    parser.add_argument("--rft-rank", type=positive_int, metavar="R", help="LoRA rank of the RFT adapter")
+    parser.add_argument("--sft-rank", type=rank_arg, metavar="R", help="LoRA rank of the SFT adapter")
+    parser.add_argument("--rft-rank", type=rank_arg, metavar="R", help="LoRA rank of the RFT adapter")
     parser.add_argument(
         "--budget-mb", type=budget_mb, metavar="MB", default=DEFAULT_BUDGET_MB,
         help=f"zip budget in MiB (default: {DEFAULT_BUDGET_MB:g})"
