@@ -64,7 +64,7 @@ def report_html(report: Report, pareto_png: bytes, ranks_png: bytes) -> str:
         "<h2>Accuracy against rank</h2>",
         _img(ranks_png, "Accuracy against LoRA rank for SFT and RFT adapters"),
         "<h2>Study configuration</h2>",
-        _config(report.config),
+        _config(report.config.to_attrs()),
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"

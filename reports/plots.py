@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from sweep.sizing import MIB
 from sweep.objective import Objective
+from sweep.settings import StudyConfig
 from trainers.grading import point_marks
 from trainers.training import KINDS
 
@@ -260,14 +261,14 @@ def _pruned_rug(ax: Axes, sizes: list[float]) -> float:
     return max(sizes, default=0.0)
 
 
-def ranks_figure(adapters: pd.DataFrame, config: dict) -> Figure:
+def ranks_figure(adapters: pd.DataFrame, config: StudyConfig) -> Figure:
     """Accuracy (%) against rank (log2 axis) for SFT and RFT adapters with 95% Wilson bars; the right axis
     marks the accuracies where homework points start and fill."""
     fig = _figure(RANKS_INCHES)
     axes = fig.subplots(1, 2, sharey=True)
     for ax, kind in zip(axes, KINDS):
         rows = adapters[adapters["kind"] == kind]
-        ranks = sorted({int(r) for r in config.get(f"{kind}_ranks") or []} | {int(r) for r in rows["rank"]}) or [1]
+        ranks = sorted({int(r) for r in getattr(config, f"{kind}_ranks") or []} | {int(r) for r in rows["rank"]}) or [1]
         ax.set_xscale("log", base=2)
         ax.set_xlim(min(ranks) / 1.5, max(ranks) * 1.5)
         ax.set_xticks(ranks, [str(r) for r in ranks])

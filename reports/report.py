@@ -19,7 +19,7 @@ class Report:
 
     study: str
     storage: str
-    config: dict
+    config: StudyConfig
     goal: Objective
     budget_bytes: int
     trials: pd.DataFrame  # one row per trial (sweep.study_io.load_trials)

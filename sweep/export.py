@@ -88,7 +88,7 @@ def study_name(storage: str, name: str | None) -> str:
 def choose(storage: str, study: str, trial: int | None = None) -> Choice:
     """The pair to export: the study's recommendation, or the COMPLETE trial numbered `trial`."""
     trials, config = load_trials(storage, study)
-    common = {"study": study, "base_model": config.get("base_model"), "budget_bytes": config.get("budget_bytes")}
+    common = {"study": study, "base_model": config.base_model, "budget_bytes": config.budget_bytes}
     if trial is None:
         rec = recommend(storage, study)
         return Choice(**common, trial=rec.trial, sft_rank=rec.sft_rank, rft_rank=rec.rft_rank,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from sweep.objective import Objective, objective_for
 from sweep.study_io import load_trials
 from sweep.bundle import combined_bytes
+from sweep.settings import StudyConfig
 from sweep.sizing import MIB, fits
 from trainers.errors import RanksweepError
 from trainers.training import KINDS
@@ -78,7 +79,7 @@ def adapter_table(trials: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["kind", "rank", "first_trial"], ignore_index=True)
 
 
-def combined_frontier(trials: pd.DataFrame, config: dict, objective: str | None = None) -> pd.DataFrame:
+def combined_frontier(trials: pd.DataFrame, config: StudyConfig, objective: str | None = None) -> pd.DataFrame:
     """Every SFT×RFT pair of graded adapters with size (bytes, MiB), points, objective and its 95% range,
     `feasible` (size <= budget), `sampled` (trained together as `trial`) and `on_frontier`.
 
@@ -121,7 +122,7 @@ def combined_frontier(trials: pd.DataFrame, config: dict, objective: str | None 
         )
 
     pairs["sampled"] = pairs["trial"].notna()
-    rest = int(config.get("homework_rest_bytes") or 0)
+    rest = int(config.homework_rest_bytes or 0)
     # The size of a pair never trained together: its parts added up the way the loop adds up a trained one.
     parts = pd.Series([combined_bytes(rest, int(s), int(r)) for s, r in zip(pairs["sft_zip_bytes"], pairs["rft_zip_bytes"])],
                       index=pairs.index, dtype="float64")
@@ -178,9 +179,9 @@ def show_nll(nll: float | None, se: float | None) -> str:
     return f"{nll:.3f}" if se is None or pd.isna(se) else f"{nll:.3f} ± {se:.3f}"
 
 
-def budget_bytes(config: dict) -> int:
+def budget_bytes(config: StudyConfig) -> int:
     """The study's zipped-size budget in bytes."""
-    budget = config.get("budget_bytes")
+    budget = config.budget_bytes
     if budget is None:
         raise RanksweepError("The study config has no budget_bytes; launch the study again with --budget-mb.")
     return int(budget)

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache, partial
 
 from sweep.bundle import ZIP_END_RECORD
-from sweep.space import MAX_RANK
 from trainers.errors import RanksweepError
 from trainers.models import resolve_config
+from trainers.training import MAX_RANK, is_rank
 
 MIB = 1024 * 1024
 DTYPES = {"fp32": ("F32", 4), "fp16": ("F16", 2)}  # our name -> (safetensors dtype code, bytes per value)
@@ -154,7 +153,7 @@ def _find_lora_shapes(config, targets) -> tuple[tuple[str, int, int], ...]:
 
 
 def _check_rank(rank) -> int:
-    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or not 1 <= rank <= MAX_RANK:
+    if not is_rank(rank):
         raise RanksweepError(f"LoRA rank {rank!r} is not valid: use a whole number from 1 to {MAX_RANK}.")
     return int(rank)
 
@@ -348,7 +347,7 @@ def _largest_rft_rank(layout: _Layout, sft_rank: int, budget: int, dtype: str, r
 
     if not fits_at(1):
         return 0
-    if fits(MAX_RANK):
+    if fits_at(MAX_RANK):
         return MAX_RANK
     low, high = 1, 2
     while fits_at(high):  # size grows with rank, so double until it does not fit, then bisect

@@ -6,12 +6,9 @@ import itertools
 from dataclasses import dataclass, replace
 
 from trainers.errors import RanksweepError
-from trainers.training import ADAPTER_DTYPES
+from trainers.training import ADAPTER_DTYPES, MAX_RANK, is_rank
 
 DEFAULT_RANKS = (1, 2, 4, 8, 16, 32, 64)
-# The largest LoRA rank any command accepts (train, size, launch, export): past it a rank is a slip, and its
-# adapter would outweigh any model ranksweep sizes.
-MAX_RANK = 4096
 
 
 @dataclass(frozen=True)
@@ -90,7 +87,7 @@ def parse_ranks(text: str) -> tuple[int, ...]:
     ranks = []
     for part in text.split(","):
         part = part.strip()
-        if not part.isdigit() or not 1 <= int(part) <= MAX_RANK:
+        if not part.isdigit() or not is_rank(int(part)):
             raise RanksweepError(f"Rank list '{text}' must be whole numbers from 1 to {MAX_RANK} separated by "
                                  "commas.")
         ranks.append(int(part))

@@ -69,7 +69,7 @@ def test_load_trials_has_every_trial_in_every_state(sweep):
          "running": "RUNNING"}[spec.outcome] for spec in sf.SWEEP]
     # Ranks of trials that never got user attrs come from their params.
     assert list(trials["sft_rank"]) == [spec.sft_rank for spec in sf.SWEEP]
-    assert config["budget_bytes"] == sf.BUDGET_BYTES and config["homework_rest_bytes"] == sf.REST_BYTES
+    assert config.budget_bytes == sf.BUDGET_BYTES and config.homework_rest_bytes == sf.REST_BYTES
     assert trials.loc[5, "error"].startswith("OutOfMemoryError")
 
 

@@ -9,6 +9,7 @@ only where a label exists, and bfloat16 autocast where the CPU has native bf16 (
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import sys
 import time
@@ -26,6 +27,14 @@ from trainers.models import LoadedModel
 
 KINDS = ("sft", "rft")
 ADAPTER_DTYPES = ("fp32", "fp16")
+# The largest LoRA rank any command accepts (train, size, launch, export): past it a rank is a slip, and its
+# adapter would outweigh any model ranksweep sizes.
+MAX_RANK = 4096
+
+
+def is_rank(value) -> bool:
+    """Whether `value` is a LoRA rank ranksweep accepts: a whole number from 1 to MAX_RANK (not a bool)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and 1 <= value <= MAX_RANK
 WARMUP_FRACTION = 0.05
 MAX_GRAD_NORM = 1.0
 # RANKSWEEP_CPU_BF16=1|0 forces bf16 autocast on or off on a CPU (default: on only with native bf16).
@@ -105,8 +114,8 @@ def validate(config: TrainConfig, examples: list[TrainExample] | None, out_dir: 
     checks = [
         (config.kind in KINDS, f"Training kind '{config.kind}' is unknown: use one of {', '.join(KINDS)}."),
         (
-            isinstance(config.rank, int) and not isinstance(config.rank, bool) and config.rank >= 1,
-            f"LoRA rank must be a whole number of 1 or more, not {config.rank!r}.",
+            is_rank(config.rank),
+            f"LoRA rank must be a whole number from 1 to {MAX_RANK}, not {config.rank!r}.",
         ),
         (
             config.adapter_dtype in ADAPTER_DTYPES,

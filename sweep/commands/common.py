@@ -7,10 +7,10 @@ import math
 from pathlib import Path
 
 from sweep.files import nearest_existing, unusable_study_name, writable
-from sweep.space import MAX_RANK
 from sweep.storage import in_memory, in_memory_refusal, masked
 from sweep.strategies import MAX_RECOVER_STEPS, check_recover_steps
 from trainers.errors import RanksweepError
+from trainers.training import MAX_RANK, is_rank
 
 DEFAULT_STORAGE = "sqlite:///studies.db"
 # Bounds that catch typos and overflow (1e30, inf) long before an hour of training would: a learning rate
@@ -75,9 +75,9 @@ def budget_mb(text: str) -> float:
 
 
 def rank_arg(text: str) -> int:
-    """argparse type: a LoRA rank, 1..MAX_RANK (sweep.space, the one bound every command uses)."""
+    """argparse type: a LoRA rank, 1..MAX_RANK (trainers.training.is_rank, the one bound every command uses)."""
     value = positive_int(text)
-    if value > MAX_RANK:
+    if not is_rank(value):
         raise argparse.ArgumentTypeError(f"'{text}' is not valid: give a rank of at most {MAX_RANK}")
     return value
 

@@ -6,13 +6,13 @@ from pathlib import Path
 
 from sweep.commands.common import (add_base_model, add_device, alpha_ratio, check_output, epochs_arg, learning_rate,
                                    positive_int, rank_arg, seed_arg)
-from sweep.space import MAX_RANK
 from trainers.adapter_files import is_adapter_folder
 from trainers.data import file_sha256, read_qa, read_rft
 from trainers.models import load_model
 from trainers.prompts import DEFAULT_PROMPT_TEMPLATE, check_prompt_template, templated
 from trainers.rft_data import ensure_rft_data
-from trainers.training import ADAPTER_DTYPES, KINDS, TrainConfig, rft_examples, sft_examples, train_adapter, validate
+from trainers.training import (ADAPTER_DTYPES, KINDS, MAX_RANK, TrainConfig, rft_examples, sft_examples, train_adapter,
+                               validate)
 from trainers.unitgen import builtin_data
 
 DEFAULTS = TrainConfig(kind="sft", rank=1)
