@@ -12,13 +12,13 @@ import time
 
 from sweep import bundle
 from sweep.builder import PairBuilder, PairOutcome
+from sweep.constraint import write_size_constraint
 from sweep.objective import objective_for
 from sweep.records import INTERRUPTED, PARAMS, Pair, TrialResult, pair_of
 from sweep.settings import StudySettings
 from sweep.sizing import config_for, fits, predicted_pair
 from trainers.errors import RanksweepError
 
-SIZE_CONSTRAINT = "size"  # zipped bytes over the budget: <= 0 is feasible
 
 
 class TrialFailed(Exception):
@@ -127,15 +127,11 @@ class Attempt:
         return None
 
     def write(self, trial, result: TrialResult) -> None:
-        """Record the trial's attrs, then its size constraint (measured, else predicted) in both of Optuna's
-        forms: `constraints:size`, which `Trial.set_constraint` writes and TPE reads, and the list-valued
-        `constraints`, which TPE also reads and optuna-dashboard 0.21 reads alone."""
+        """Record the trial's attrs, then its size constraint (measured, else predicted: sweep/constraint.py)."""
         for key, value in result.to_attrs().items():
             trial.set_user_attr(key, value)
-        size = result.size
-        over = float(size - self.settings.budget_bytes)
-        trial.set_constraint(SIZE_CONSTRAINT, over)
-        self.opened.storage.set_trial_system_attr(self.opened.trial_id(trial.number), "constraints", [over])
+        write_size_constraint(trial, self.opened.storage, self.opened.trial_id(trial.number),
+                              float(result.size - self.settings.budget_bytes))
 
     def interrupted(self, trial, params: dict) -> None:
         """Ctrl-C: the trial is marked with why it stopped, and its pair enqueued once for the next run."""
