@@ -6,15 +6,22 @@ error never leaves a half-written report behind.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reports.frontier import MIB, adapter_table, budget_bytes, combined_frontier, load_trials, pick
-from reports.objective import objective_for
+from reports.html import report_html
+from reports.plots import pareto_figure, png_bytes, ranks_figure
 from reports.report import Report
+from reports.tables import frontier_table, readable_frontier, state_counts, trial_table
+from sweep.files import unusable_study_name
+from sweep.frontier import SEPARATE_ADVICE, adapter_table, budget_bytes, combined_frontier, pick
+from sweep.objective import objective_for
+from sweep.sizing import MIB
+from sweep.study_io import load_trials
 from trainers.errors import RanksweepError
 
 if TYPE_CHECKING:
@@ -40,10 +47,6 @@ def build(storage: str, study_name: str, objective: str | None = None) -> Report
 
 def render(report: Report) -> dict[str, bytes]:
     """The five report files as bytes, by file name."""
-    from reports.html import report_html
-    from reports.plots import pareto_figure, png_bytes, ranks_figure
-    from reports.tables import frontier_table, trial_table
-
     shown = "answer NLL" if report.goal.name == "answer-nll" else report.goal.noun
     title = f"Study '{report.study}': {shown} against zipped size"
     pareto = png_bytes(pareto_figure(report.pairs, report.trials, report.goal, report.budget_bytes, title))
@@ -65,6 +68,18 @@ def _csv(frame: pd.DataFrame) -> bytes:
 def default_out(study_name: str) -> Path:
     """runs/<study>/report/ under the working directory, the study name made safe as one folder name."""
     return Path("runs") / (re.sub(r"[^\w.-]+", "_", study_name).strip(".") or "study") / "report"
+
+
+def report_folder(name: str) -> Path:
+    """runs/<study>/report/, for a study name that can name a folder; a name the folder spells differently
+    ("a b" -> "a_b") gets a short hash of the real name, so two studies never share a report folder."""
+    problem = unusable_study_name(name)
+    if problem:
+        raise RanksweepError(f"Study {problem}, or name a report folder with --out.")
+    out = default_out(name)
+    if out.parent.name != name:
+        out = out.parent.with_name(f"{out.parent.name}-{hashlib.sha256(name.encode()).hexdigest()[:8]}") / out.name
+    return out
 
 
 def write_files(files: dict[str, bytes], out: Path) -> list[Path]:
@@ -94,8 +109,6 @@ def write_files(files: dict[str, bytes], out: Path) -> list[Path]:
 
 def summary(report: Report) -> str:
     """What the terminal shows: trial counts, the frontier table, the recommended pair and why."""
-    from reports.tables import readable_frontier, state_counts
-
     states = state_counts(report.trials)
     trials = "1 trial" if len(report.trials) == 1 else f"{len(report.trials)} trials"
     lines = [f"Study '{report.study}': {trials} ({states}); "
@@ -116,6 +129,5 @@ def summary(report: Report) -> str:
                      f"{rec.rft_alpha:g}, {rec.adapter_dtype}, {rec.size_bytes / MIB:.2f} MiB, {which}).")
         lines.append(f"Why: {rec.reason}")
         if rec.overlaps:
-            lines.append(f"Note: its 95% {report.goal.noun} {rec.overlaps}; grading more questions "
-                         "(--questions) would tell them apart.")
+            lines.append(f"Note: its 95% {report.goal.noun} {rec.overlaps}; {SEPARATE_ADVICE}.")
     return "\n".join(lines)

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from dataclasses import dataclass, replace
 
 from sweep.cache import AdapterSpec, ArtifactCache
 from trainers.errors import RanksweepError
+from trainers.nested import prefix_adapter, train_nested
+from trainers.shrink import shrink_adapter
+from trainers.training import train_adapter
 
 STRATEGIES = ("independent", "shrink", "nested")
 DERIVE_VERSION = 1  # bump when a derivation changes in a way that changes its adapters
@@ -32,6 +34,18 @@ DEFAULT_RECOVER_STEPS = 25
 # The cut itself (peft's conversion and the write) took 10-12 s there, while a training step took 1.8 s: charged
 # as this many steps when `auto` weighs a derivation against a training.
 CUT_STEPS = 6
+# Past this many recovery steps (hours of training per derived adapter) a number is a slip, as an epoch count
+# past sweep.commands.common.MAX_EPOCHS is.
+MAX_RECOVER_STEPS = 100_000
+
+
+def check_recover_steps(recover_steps) -> int:
+    """`recover_steps` when it is a whole number from 0 to MAX_RECOVER_STEPS, else a RanksweepError."""
+    if isinstance(recover_steps, bool) or not isinstance(recover_steps, int) or \
+            not 0 <= recover_steps <= MAX_RECOVER_STEPS:
+        raise RanksweepError(f"--recover-steps must be a whole number from 0 to {MAX_RECOVER_STEPS}, not "
+                             f"{recover_steps!r}.")
+    return recover_steps
 
 
 def check_strategy(strategy: str, recover_steps: int | None) -> None:
@@ -40,8 +54,7 @@ def check_strategy(strategy: str, recover_steps: int | None) -> None:
         raise RanksweepError(f"Unknown strategy '{strategy}': choose auto or one of {', '.join(STRATEGIES)}.")
     if recover_steps is None:
         return
-    if isinstance(recover_steps, bool) or not isinstance(recover_steps, int) or recover_steps < 0:
-        raise RanksweepError(f"--recover-steps must be a whole number of 0 or more, not {recover_steps!r}.")
+    check_recover_steps(recover_steps)
     if recover_steps and strategy not in ("shrink", "auto"):
         raise RanksweepError("--recover-steps applies to --strategy shrink only; drop it or choose shrink.")
 
@@ -123,29 +136,18 @@ def ensure_parent(cache: ArtifactCache, spec: AdapterSpec, loaded, examples, *, 
 
     `loaded` is called only when a training is needed (a study whose parents are cached never loads the model).
     """
-    from trainers.nested import train_nested
-    from trainers.training import train_adapter
-
-    folder = cache.adapter_dir(spec)
-    with cache.lock(spec):
-        if cache.verify(spec) is not None:
-            return 0.0
-        start = time.perf_counter()
+    def train(folder) -> None:
         metadata = {"key": spec.key, "data_sha256": spec.data_sha256}
         if isinstance(spec, NestedParentSpec):
             train_nested(loaded(), examples, spec.config, folder, spec.ranks, progress=progress, metadata=metadata)
         else:
             train_adapter(loaded(), examples, spec.config, folder, progress=progress, metadata=metadata)
-        seconds = time.perf_counter() - start
-        cache.seal(spec)
-    return seconds
+
+    return cache.ensure(spec, train).seconds
 
 
 def derive(spec: DerivedSpec, parent_dir, out_dir, loaded, examples, *, progress: bool) -> None:
     """Write the derived adapter `spec` from the parent folder into out_dir."""
-    from trainers.nested import prefix_adapter
-    from trainers.shrink import shrink_adapter
-
     metadata = {"key": spec.key, "parent_key": spec.parent.key, "data_sha256": spec.data_sha256}
     if spec.origin == "nested":
         prefix_adapter(loaded, parent_dir, spec.rank, out_dir, metadata=metadata)

@@ -14,11 +14,14 @@ import random
 import secrets
 from dataclasses import dataclass, field
 
-from sweep.attempt import owner_gone, pairs_taken
-from sweep.objective import metric_names, objective_for, study_directions
+from sweep.attempt import Attempt, CtrlC, TrialFailed, owner_gone, pairs_taken
+from sweep.objective import metric_names, study_directions
 from sweep.records import PARAMS, TrialResult, pair_of
-from sweep.settings import StudySettings
-from sweep.storage import open_storage
+from sweep.settings import StudyConfig, StudySettings
+from sweep.sizing import config_for, fits, predicted_pair, size_text
+from sweep.storage import (load_ranksweep_study, mark_study, open_storage, ranksweep_config, stored_config,
+                           write_config)
+from sweep.studybar import StudyBar
 from trainers.errors import RanksweepError
 
 STARTUP_TRIALS = 4  # random pairs before TPE models the study
@@ -32,14 +35,15 @@ class Opened:
     storage: object  # optuna.storages.RDBStorage
     seed: int  # this process's sampler seed, recorded on its trials
 
-    def target(self) -> int:
-        """The study's target of distinct complete pairs, as stored now (a worker may have raised it)."""
-        return self.study.user_attrs["config"]["trials"]
-
     def trial_id(self, number: int) -> int:
         """The storage's id of trial `number` (what storage-level calls take)."""
         study_id = self.storage.get_study_id_from_name(self.study.study_name)
         return self.storage.get_trial_id_from_study_id_trial_number(study_id, number)
+
+    @property
+    def config(self) -> StudyConfig:
+        """The study's stored config (read afresh: a worker may have raised its trial target)."""
+        return stored_config(self.study)
 
 
 def process_seed() -> int:
@@ -55,42 +59,35 @@ def _sampler(seed: int):
     return TPESampler(seed=seed, multivariate=True, n_startup_trials=STARTUP_TRIALS)
 
 
-def _ranksweep_config(study, storage_url: str) -> dict:
-    config = study.user_attrs.get("config")
-    if not isinstance(config, dict):
-        raise RanksweepError(f"Study '{study.study_name}' in {storage_url} was not made by ranksweep (it has no "
-                             "ranksweep config); give another --study name.")
-    return config
-
-
 def load_existing(name: str, storage_url: str, *, seed: int | None = None, writes: bool = False) -> Opened:
     """An existing ranksweep study, or a RanksweepError naming the studies the storage holds. Writes nothing;
     `writes`: the caller will, so a read-only storage is refused now."""
-    import optuna
-
     storage = open_storage(storage_url, must_exist=True, heartbeat=True, writes=writes)
-    names = optuna.get_all_study_names(storage)
-    if name not in names:
-        known = ", ".join(sorted(names)) if names else "none"
-        raise RanksweepError(f"Study '{name}' does not exist in {storage_url} (studies there: {known}).")
     seed = process_seed() if seed is None else seed
-    study = optuna.load_study(study_name=name, storage=storage, sampler=_sampler(seed))
-    _ranksweep_config(study, storage_url)
+    study, _ = load_ranksweep_study(storage, name, storage_url, sampler=_sampler(seed))
     return Opened(study, storage, seed)
 
 
-def check_resume(settings: StudySettings, config: dict, directions: list, *, force: bool) -> None:
-    """Refuse to resume a study with another model or data (unless `force`), search space or direction."""
-    changed = [k for k, v in settings.identity().items() if config.get(k) != v]
-    if changed and not force:
+def check_resume(settings: StudySettings, config: StudyConfig, directions: list, *, force: bool, graded: bool = True) -> None:
+    """Refuse to resume a study with another model or data (unless `force`), search space, training or grading
+    settings, or direction. A study with no COMPLETE trial (`graded` False: say its first launch failed while
+    sampling RFT data) holds no result to mix with, so it may change its model, data and settings."""
+    changed = settings.identity_changes(config)
+    if changed and not force and graded:
         raise RanksweepError(f"Study '{settings.name}' was made with a different {', '.join(changed)}; "
                              "use another --study name, or --force to continue it anyway.")
     # Optuna fixes each param's choices for the life of a study: other choices would break every later trial.
     spaced = settings.space_changes(config)
     if spaced:
-        was = "; ".join(f"{k} {','.join(map(str, config[k]))}" for k in spaced)
+        was = "; ".join(f"{k} {','.join(map(str, getattr(config, k)))}" for k in spaced)
         raise RanksweepError(f"Study '{settings.name}' searches other values ({was}); resume it with the same "
                              "--preset and search flags, or give another --study name for the new space.")
+    # One frontier must not mix adapters trained on other rows or graded on other questions.
+    effort = settings.effort_changes(config)
+    if effort and graded:
+        raise RanksweepError(f"Study '{settings.name}' was made with other training or grading settings "
+                             f"({'; '.join(effort)}); resume it with the same flags, or give another --study name "
+                             "to train and grade this way (adapters already trained come from the artifact cache).")
     wanted = [d.lower() for d in study_directions(settings.objective)]
     if [d.name.lower() for d in directions] != wanted:
         raise RanksweepError(f"Study '{settings.name}' optimises its first value the other way; objective "
@@ -104,32 +101,33 @@ def open_study(settings: StudySettings, homework_rest_bytes: int, *, force: bool
     storage = open_storage(settings.storage, must_exist=False, heartbeat=True, writes=True)
     if settings.name in optuna.get_all_study_names(storage):
         study = optuna.load_study(study_name=settings.name, storage=storage, sampler=_sampler(settings.seed))
-        check_resume(settings, _ranksweep_config(study, settings.storage), study.directions, force=force)
+        graded = bool(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+        check_resume(settings, ranksweep_config(study, settings.storage), study.directions, force=force,
+                     graded=graded)
     else:
         study = optuna.create_study(study_name=settings.name, storage=storage, sampler=_sampler(settings.seed),
                                     directions=study_directions(settings.objective))
         study.set_metric_names(metric_names(settings.objective))
-    study.set_user_attr("config", settings.to_config(homework_rest_bytes))
+    write_config(study, settings.study_config(homework_rest_bytes))
+    mark_study(study)  # after the config: a study with the marker always has one
     return Opened(study, storage, settings.seed)
 
 
 def feasible_pairs(settings: StudySettings, rest_bytes: int) -> list[dict]:
     """The search space's pairs whose predicted zipped size fits the budget; a RanksweepError when none does
     (called before the study is touched, so an impossible budget or unknown model writes nothing)."""
-    from sweep.sizing import config_for, pair_size
-
     model_config = config_for(settings.base_model)
 
     def predict(p):
-        return pair_size(model_config, p["sft_rank"], p["rft_rank"], p["adapter_dtype"], rest_bytes=rest_bytes)
+        return predicted_pair(model_config, p, rest_bytes)
 
-    feasible = [p for p in settings.space.points() if predict(p).total_compressed_bytes <= settings.budget_bytes]
+    feasible = [p for p in settings.space.points() if fits(predict(p).total_compressed_bytes, settings.budget_bytes)]
     if not feasible:
         smallest = min(settings.space.points(), key=lambda p: predict(p).total_compressed_bytes)
-        size = predict(smallest).total_compressed_bytes / 2**20
         raise RanksweepError(
-            f"No pair fits the budget of {settings.budget_bytes / 2**20:.2f} MiB: the smallest, "
-            f"sft={smallest['sft_rank']}/rft={smallest['rft_rank']}, needs up to {size:.2f} MiB."
+            f"No pair fits the budget of {size_text(settings.budget_bytes)}: the smallest, "
+            f"sft={smallest['sft_rank']}/rft={smallest['rft_rank']}, needs up to "
+            f"{size_text(predict(smallest).total_compressed_bytes)}."
         )
     return feasible
 
@@ -197,11 +195,8 @@ def run_study(opened: Opened, settings: StudySettings, builder, *, progress: boo
     sweep.builder.PairBuilder)."""
     import optuna
 
-    from sweep.attempt import Attempt, CtrlC, TrialFailed
-    from sweep.studybar import StudyBar
-
     study = opened.study
-    rest = study.user_attrs["config"]["homework_rest_bytes"]
+    rest = opened.config.homework_rest_bytes
     state = Progress(feasible=feasible_pairs(settings, rest), target=settings.trials)
     attempt = Attempt(opened, settings, rest, builder)
     rng = random.Random(opened.seed)
@@ -211,7 +206,7 @@ def run_study(opened: Opened, settings: StudySettings, builder, *, progress: boo
             fail_orphaned_trials(opened)  # a dead process of this host: its trial failed, its pair re-enqueued
             optuna.storages.fail_stale_trials(study)  # the same for any host, once its heartbeat is stale
             trials = study.get_trials(deepcopy=False)  # one read per trial: other workers complete pairs too
-            bar.update(state.read(trials, opened.target()), trials, seconds=attempt.last_seconds)
+            bar.update(state.read(trials, opened.config.trials), trials, seconds=attempt.last_seconds)
             if state.done:
                 return state
             if attempt.steer and state.untried and not state.waiting:

@@ -6,6 +6,9 @@ import argparse
 import json
 
 from sweep.commands.common import add_storage
+from sweep.records import TrialResult
+from sweep.sizing import mib
+from sweep.study import load_existing
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -23,8 +26,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def study_status(study) -> dict:
     """The status document: one entry per trial plus training counts (what --json prints)."""
-    from sweep.records import TrialResult
-
     trials, trainings = [], {"sft": 0, "rft": 0, "reused": 0, "derived_sft": 0, "derived_rft": 0}
     parents_trained: set[str] = set()
     for t in study.get_trials(deepcopy=False):
@@ -34,7 +35,7 @@ def study_status(study) -> dict:
             "state": t.state.name,
             "sft_rank": r.sft_rank,
             "rft_rank": r.rft_rank,
-            "size_bytes": r.size_bytes if r.size_bytes is not None else r.size_bytes_predicted,
+            "size_bytes": r.size,
             "points": r.points,
             "sft_accuracy": r.sft.accuracy if r.sft else None,
             "rft_accuracy": r.rft.accuracy if r.rft else None,
@@ -72,8 +73,6 @@ def _nll(nll: float | None, se: float | None) -> str:
 
 
 def run(args) -> int:
-    from sweep.study import load_existing
-
     doc = study_status(load_existing(args.study, args.storage).study)
     if args.json:
         print(json.dumps(doc, indent=1))
@@ -83,7 +82,7 @@ def run(args) -> int:
     print(header)
     for t in doc["trials"]:
         note = t["skipped"] or (t["error"] or "")[:60] or ("" if t["feasible"] in (True, None) else "over budget")
-        size = None if t["size_bytes"] is None else t["size_bytes"] / 2**20
+        size = None if t["size_bytes"] is None else mib(t["size_bytes"])
         print(f"{t['number']:>4} {t['state']:9} {_cell(t['sft_rank']):>4} {_cell(t['rft_rank']):>4} "
               f"{_cell(size, '{:.2f}'):>7} {_cell(t['points'], '{:.1f}'):>7} "
               f"{_cell(t['sft_accuracy'], '{:.0%}'):>8} {_cell(t['rft_accuracy'], '{:.0%}'):>8} "

@@ -9,9 +9,11 @@ Commands are shell-like strings split with shlex; `{python}` is the interpreter 
 from __future__ import annotations
 
 import shlex
+import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from trainers.data import checked_number
 from trainers.errors import RanksweepError
 
 CONFIG_FILE = "ranksweep.toml"
@@ -57,8 +59,6 @@ class HomeworkConfig:
 
 def read_config(root: Path) -> HomeworkConfig:
     """The tree's settings: defaults, overridden by `[homework]` in DIR/ranksweep.toml when that file exists."""
-    import tomllib
-
     path = Path(root) / CONFIG_FILE
     if not path.is_file():
         return HomeworkConfig()
@@ -78,9 +78,9 @@ def read_config(root: Path) -> HomeworkConfig:
     for key, value in table.items():
         default = getattr(HomeworkConfig, key)
         if isinstance(default, float):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            value = checked_number(value, f"{path}: {key}")
+            if not value > 0:
                 raise RanksweepError(f"{path}: {key} must be a number of seconds greater than 0, not {value!r}.")
-            value = float(value)
         elif not isinstance(value, str) or not value.strip():
             raise RanksweepError(f"{path}: {key} must be a non-empty string, not {value!r}.")
         values[key] = value

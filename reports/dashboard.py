@@ -8,12 +8,17 @@ starting the dashboard twice on an unchanged study writes nothing the second tim
 
 from __future__ import annotations
 
+import errno
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from socketserver import ThreadingMixIn
+from typing import Callable, TYPE_CHECKING
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from reports.frontier import MIB
+from reports.build import render, report_folder
+from reports.tables import readable_frontier, state_counts
+from sweep.sizing import MIB
 from sweep.objective import MAXIMIZE, SIZE_METRIC, metric_names
 from trainers.errors import RanksweepError
 
@@ -49,8 +54,6 @@ class Written:
 
 def figures_dir(study_name: str) -> Path:
     """runs/<study>/dashboard-artifacts/: beside the report's own folder (runs/<study>/report/)."""
-    from sweep.commands.report import report_folder
-
     try:
         return report_folder(study_name).parent / "dashboard-artifacts"
     except RanksweepError:
@@ -60,8 +63,6 @@ def figures_dir(study_name: str) -> Path:
 
 def annotations(report: Report) -> Annotations:
     """Names, note and figures for a study, computed with the report's own functions."""
-    from reports.build import render
-
     files = render(report)
     graded = int((report.trials["state"] == "COMPLETE").sum())
     # The trial count in the name tells figures of a study that grew apart in the dashboard's list.
@@ -71,8 +72,6 @@ def annotations(report: Report) -> Annotations:
 
 def note_markdown(report: Report) -> str:
     """The study's note: the recommended pair and why, then the Pareto frontier as a Markdown table."""
-    from reports.tables import readable_frontier, state_counts
-
     rec = report.recommendation
     lines = ["## ranksweep: recommended pair", ""]
     if rec is None:
@@ -150,15 +149,12 @@ def _stored_bytes(store: FileSystemArtifactStore, artifact_id: str) -> bytes | N
         return None
 
 
-def listen(port: int):
+def listen(port: int) -> WSGIServer:
     """A threaded WSGI server bound to HOST:port (0: any free port), without an app yet; bound before anything is
     written into the study, so that a port in use fails first. A RanksweepError when the port is in use.
 
     Threaded: the dashboard's page fetches the study, its plots and artifacts at once, and a single-threaded server
     (what `optuna_dashboard.run_server` uses) answers them one after another."""
-    import errno
-    from socketserver import ThreadingMixIn
-    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
     class Server(ThreadingMixIn, WSGIServer):
         daemon_threads = True  # a request in flight never holds up Ctrl-C
@@ -196,7 +192,7 @@ def refusing_writes(app):
     return guarded
 
 
-def serve(server, storage: optuna.storages.BaseStorage, store: FileSystemArtifactStore | None,
+def serve(server: WSGIServer, storage: optuna.storages.BaseStorage, store: FileSystemArtifactStore | None,
           on_ready: Callable[[int], None], *, read_only: bool = False) -> None:
     """Serve optuna-dashboard on a server from `listen` until Ctrl-C (KeyboardInterrupt propagates; the caller
     closes the server). `on_ready` gets the bound port; `read_only` refuses every request that could write."""

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import fields, replace
 from typing import TYPE_CHECKING, Any
 
 from sweep.records import KINDS, AdapterResult, TrialResult
-from sweep.storage import open_storage
-from trainers.errors import RanksweepError
+from sweep.settings import StudyConfig
+from sweep.storage import load_ranksweep_study, open_storage
 
 if TYPE_CHECKING:
     import pandas as pd
     from optuna.storages import BaseStorage
-
-__all__ = ["load_trials", "open_storage"]
 
 # Per-adapter columns, prefixed with `sft_` / `rft_` (the fields of sweep.records.AdapterResult).
 ADAPTER_ATTRS = tuple(f.name for f in fields(AdapterResult) if f.name != "kind")
@@ -32,24 +29,18 @@ INT_COLUMNS = (
 )
 
 
-def load_trials(storage: str | BaseStorage, study_name: str) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Every trial of a study (all states) as one row each, plus the study's `config` user attr.
+def load_trials(storage: str | BaseStorage, study_name: str) -> tuple[pd.DataFrame, StudyConfig]:
+    """Every trial of a study (all states) as one row each, plus the study's config.
 
     Columns: `trial` (number), `state` (COMPLETE/PRUNED/FAIL/RUNNING/WAITING), `value_score`,
     `value_size_bytes` (the two objective values, bytes), start/complete times, every trial user attr
     of docs/design.md (missing ones as NaN), and any other user attr or sampler param (`sft_rank`,
     `alpha_ratio`, ...; a user attr of the same name wins).
     """
-    import optuna
     import pandas as pd
 
-    opened = open_storage(storage)
-    names = optuna.get_all_study_names(opened)
-    if study_name not in names:
-        known = ", ".join(sorted(names)) if names else "none"
-        raise RanksweepError(f"No study named '{study_name}' in {storage}; studies there: {known}.")
-    study = optuna.load_study(study_name=study_name, storage=opened)
-    config = _config(study.user_attrs.get("config"), study_name)
+    study, config = load_ranksweep_study(open_storage(storage), study_name,
+                                         storage if isinstance(storage, str) else "its storage")
 
     rows = []
     for trial in study.get_trials(deepcopy=False):
@@ -80,17 +71,3 @@ def load_trials(storage: str | BaseStorage, study_name: str) -> tuple[pd.DataFra
         if (numbers.dropna() % 1 == 0).all():
             frame[column] = numbers.astype("Int64")
     return frame.sort_values("trial", ignore_index=True), config
-
-
-def _config(raw: Any, study_name: str) -> dict[str, Any]:
-    """The study config as a dict; a study without one was not launched by ranksweep."""
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except json.JSONDecodeError:
-            raw = None
-    if not isinstance(raw, dict):
-        raise RanksweepError(
-            f"Study '{study_name}' has no ranksweep config; report only on studies made by `ranksweep launch`."
-        )
-    return raw
