@@ -14,7 +14,7 @@ import warnings
 from dataclasses import dataclass
 from functools import lru_cache, partial
 
-from sweep.bundle import ZIP_END_RECORD
+from sweep.bundle import ADAPTER_FILES, ADAPTER_HOMES, ZIP_END_RECORD
 from trainers.errors import RanksweepError
 from trainers.models import resolve_config
 from trainers.training import MAX_RANK, is_rank
@@ -46,7 +46,7 @@ ZIP_MEMBER_SLACK = 64
 # adapter_config.json is about 1.3 KB of JSON and deflates to about 0.6 KB; a long base-model path or an
 # explicit target list adds to it, hence the allowance per listed target.
 ADAPTER_CONFIG_BOUND = 2048
-ADAPTER_MEMBERS = ("homework/sft_model/adapter_model.safetensors", "homework/sft_model/adapter_config.json")
+ADAPTER_MEMBERS = tuple(f"{ADAPTER_HOMES['sft']}/{name}" for name in ADAPTER_FILES)
 MEMBER_OVERHEAD = sum(ZIP_MEMBER_FIXED + ZIP_MEMBER_SLACK + 2 * len(name) for name in ADAPTER_MEMBERS)
 
 
