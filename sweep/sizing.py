@@ -297,12 +297,14 @@ def _pair_size(layout: _Layout, sft_rank: int, rft_rank: int, dtype: str, rest_b
 
 
 DEFAULT_BUDGET_MB = 50.0  # the course's limit on the submission zip, in its "MB" (MiB)
+MAX_BUDGET_MB = 1e9  # a petabyte; above it the budget in bytes overflows a float
 
 
 def budget_bytes(budget_mb: float) -> int:
     """A budget in the homework's "MB" (bytes/1024/1024, i.e. MiB) as whole bytes."""
-    if isinstance(budget_mb, bool) or not isinstance(budget_mb, (int, float)) or not 0 < budget_mb < math.inf:
-        raise RanksweepError(f"Budget {budget_mb!r} MB is not valid: give a positive number of MB (bytes/1024/1024).")
+    if isinstance(budget_mb, bool) or not isinstance(budget_mb, (int, float)) or not 0 < budget_mb <= MAX_BUDGET_MB:
+        raise RanksweepError(f"Budget {budget_mb!r} MB is not valid: give a number of MB (bytes/1024/1024) greater "
+                             f"than 0 and at most {MAX_BUDGET_MB:g}.")
     return math.floor(budget_mb * MIB)
 
 
