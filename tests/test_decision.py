@@ -1,0 +1,179 @@
+"""The recommendation's paired margins and the decision phase, on studies whose grades are planted in a real
+artifact cache (no model): what it grades, when it stops, what it drops, and that a kill loses nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reports.frontier import combined_frontier, load_trials, pick
+from reports.objective import objective_for
+from sweep.decision import AdapterRef, decide
+from sweep.evidence import DecisionRecord, SeedEntry, extra_grade_path
+from sweep.settings import config_grading_key
+from sweep.verdict import margins
+from tests.study_fixtures import TrialSpec, adapter_key, write_study
+from trainers.data import write_json_atomic
+from trainers.grading import score
+from trainers.outcomes import question_hash
+
+POOL = 400
+
+
+def question(i: int) -> str:
+    return f"How many grams are there per {i} kg?"
+
+
+def planted_grade(kind: str, right: list[bool], start: int, end: int) -> dict:
+    """A grade of questions start..end-1 as grade_model stores it, answers right where `right` says."""
+    completions = ["<answer>1</answer>" if right[i] else "<answer>2</answer>" for i in range(start, end)]
+    grade = score(kind, completions, [1.0] * (end - start), questions=[question(i) for i in range(start, end)],
+                  nlls=[0.5 if right[i] else 1.5 for i in range(start, end)], first_index=start)
+    return grade.to_json()
+
+
+class PlantedGrader:
+    """Grades from planted answer vectors (one per adapter key); counts every grade and training it does."""
+
+    def __init__(self, truth: dict[str, list[bool]], artifacts: Path, grading_key: str, pool: int = POOL,
+                 fail_after: int | None = None):
+        self.truth, self.artifacts, self.grading_key, self.pool = truth, artifacts, grading_key, pool
+        self.graded: list[tuple[str, int, int]] = []
+        self.trained: list[tuple[str, int]] = []
+        self.fail_after = fail_after
+
+    def grade(self, adapter: AdapterRef, start: int, end: int) -> None:
+        if self.fail_after is not None and len(self.graded) >= self.fail_after:
+            raise KeyboardInterrupt  # killed in the middle of this grade: nothing of it is written
+        self.graded.append((adapter.key, start, end))
+        write_json_atomic(extra_grade_path(adapter.dir, self.grading_key, start, end),
+                          planted_grade(adapter.kind, self.truth[adapter.key], start, end))
+
+    def train_seed(self, adapter: AdapterRef, seed: int, graded_to: int) -> SeedEntry:
+        self.trained.append((adapter.key, seed))
+        key = f"{adapter.key}-seed{seed}"
+        folder = self.artifacts / "adapters" / key
+        # Another seed answers like the first but for one question in ten, which it gets wrong.
+        self.truth[key] = [r and i % 10 != 2 * seed for i, r in enumerate(self.truth[adapter.key])]
+        write_json_atomic(folder / f"grade-{self.grading_key}.json",
+                          planted_grade(adapter.kind, self.truth[key], 0, graded_to))
+        return SeedEntry(seed, key, str(folder))
+
+    def cannot_reseed(self, adapter: AdapterRef) -> str | None:
+        return None
+
+
+def plant_study(tmp_path: Path, specs: list[TrialSpec], truth: dict[str, list[bool]]):
+    """A study of `specs` in SQLite whose adapters' first grades (questions 0..99) come from `truth`."""
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    artifacts = tmp_path / "cache"
+    write_study(storage, "d", specs, artifacts=str(artifacts))
+    trials, config = load_trials(storage, "d")
+    key = config_grading_key(config)
+    for spec in specs:
+        for kind in ("sft", "rft"):
+            name = adapter_key(kind, spec)
+            write_json_atomic(artifacts / "adapters" / name / f"grade-{key}.json",
+                              planted_grade(kind, truth[name], 0, 100))
+    pairs = combined_frontier(trials, config)
+    rec = pick(pairs, objective_for(None, config), config["budget_bytes"], "d")
+    return pairs, rec, key, artifacts
+
+
+# Two pairs that share their RFT adapter; SFT 4 is right on every even question, SFT 8 on those and every 50th
+# odd one: 2 more right answers per 100 questions, never fewer.
+PICK, RIVAL = TrialSpec(8, 16, 52, 72), TrialSpec(4, 16, 50, 72)
+
+
+def truth_table(extra_every: int = 50) -> dict[str, list[bool]]:
+    rival = [i % 2 == 0 for i in range(POOL)]
+    better = [r or i % extra_every == 1 for i, r in enumerate(rival)]
+    return {adapter_key("sft", PICK): better, adapter_key("sft", RIVAL): rival,
+            adapter_key("rft", PICK): [i % 100 < 72 for i in range(POOL)]}
+
+
+def test_margin_of_the_pick_over_a_smaller_pair_is_paired_and_in_words(tmp_path):
+    truth = truth_table()
+    pairs, rec, key, _ = plant_study(tmp_path, [PICK, RIVAL], truth)
+    assert (rec.sft_rank, rec.rft_rank) == (8, 16)
+    found = margins(pairs, (rec.sft_key, rec.rft_key), key, DecisionRecord())
+    assert [m.other for m in found] == ["SFT 4 / RFT 16"]
+    m = found[0]
+    # 2 more right answers of 100 in SFT's linear range: 25 x 0.02 / 0.2 = 2.5 points; one question's swing is 1.25.
+    assert m.points.estimate == pytest.approx(2.5) and m.points.questions == 100
+    assert m.points.low >= 0 and not m.decisive  # no resample turns it around; too few draw a discordant one
+    assert m.extra_bytes > 0
+    text = m.sentence()
+    assert text.startswith("SFT 8 / RFT 16 beats SFT 4 / RFT 16 by 2.5 points (95% paired interval 0.0 to ")
+    assert "MiB more: not decisive: the interval includes 0; grading about" in text
+    assert m.nll.estimate < 0  # the planted NLL follows the right answers
+
+
+def test_decision_phase_grades_rounds_until_decisive(tmp_path):
+    truth = truth_table()
+    pairs, rec, key, artifacts = plant_study(tmp_path, [PICK, RIVAL], truth)
+    grader = PlantedGrader(truth, artifacts, key)
+    saved = []
+    out = decide(pairs, (rec.sft_key, rec.rft_key), key, DecisionRecord(), grader, first_questions=100,
+                 round_questions=50, save=saved.append, progress=False)
+    assert out.stopped == "SFT 8 / RFT 16 is decisive over every rival."
+    assert out.record.dropped and out.record.dropped[0].startswith("SFT 4 / RFT 16: behind SFT 8 / RFT 16")
+    # The three distinct adapters (the RFT one is shared) graded in rounds of 50, the same questions each.
+    rounds = sorted({(s, e) for _, s, e in grader.graded})
+    assert rounds[0] == (100, 150) and all(b[0] == a[1] for a, b in zip(rounds, rounds[1:]))
+    assert len(grader.graded) == 3 * len(rounds) and out.record.questions == rounds[-1][1] < POOL
+    assert not grader.trained
+    assert saved[-1] == out.record and saved[-1].verdict == out.stopped
+    # The report's margin, read back from the cache and the record, is decisive too.
+    m = margins(pairs, (rec.sft_key, rec.rft_key), key, out.record)[0]
+    assert m.decisive and m.points.questions == out.record.questions and m.sentence().endswith(": decisive")
+
+
+def test_decision_phase_trains_seeds_when_the_pool_is_spent_and_says_what_it_would_take(tmp_path):
+    truth = truth_table(extra_every=10**6)  # SFT 8 right exactly where SFT 4 is beyond the first 100 questions
+    truth[adapter_key("sft", PICK)][1] = truth[adapter_key("sft", PICK)][3] = True
+    pairs, rec, key, artifacts = plant_study(tmp_path, [PICK, RIVAL], truth)
+    grader = PlantedGrader(truth, artifacts, key, pool=200)
+    out = decide(pairs, (rec.sft_key, rec.rft_key), key, DecisionRecord(), grader, first_questions=100,
+                 round_questions=50, max_seeds=2, save=lambda r: None, progress=False)
+    assert out.record.questions == 200
+    assert sorted(grader.trained) == sorted((k, 1) for k in (adapter_key("sft", PICK), adapter_key("sft", RIVAL),
+                                                               adapter_key("rft", PICK)))
+    assert "spent with 1 rival(s) still open" in out.stopped
+    # Every seed is graded on every question so far, and the margin now counts both seeds of each adapter.
+    assert all(len(v) == 1 for v in out.record.seeds.values())
+    assert not out.margins[0].decisive and out.margins[0].points.questions == 200
+
+
+def test_a_kill_during_the_decision_phase_loses_at_most_the_running_grade(tmp_path):
+    truth = truth_table()
+    pairs, rec, key, artifacts = plant_study(tmp_path, [PICK, RIVAL], truth)
+    whole = PlantedGrader(dict(truth), artifacts, key)
+    expected = decide(pairs, (rec.sft_key, rec.rft_key), key, DecisionRecord(), whole, first_questions=100,
+                      save=lambda r: None, progress=False)
+    for path in artifacts.rglob("grade-*+q*.json"):  # start again from the trials' grades alone
+        path.unlink()
+    saved: list[DecisionRecord] = []
+    killed = PlantedGrader(dict(truth), artifacts, key, fail_after=4)
+    with pytest.raises(KeyboardInterrupt):
+        decide(pairs, (rec.sft_key, rec.rft_key), key, DecisionRecord(), killed, first_questions=100,
+               save=saved.append, progress=False)
+    assert saved[-1].questions == 150  # the first round was recorded; the second was cut after one grade
+    again = PlantedGrader(dict(truth), artifacts, key)
+    out = decide(pairs, (rec.sft_key, rec.rft_key), key, saved[-1], again, first_questions=100,
+                 save=saved.append, progress=False)
+    assert out.stopped == expected.stopped and out.record.questions == expected.record.questions
+    assert len(killed.graded) + len(again.graded) == len(whole.graded)  # nothing graded twice
+    assert out.margins == expected.margins
+
+
+def test_decision_phase_stops_at_its_time_budget(tmp_path):
+    truth = truth_table()
+    pairs, rec, key, artifacts = plant_study(tmp_path, [PICK, RIVAL], truth)
+    ticks = iter(range(0, 10**6, 45))  # each look at the clock: 45 s later
+    grader = PlantedGrader(truth, artifacts, key)
+    out = decide(pairs, (rec.sft_key, rec.rft_key), key, DecisionRecord(), grader, first_questions=100,
+                 minutes=1, save=lambda r: None, progress=False, clock=lambda: next(ticks))
+    assert out.stopped.startswith("stopped at the 1-minute budget with 1 rival(s) still open")
+    assert out.record.questions == 150
