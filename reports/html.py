@@ -91,6 +91,10 @@ def _pick(report: Report) -> str:
     if rec.overlaps:
         note = (f"<p>Note: its 95% {escape(report.goal.noun)} {escape(rec.overlaps)}; grading more questions "
                 "would tell them apart.</p>")
+    if report.margins:  # the pick against its rivals, paired on the same questions (sweep/verdict.py)
+        note += ("<p>Margins (paired: the same questions, points difference with a 95% bootstrap interval):</p><ul>"
+                 + "".join(f"<li>{escape(m.relation)}: {escape(m.sentence())}</li>" for m in report.margins)
+                 + "</ul>")
     return (f'<div class="pick"><p><b>SFT rank {rec.sft_rank}, RFT rank {rec.rft_rank}.</b> {escape(rec.reason)}</p>'
             f"{note}<table>{body}</table></div>")
 

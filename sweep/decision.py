@@ -141,7 +141,7 @@ def decide(pairs: pd.DataFrame, best_keys: tuple[str, str], grading_key: str, re
             record = saved(replace(record, seeds=seeds))
     finally:
         bar.close()
-    record = saved(replace(record, verdict=stopped))
+    record = saved(replace(record, verdict=stopped, pick=(str(pick["sft_key"]), str(pick["rft_key"]))))
     found = [compare(pick, row, relation, grading_key, record) for row, relation in live]
     return Outcome(label(pick), (pick["sft_key"], pick["rft_key"]), found, stopped, record)
 
@@ -162,6 +162,23 @@ def contenders(pick, live, record: DecisionRecord) -> list[AdapterRef]:
         found.append(adapter)
         found += [AdapterRef(adapter.kind, e.key, e.dir) for e in record.seeds.get(adapter.key, [])]
     return found
+
+
+def run_decision(study, settings: StudySettings, pairs: pd.DataFrame, best_keys: tuple[str, str], *,
+                 minutes: float = DEFAULT_MINUTES, round_questions: int = ROUND_QUESTIONS,
+                 max_seeds: int = MAX_SEEDS, sign: int = 1, progress: bool = True) -> Outcome:
+    """The phase on a real study: its own model, data and cache; the record saved in its `decision` attr, and
+    continued from there (a pick the phase changed earlier stays the starting pick)."""
+    from sweep.evidence import ATTR, save_record
+
+    record = DecisionRecord.from_attrs(study.user_attrs.get(ATTR))
+    grader = CacheGrader(settings, progress=progress)
+    keys = {(r["sft_key"], r["rft_key"]) for _, r in pairs.iterrows()}
+    start = record.pick if record.pick in keys else best_keys
+    first = settings.effort.questions if settings.effort.questions is not None else grader.pool
+    return decide(pairs, start, settings.grading_key, record, grader, first_questions=first, minutes=minutes,
+                  round_questions=round_questions, max_seeds=max_seeds, base_seed=settings.seed,
+                  save=lambda r: save_record(study, r), sign=sign, progress=progress)
 
 
 class CacheGrader:

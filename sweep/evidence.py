@@ -64,11 +64,12 @@ class DecisionRecord:
     dropped: list[str] = field(default_factory=list)  # "sft=2/rft=4: behind the pick (…)"
     verdict: str | None = None  # the last stop sentence
     seconds: float = 0.0  # wall time spent in the decision phase, all runs together
+    pick: tuple[str, str] | None = None  # (sft_key, rft_key) of the pick when the phase last stopped
 
     def to_attrs(self) -> dict:
         return {"seeds": {k: [vars(e) for e in v] for k, v in self.seeds.items()}, "rounds": self.rounds,
                 "questions": self.questions, "dropped": list(self.dropped), "verdict": self.verdict,
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3), "pick": list(self.pick) if self.pick else None}
 
     @classmethod
     def from_attrs(cls, attrs) -> DecisionRecord:
@@ -79,7 +80,8 @@ class DecisionRecord:
                  for k, v in (attrs.get("seeds") or {}).items()}
         return cls(seeds=seeds, rounds=int(attrs.get("rounds") or 0), questions=int(attrs.get("questions") or 0),
                    dropped=list(attrs.get("dropped") or []), verdict=attrs.get("verdict"),
-                   seconds=float(attrs.get("seconds") or 0.0))
+                   seconds=float(attrs.get("seconds") or 0.0),
+                   pick=tuple(attrs["pick"]) if attrs.get("pick") else None)
 
     def seed_dirs(self, key: str) -> list[str]:
         return [e.dir for e in self.seeds.get(key, [])]
@@ -91,3 +93,18 @@ def seeds_outcomes(adapter_dir: str, key: str, grading_key: str, record: Decisio
     leaving out any seed graded without outcomes."""
     found = [adapter_outcomes(d, grading_key) for d in [adapter_dir, *record.seed_dirs(key)]]
     return tuple(f for f in found if f)
+
+
+def load_record(storage, study_name: str) -> DecisionRecord:
+    """The study's decision record (empty when the decision phase never ran on it)."""
+    import optuna
+
+    from sweep.storage import open_storage
+
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+    return DecisionRecord.from_attrs(study.user_attrs.get(ATTR))
+
+
+def save_record(study, record: DecisionRecord) -> None:
+    """Store the record as the study's `decision` user attr (one write)."""
+    study.set_user_attr(ATTR, record.to_attrs())

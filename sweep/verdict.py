@@ -139,11 +139,12 @@ def rivals(pairs: pd.DataFrame, best_keys: tuple[str, str], sign: int = 1) -> li
     """The pairs the pick is weighed against: the next-best feasible pair by the objective (`sign` -1 when lower
     is better), then every smaller feasible pair whose points interval reaches the pick's (rows, relation)."""
     feasible = pairs[pairs["feasible"].astype(bool) & pairs["objective"].notna()]
+    feasible = feasible.assign(quality=sign * feasible["objective"])
     is_best = (feasible["sft_key"] == best_keys[0]) & (feasible["rft_key"] == best_keys[1])
     if not is_best.any():
         return []
     best = feasible[is_best].iloc[0]
-    others = feasible[~is_best].assign(quality=sign * feasible["objective"])
+    others = feasible[~is_best]
     others = others.sort_values(["quality", "size_bytes"], ascending=[False, True])
     found: list[tuple[object, str]] = []
     if not others.empty:

@@ -177,3 +177,42 @@ def test_decision_phase_stops_at_its_time_budget(tmp_path):
                  minutes=1, save=lambda r: None, progress=False, clock=lambda: next(ticks))
     assert out.stopped.startswith("stopped at the 1-minute budget with 1 rival(s) still open")
     assert out.record.questions == 150
+
+
+def test_report_status_and_plot_show_the_margins_before_and_after_the_decision_phase(tmp_path):
+    from reports.build import build, marked_pairs, render, summary
+    from reports.plots import pareto_data
+    from sweep.evidence import load_record, save_record
+    from tests.conftest import run_main
+
+    truth = truth_table()
+    pairs, rec, key, artifacts = plant_study(tmp_path, [PICK, RIVAL], truth)
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    report = build(storage, "d")
+    assert [m.decisive for m in report.margins] == [False]
+    text = summary(report)
+    assert "  next best: SFT 8 / RFT 16 beats SFT 4 / RFT 16 by 2.5 points (95% paired interval 0.0 to" in text
+    marks = pareto_data(marked_pairs(report), report.trials, report.goal, report.budget_bytes).points
+    assert marks.loc[marks["is_pick"], ["sft_rank", "rft_rank"]].values.tolist() == [[8, 16]]
+    assert marks.loc[marks["indistinct"], ["sft_rank", "rft_rank"]].values.tolist() == [[4, 16]]
+    files = render(report)
+    csv = files["margins.csv"].decode().splitlines()
+    assert csv[0].startswith("pick,rival,relation,extra_mib,points_diff,points_low,points_high,questions")
+    assert csv[1].startswith("SFT 8 / RFT 16,SFT 4 / RFT 16,next best,") and ",False," in csv[1]
+    assert "beats SFT 4 / RFT 16 by 2.5 points" in files["report.html"].decode()
+
+    import optuna
+
+    study = optuna.load_study(study_name="d", storage=storage)
+    decide(pairs, (rec.sft_key, rec.rft_key), key, DecisionRecord(), PlantedGrader(truth, artifacts, key),
+           first_questions=100, save=lambda r: save_record(study, r), progress=False)
+    assert load_record(storage, "d").verdict == "SFT 8 / RFT 16 is decisive over every rival."
+    report = build(storage, "d")
+    assert [m.decisive for m in report.margins] == [True]
+    assert not pareto_data(marked_pairs(report), report.trials, report.goal, report.budget_bytes).points[
+        "indistinct"].any()
+    status = run_main("status", "--study", "d", "--storage", storage)
+    assert status.returncode == 0, status.stderr
+    assert "Recommended: SFT rank 8, RFT rank 16" in status.stdout
+    assert ": decisive" in status.stdout and "Decision phase: " in status.stdout
+    assert "is decisive over every rival." in status.stdout
