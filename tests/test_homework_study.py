@@ -97,7 +97,7 @@ def test_a_command_that_cannot_start_is_refused_before_any_trial(ranksweep, tmp_
 
 
 def test_grader_lines_are_read_into_points_and_accuracies():
-    from sweep.homework_points import parse_grader_output
+    from sweep.homework.points import parse_grader_output
 
     scores = parse_grader_output(
         "SFT model\nLoading weights: 100%|##########| 20/20 [00:00<00:00]\n"
