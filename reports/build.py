@@ -160,6 +160,13 @@ def margin_lines(report: Report) -> list[str]:
         seeds = sum(len(v) for v in decision.seeds.values())
         lines.append(f"Decision phase: {decision.rounds} round(s), {decision.questions} questions per adapter, "
                      f"{seeds} extra seed(s), {decision.seconds / 60:.1f} min; {decision.verdict or 'not finished'}")
+        from sweep.settings import config_grading_key
+        from sweep.verdict import seed_spreads
+
+        spreads = seed_spreads(report.pairs, config_grading_key(report.config), decision)
+        if spreads:
+            lines.append("Seed spread (an adapter's points are the mean over its seeds):")
+            lines += [f"  {line}" for line in spreads]
         rec = report.recommendation
         if decision.pick and rec is not None and tuple(decision.pick) != (rec.sft_key, rec.rft_key):
             from sweep.verdict import label

@@ -129,7 +129,13 @@ def decide(pairs: pd.DataFrame, best_keys: tuple[str, str], grading_key: str, re
             if not todo:
                 why = {grader.cannot_reseed(a) for a in first_seeds(pick, live)} - {None}
                 more = sorted({m.more_questions for m in found if m.more_questions is not None})
-                need = (f"about {more[-1]} more validation questions" if more else "more seeds or questions")
+                if more:
+                    need = f"about {more[-1]} more validation questions than the pool holds"
+                elif all(m.points is not None and m.points.estimate == 0 for m in found):
+                    need = ("a difference that is not there: the pairs score the same points on every question "
+                            "graded, so more questions or seeds may never separate them")
+                else:
+                    need = "more seeds: the gaps are within the seed spread"
                 stopped = (f"the validation pool ({grader.pool} questions) and the seeds "
                            f"({max_seeds} per adapter) are spent with {len(live)} rival(s) still open; it would "
                            f"take {need}" + (f" ({'; '.join(sorted(why))})" if why else "") + ".")

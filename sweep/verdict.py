@@ -48,8 +48,9 @@ class Margin:
         size = abs(self.extra_bytes) / MIB
         cost = f"for {size:.1f} MiB {'more' if self.extra_bytes >= 0 else 'less'}"
         if self.points is None:
-            return (f"{self.pick} against {self.other}: no paired comparison (a grade kept no per-question "
-                    "outcomes; grade them again with this version)")
+            return (f"{self.pick} against {self.other}: no paired comparison (a grade of these adapters kept no "
+                    "per-question outcomes: graded before ranksweep kept them, or by a homework benchmark that "
+                    "reports totals only)")
         d = self.points
         verb = "beats" if d.estimate > 0 else ("ties with" if d.estimate == 0 else "trails")
         by = f" by {abs(d.estimate):.1f} points" if d.estimate else ""
@@ -181,3 +182,34 @@ def seconds_per_question(trials: pd.DataFrame) -> dict[str, float]:
         if graded.any():
             found[kind] = float(seconds[graded].sum() / questions[graded].sum())
     return found
+
+
+def seed_spreads(pairs: pd.DataFrame, grading_key: str | None, record: DecisionRecord) -> list[str]:
+    """One line per adapter trained with several seeds: its accuracy at each seed on the questions all its
+    seeds were graded on, and the standard deviation of its points over them."""
+    from sweep.evidence import seeds_outcomes
+    from sweep.paired import common_questions
+    from trainers.grading import points as homework_points
+
+    lines = []
+    if grading_key is None:
+        return lines
+    for key, entries in record.seeds.items():
+        for kind in ("sft", "rft"):
+            rows = pairs[pairs[f"{kind}_key"] == key]
+            if rows.empty:
+                continue
+            row = rows.iloc[0]
+            seeds = seeds_outcomes(str(row[f"{kind}_dir"]), key, grading_key, record)
+            asked = set(common_questions(*seeds))
+            if len(seeds) < 2 or not asked:
+                continue
+            accuracies = [sum(o.correct for o in seed if o.identity in asked) / len(asked) for seed in seeds]
+            values = [homework_points(kind, a) for a in accuracies]
+            mean = sum(values) / len(values)
+            sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+            shown = ", ".join(f"{a:.0%}" for a in accuracies)
+            lines.append(f"{kind.upper()} rank {int(row[f'{kind}_rank'])}: accuracy {shown} over {len(seeds)} seeds "
+                         f"({len(asked)} questions); points {mean:.1f} ± {sd:.1f} (seed SD)")
+            break
+    return lines

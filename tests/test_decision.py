@@ -216,3 +216,54 @@ def test_report_status_and_plot_show_the_margins_before_and_after_the_decision_p
     assert "Recommended: SFT rank 8, RFT rank 16" in status.stdout
     assert ": decisive" in status.stdout and "Decision phase: " in status.stdout
     assert "is decisive over every rival." in status.stdout
+
+
+def test_decide_on_a_real_tiny_study_grades_more_questions_then_seeds_and_resumes(ranksweep, tmp_path):
+    import json
+
+    import optuna
+
+    from sweep.evidence import adapter_outcomes, load_record
+    from sweep.settings import config_grading_key
+    from tests.small_data import write_small_data
+
+    root = write_small_data(tmp_path)
+    storage = f"sqlite:///{root}/studies.db"
+    launched = ranksweep("launch", "--study", "t", "--storage", storage, "--base-model", "tiny", "--device", "cpu",
+                         "--preset", "quick", "--sft-ranks", "4,16", "--rft-ranks", "4", "--budget-mb", "0.4",
+                         "--trials", "2", "--train-data", root / "train.json", "--valid-data", root / "valid.json",
+                         "--rft-data", root / "rft.json", "--max-examples", "16", "--questions", "4",
+                         "--artifacts", root / "artifacts", "--no-progress")
+    assert launched.returncode == 0, launched.stderr
+    config = optuna.load_study(study_name="t", storage=storage).user_attrs["config"]
+    key = config_grading_key(config)
+    first = sorted((root / "artifacts" / "adapters").glob(f"*/grade-{key}.json"))
+    assert len(first) == 3  # SFT 4, SFT 16, RFT 4: every new grade keeps its per-question outcomes
+    stored = json.loads(first[0].read_text())["outcomes"]
+    assert [row["i"] for row in stored] == [0, 1, 2, 3] and all(len(row["h"]) == 10 for row in stored)
+
+    decided = ranksweep("decide", "--study", "t", "--storage", storage, "--device", "cpu", "--round-questions", "2",
+                        "--seeds", "2", "--minutes", "20", "--no-progress")
+    assert decided.returncode == 0, decided.stderr
+    record = load_record(storage, "t")
+    # The random-weight model answers nothing right: the two pairs tie at 0 points on all 8 questions, the pool
+    # is spent in two rounds, each of the 3 adapters is trained once more (seed 1) and the phase says so.
+    assert (record.rounds, record.questions) == (2, 8)
+    assert sorted(len(v) for v in record.seeds.values()) == [1, 1, 1]
+    assert all(e.seed == 1 for v in record.seeds.values() for e in v)
+    assert "spent with 1 rival(s) still open" in record.verdict and record.verdict[1:] in decided.stdout
+    assert "score the same points on every question graded" in record.verdict
+    assert "not decisive" in decided.stdout
+    for entries in record.seeds.values():
+        outcomes = adapter_outcomes(entries[0].dir, key)
+        assert [o.index for o in outcomes] == list(range(8))  # the new seed graded on every question so far
+    # A rerun finds everything on disk: nothing trained or graded again, the same verdict.
+    grades = sorted(p.name for p in (root / "artifacts" / "adapters").rglob("grade-*.json"))
+    again = ranksweep("decide", "--study", "t", "--storage", storage, "--device", "cpu", "--round-questions", "2",
+                      "--seeds", "2", "--no-progress")
+    assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in (root / "artifacts" / "adapters").rglob("grade-*.json")) == grades
+    assert load_record(storage, "t").verdict == record.verdict
+    status = ranksweep("status", "--study", "t", "--storage", storage)
+    assert "Seed spread (an adapter's points are the mean over its seeds):" in status.stdout
+    assert "  SFT rank 4: accuracy 0%, 0% over 2 seeds (8 questions); points 0.0 ± 0.0 (seed SD)" in status.stdout

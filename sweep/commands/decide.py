@@ -28,6 +28,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help=f"validation questions added per round (default: {ROUND_QUESTIONS})")
     p.add_argument("--seeds", type=positive_int, default=MAX_SEEDS,
                    help=f"seeds per adapter at most, the first training included (default: {MAX_SEEDS})")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
@@ -46,7 +47,8 @@ def run(args) -> int:
     settings = settings_from_config(config, name=args.study, storage=args.storage, device=args.device,
                                     artifacts=None)
     out = run_decision(opened.study, settings, pairs, (rec.sft_key, rec.rft_key), minutes=args.minutes,
-                       round_questions=args.round_questions, max_seeds=args.seeds, sign=goal.sign)
+                       round_questions=args.round_questions, max_seeds=args.seeds, sign=goal.sign,
+                       progress=not args.no_progress)
     print(f"Pick: {out.pick}. {out.stopped[0].upper()}{out.stopped[1:]}")
     for margin in out.margins:
         print(f"  {margin.relation}: {margin.sentence()}")
