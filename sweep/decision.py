@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 
 # The default budget of `decide` and of the phase that `launch` runs after its trials (docs/design.md).
 DEFAULT_MINUTES = 30.0
+# `launch` runs the phase after its trials for this share of the search's wall time unless --decide-minutes says,
+# when that share comes to a minute at least (a search of 7 min or more): below it a round can barely finish.
+LAUNCH_SHARE = 0.15
+LAUNCH_MIN_MINUTES = 1.0
 ROUND_QUESTIONS = 50  # validation questions added per round
 MAX_SEEDS = 3  # seeds per adapter, the first training included
 
@@ -168,6 +172,22 @@ def contenders(pick, live, record: DecisionRecord) -> list[AdapterRef]:
         found.append(adapter)
         found += [AdapterRef(adapter.kind, e.key, e.dir) for e in record.seeds.get(adapter.key, [])]
     return found
+
+
+def after_launch_minutes(study, settings: StudySettings, asked: float | None, search_seconds: float) -> float:
+    """The minutes `launch` gives the phase: `asked` (--decide-minutes), else LAUNCH_SHARE of its search time when
+    that is LAUNCH_MIN_MINUTES or more; 0 while trials still run elsewhere, or where the trainer is the homework's
+    own (its grades keep no outcomes)."""
+    from optuna.trial import TrialState
+
+    if settings.trainer != "ranksweep" or asked == 0:
+        return 0.0
+    if any(t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False)):
+        return 0.0
+    if asked is not None:
+        return asked
+    share = LAUNCH_SHARE * search_seconds / 60
+    return share if share >= LAUNCH_MIN_MINUTES else 0.0
 
 
 def run_decision(study, settings: StudySettings, pairs: pd.DataFrame, best_keys: tuple[str, str], *,

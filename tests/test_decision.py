@@ -229,41 +229,55 @@ def test_decide_on_a_real_tiny_study_grades_more_questions_then_seeds_and_resume
 
     root = write_small_data(tmp_path)
     storage = f"sqlite:///{root}/studies.db"
+    # launch runs the phase after its trials (here with a budget named, the search being too short for the default).
     launched = ranksweep("launch", "--study", "t", "--storage", storage, "--base-model", "tiny", "--device", "cpu",
                          "--preset", "quick", "--sft-ranks", "4,16", "--rft-ranks", "4", "--budget-mb", "0.4",
                          "--trials", "2", "--train-data", root / "train.json", "--valid-data", root / "valid.json",
                          "--rft-data", root / "rft.json", "--max-examples", "16", "--questions", "4",
-                         "--artifacts", root / "artifacts", "--no-progress")
+                         "--artifacts", root / "artifacts", "--no-progress", "--decide-minutes", "20")
     assert launched.returncode == 0, launched.stderr
-    config = optuna.load_study(study_name="t", storage=storage).user_attrs["config"]
-    key = config_grading_key(config)
-    first = sorted((root / "artifacts" / "adapters").glob(f"*/grade-{key}.json"))
-    assert len(first) == 3  # SFT 4, SFT 16, RFT 4: every new grade keeps its per-question outcomes
-    stored = json.loads(first[0].read_text())["outcomes"]
-    assert [row["i"] for row in stored] == [0, 1, 2, 3] and all(len(row["h"]) == 10 for row in stored)
-
-    decided = ranksweep("decide", "--study", "t", "--storage", storage, "--device", "cpu", "--round-questions", "2",
-                        "--seeds", "2", "--minutes", "20", "--no-progress")
-    assert decided.returncode == 0, decided.stderr
+    study = optuna.load_study(study_name="t", storage=storage)
+    key = config_grading_key(study.user_attrs["config"])
+    for trial in study.get_trials():  # every new grade keeps its per-question outcomes
+        for kind in ("sft", "rft"):
+            stored = json.loads((Path(trial.user_attrs[f"{kind}_dir"]) / f"grade-{key}.json").read_text())["outcomes"]
+            assert [row["i"] for row in stored] == [0, 1, 2, 3] and all(len(row["h"]) == 10 for row in stored)
     record = load_record(storage, "t")
     # The random-weight model answers nothing right: the two pairs tie at 0 points on all 8 questions, the pool
-    # is spent in two rounds, each of the 3 adapters is trained once more (seed 1) and the phase says so.
-    assert (record.rounds, record.questions) == (2, 8)
-    assert sorted(len(v) for v in record.seeds.values()) == [1, 1, 1]
-    assert all(e.seed == 1 for v in record.seeds.values() for e in v)
-    assert "spent with 1 rival(s) still open" in record.verdict and record.verdict[1:] in decided.stdout
+    # is spent in one round, each of the 3 adapters is trained twice more (seeds 1 and 2) and the phase says so.
+    assert (record.rounds, record.questions) == (1, 8)
+    assert [[e.seed for e in v] for v in record.seeds.values()] == [[1, 2]] * 3
+    assert "spent with 1 rival(s) still open" in record.verdict and record.verdict[1:] in launched.stdout
     assert "score the same points on every question graded" in record.verdict
-    assert "not decisive" in decided.stdout
+    assert "not decisive" in launched.stdout
     for entries in record.seeds.values():
         outcomes = adapter_outcomes(entries[0].dir, key)
         assert [o.index for o in outcomes] == list(range(8))  # the new seed graded on every question so far
     # A rerun finds everything on disk: nothing trained or graded again, the same verdict.
     grades = sorted(p.name for p in (root / "artifacts" / "adapters").rglob("grade-*.json"))
-    again = ranksweep("decide", "--study", "t", "--storage", storage, "--device", "cpu", "--round-questions", "2",
-                      "--seeds", "2", "--no-progress")
+    again = ranksweep("decide", "--study", "t", "--storage", storage, "--device", "cpu", "--no-progress")
     assert again.returncode == 0, again.stderr
     assert sorted(p.name for p in (root / "artifacts" / "adapters").rglob("grade-*.json")) == grades
     assert load_record(storage, "t").verdict == record.verdict
     status = ranksweep("status", "--study", "t", "--storage", storage)
     assert "Seed spread (an adapter's points are the mean over its seeds):" in status.stdout
-    assert "  SFT rank 4: accuracy 0%, 0% over 2 seeds (8 questions); points 0.0 ± 0.0 (seed SD)" in status.stdout
+    assert "  SFT rank 4: accuracy 0%, 0%, 0% over 3 seeds (8 questions); points 0.0 ± 0.0 (seed SD)" in status.stdout
+
+
+def test_launch_gives_the_phase_a_share_of_its_search_time_and_none_when_short(tmp_path):
+    import optuna
+
+    from sweep.decision import after_launch_minutes
+
+    settings = type("S", (), {"trainer": "ranksweep"})()
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    write_study(storage, "done", [PICK, RIVAL])
+    study = optuna.load_study(study_name="done", storage=storage)
+    assert after_launch_minutes(study, settings, None, 20 * 60) == pytest.approx(3.0)  # 15% of 20 min
+    assert after_launch_minutes(study, settings, None, 6 * 60) == 0.0  # 0.9 min: below the 1-minute floor
+    assert after_launch_minutes(study, settings, 5.0, 60) == 5.0 and after_launch_minutes(study, settings, 0, 3600) == 0
+    homework = type("S", (), {"trainer": "homework"})()
+    assert after_launch_minutes(study, homework, None, 3600) == 0.0
+    write_study(storage, "busy", [PICK, TrialSpec(2, 8, outcome="running")])
+    busy = optuna.load_study(study_name="busy", storage=storage)
+    assert after_launch_minutes(busy, settings, None, 3600) == 0.0  # a trial still runs elsewhere

@@ -33,23 +33,33 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from reports.frontier import budget_bytes, combined_frontier, load_trials, pick
-    from reports.objective import objective_for
-    from sweep.decision import run_decision
     from sweep.settings import settings_from_config
     from sweep.study import load_existing
 
     opened = load_existing(args.study, args.storage)
-    trials, config = load_trials(opened.storage, args.study)
-    goal = objective_for(None, config)
-    pairs = combined_frontier(trials, config, goal.name)
-    rec = pick(pairs, goal, budget_bytes(config), args.study)
+    config = opened.study.user_attrs.get("config") or {}
     settings = settings_from_config(config, name=args.study, storage=args.storage, device=args.device,
                                     artifacts=None)
-    out = run_decision(opened.study, settings, pairs, (rec.sft_key, rec.rft_key), minutes=args.minutes,
-                       round_questions=args.round_questions, max_seeds=args.seeds, sign=goal.sign,
-                       progress=not args.no_progress)
-    print(f"Pick: {out.pick}. {out.stopped[0].upper()}{out.stopped[1:]}")
+    decide_study(opened, settings, minutes=args.minutes, round_questions=args.round_questions, max_seeds=args.seeds,
+                 progress=not args.no_progress)
+    return 0
+
+
+def decide_study(opened, settings, *, minutes: float, progress: bool, round_questions: int | None = None,
+                 max_seeds: int | None = None) -> None:
+    """The decision phase on an opened study from its current pick; prints the verdict and the margins (also run
+    by `launch` after its trials)."""
+    from reports.frontier import budget_bytes, combined_frontier, load_trials, pick
+    from reports.objective import objective_for
+    from sweep.decision import MAX_SEEDS, ROUND_QUESTIONS, run_decision
+
+    trials, config = load_trials(opened.storage, settings.name)
+    goal = objective_for(None, config)
+    pairs = combined_frontier(trials, config, goal.name)
+    rec = pick(pairs, goal, budget_bytes(config), settings.name)
+    out = run_decision(opened.study, settings, pairs, (rec.sft_key, rec.rft_key), minutes=minutes,
+                       round_questions=round_questions or ROUND_QUESTIONS, max_seeds=max_seeds or MAX_SEEDS,
+                       sign=goal.sign, progress=progress)
+    print(f"Decision phase: pick {out.pick}. {out.stopped[0].upper()}{out.stopped[1:]}")
     for margin in out.margins:
         print(f"  {margin.relation}: {margin.sentence()}")
-    return 0
