@@ -77,9 +77,29 @@ class StudySettings:
             "prompt_template": self.prompt_template,
         }
 
+    def effort_changes(self, config: dict) -> list[str]:
+        """How this run would train or grade differently from a stored config ("--questions 4, now 6", ...):
+        one study's adapters must all be trained and graded alike, so a resume refuses any of these."""
+        stored = {**config.get("effort", {}), **{k: config[k] for k in _HOW if k in config}}
+        wanted = {**asdict(self.effort), **{k: getattr(self, k) for k in _HOW}}
+        return [f"{_FLAGS.get(k, k)} {_shown(stored[k])}, now {_shown(v)}" for k, v in wanted.items()
+                if k in stored and stored[k] != v]
+
     def space_changes(self, config: dict) -> list[str]:
         """The search-space fields (`sft_ranks`, ...) whose values differ from a stored config's."""
         return [k for k, v in _space_config(self.space).items() if k in config and list(config[k]) != v]
+
+
+# How a study's adapters are made, beside its Effort; the flag that sets each (Effort fields without a flag are
+# named by field: a preset sets them).
+_HOW = ("trainer", "strategy", "recover_steps", "prompt_template")
+_FLAGS = {"max_examples": "--max-examples", "questions": "--questions", "batch_size": "--batch-size",
+          "rft_questions": "--rft-questions", "rft_samples": "--rft-samples", "trainer": "--trainer",
+          "strategy": "--strategy", "recover_steps": "--recover-steps", "prompt_template": "--prompt-template"}
+
+
+def _shown(value) -> str:
+    return "all" if value is None else repr(value) if isinstance(value, str) else str(value)
 
 
 def _space_config(space: SearchSpace) -> dict:

@@ -32,6 +32,18 @@ DEFAULT_RECOVER_STEPS = 25
 # The cut itself (peft's conversion and the write) took 10-12 s there, while a training step took 1.8 s: charged
 # as this many steps when `auto` weighs a derivation against a training.
 CUT_STEPS = 6
+# Past this many recovery steps (hours of training per derived adapter) a number is a slip, as an epoch count
+# past sweep.commands.common.MAX_EPOCHS is.
+MAX_RECOVER_STEPS = 100_000
+
+
+def check_recover_steps(recover_steps) -> int:
+    """`recover_steps` when it is a whole number from 0 to MAX_RECOVER_STEPS, else a RanksweepError."""
+    if isinstance(recover_steps, bool) or not isinstance(recover_steps, int) or \
+            not 0 <= recover_steps <= MAX_RECOVER_STEPS:
+        raise RanksweepError(f"--recover-steps must be a whole number from 0 to {MAX_RECOVER_STEPS}, not "
+                             f"{recover_steps!r}.")
+    return recover_steps
 
 
 def check_strategy(strategy: str, recover_steps: int | None) -> None:
@@ -40,8 +52,7 @@ def check_strategy(strategy: str, recover_steps: int | None) -> None:
         raise RanksweepError(f"Unknown strategy '{strategy}': choose auto or one of {', '.join(STRATEGIES)}.")
     if recover_steps is None:
         return
-    if isinstance(recover_steps, bool) or not isinstance(recover_steps, int) or recover_steps < 0:
-        raise RanksweepError(f"--recover-steps must be a whole number of 0 or more, not {recover_steps!r}.")
+    check_recover_steps(recover_steps)
     if recover_steps and strategy not in ("shrink", "auto"):
         raise RanksweepError("--recover-steps applies to --strategy shrink only; drop it or choose shrink.")
 

@@ -82,9 +82,10 @@ def export_homework(args: argparse.Namespace) -> int:
 
     check = zip_check(root, budget, pending=changes)  # measured before anything is written
     if check.over and changes and not args.dry_run and not args.force:
-        mib = 1024 * 1024
-        raise RanksweepError(f"This export would make the submission zip {check.size_bytes / mib:.2f} MiB, over the "
-                             f"{budget / mib:.2f} MiB budget, so nothing was written: export a smaller pair "
+        from sweep.sizing import size_text
+
+        raise RanksweepError(f"This export would make the submission zip {size_text(check.size_bytes)}, over the "
+                             f"{size_text(budget)} budget, so nothing was written: export a smaller pair "
                              "(ranksweep report lists them), or pass --force to write it anyway.")
     print(choice.summary())
     _report_changes(changes, args.dry_run, lambda: apply(root, changes), root)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from sweep.commands.common import (add_base_model, add_device, add_storage, non_negative_float, positive_int,
                                    questions_arg)
-from sweep.commands.common import (alpha_ratio, budget_mb, comma_list, epochs_arg, learning_rate, rank_arg, seed_arg,
-                                   study_name)
+from sweep.commands.common import (alpha_ratio, budget_mb, comma_list, epochs_arg, learning_rate, rank_arg,
+                                   recover_steps_arg, seed_arg, study_name)
 from sweep.commands.running import execute, writable_folder
 
 
@@ -73,7 +73,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "steps where a training is longer than those steps plus the cut (~6 steps), else independent. "
                    "Rule: the cheapest strategy whose accuracy at every rank stays inside independent's 95%% "
                    "interval; measured, only shrink+25 did, 1.46x cheaper (README: 'Every rank from one training')")
-    p.add_argument("--recover-steps", type=seed_arg, default=None,
+    p.add_argument("--recover-steps", type=recover_steps_arg, default=None,
                    help="with --strategy shrink or auto: training steps at each rank after the cut (default: 25)")
     p.add_argument("--max-examples", type=positive_int, help="training rows per adapter (default: the preset's)")
     p.add_argument("--batch-size", type=positive_int, help="training batch size (default: 16)")

@@ -66,7 +66,7 @@ def grade_with_homework(root: Path, adapter: Path, kind: str, *, questions: int 
         limit = str(questions if questions is not None else 10**9)
         args = [sys.executable, "-c", RUNNER, loader, config.dataset, config.split, config.benchmark, limit, str(out)]
         what = f"The homework's own {kind.upper()} grading ({loader}, then {config.benchmark})"
-        run = run_logged(args, cwd=tree, log=log or Path(scratch) / "grade.log", timeout=config.grade_timeout_s,
+        run = run_logged(args, cwd=tree, log=log, timeout=config.grade_timeout_s,
                          what=what)
         try:
             record = json.loads(out.read_text(encoding="utf-8"))

@@ -23,10 +23,12 @@ from sweep import bundle
 from sweep.builder import PairOutcome
 from sweep.cache import AdapterSpec, ArtifactCache
 from sweep.homework.config import HomeworkConfig, read_config
-from sweep.homework.run import HomeworkCommandError, run_logged, tail
+from sweep.homework.run import HomeworkCommandError, last_lines, run_logged
 from sweep.homework.tree import (ADAPTER_HOMES, base_model_path, check_homework, code_fingerprint, place_adapter,
                                  scratch_copy, set_string_constant)
 from sweep.records import AdapterResult, Pair
+from sweep.shell import command
+from trainers.data import checked_number
 from trainers.errors import RanksweepError
 
 TRAINER = "homework"
@@ -106,20 +108,21 @@ def homework_rest_bytes(settings, config: HomeworkConfig) -> int:
         for home in ADAPTER_HOMES.values():
             shutil.rmtree(tree / home, ignore_errors=True)
         try:
-            return _bundle(tree, config, Path(scratch) / "bundle.log")
+            return _bundle(tree, config, None)  # a scratch tree: an error carries the output, names no log
         except HomeworkCommandError as exc:
             raise RanksweepError(f"Measuring the homework without adapters: {exc}") from None
 
 
-def _bundle(tree: Path, config: HomeworkConfig, log: Path) -> int:
-    """Build the submission zip in `tree` (its bundle.py, else ranksweep's rules); its size in bytes."""
+def _bundle(tree: Path, config: HomeworkConfig, log: Path | None) -> int:
+    """Build the submission zip in `tree` (its bundle.py, else ranksweep's rules); its size in bytes. `log`: where
+    the bundle command's output is kept (None: nowhere)."""
     target = tree / f"{ZIP_NAME}.zip"
     if (tree / "bundle.py").is_file():
         args = config.command("bundle", python=_python(), zip=target.name, name=ZIP_NAME)
-        run_logged(args, cwd=tree, log=log, timeout=config.grader_timeout_s, what="The homework's bundle command")
+        what = f"The homework's bundle command ({command(*args)})"
+        run = run_logged(args, cwd=tree, log=log, timeout=config.grader_timeout_s, what=what)
         if not target.is_file():
-            raise HomeworkCommandError(f"The homework's bundle command wrote no {target.name}; its last lines "
-                                       f"({log}):\n{tail(log.read_text(errors='replace'))}")
+            raise HomeworkCommandError(f"{what} wrote no {target.name}; {last_lines(run.output(), log)}")
         return target.stat().st_size
     return bundle.write_zip(bundle.bundle_members(tree), target)
 
@@ -190,7 +193,7 @@ class HomeworkBuilder:
             args = self.config.command(f"train_{kind}", python=_python(), zip="", name="")
             started = time.perf_counter()
             run_logged(args, cwd=tree, log=folder / f"train-{kind}.log", timeout=self.config.train_timeout_s,
-                       what=f"The homework's {kind.upper()} training ({' '.join(args[1:]) or args[0]})")
+                       what=f"The homework's {kind.upper()} training ({command(*args)})")
             seconds = time.perf_counter() - started
             trained = tree / ADAPTER_HOMES[kind]
             missing = [n for n in bundle.ADAPTER_FILES if not (trained / n).is_file()]
@@ -226,12 +229,12 @@ class HomeworkBuilder:
         if (tree / "grader").is_dir():
             args = self.config.command("grader", python=_python(), zip=str(zip_path.resolve()), name=ZIP_NAME)
             run = run_logged(args, cwd=tree, log=folder / "grader.log", timeout=self.config.grader_timeout_s,
-                             what="The homework's grader")
+                             what=f"The homework's grader ({command(*args)})")
             scores = parse_grader_output(run.output())
             for kind in adapters:
                 if kind not in scores:
                     raise HomeworkCommandError(f"The homework's grader printed no `N / M` line for {kind.upper()}; "
-                                               f"its last lines ({folder / 'grader.log'}):\n{tail(run.output())}")
+                                               f"{last_lines(run.output(), run.log)}")
                 score = scores[kind]
                 grades[kind] = {"accuracy": score.accuracy, "points": score.points, "ci_low": None, "ci_high": None,
                                 "answer_rate": None, "questions": None}
@@ -263,7 +266,8 @@ class HomeworkBuilder:
         predicted = adapter_size(config_for(self.settings.base_model), spec.rank, pair.adapter_dtype)
         ci_low, ci_high = grade["ci_low"], grade["ci_high"]
         return AdapterResult(
-            kind=kind, rank=int(adapter_config.get("r", spec.rank)), alpha=float(adapter_config.get("lora_alpha", 0)),
+            kind=kind, rank=int(checked_number(adapter_config.get("r", spec.rank), f"{entry}/adapter_config.json r")),
+            alpha=checked_number(adapter_config.get("lora_alpha", 0), f"{entry}/adapter_config.json lora_alpha"),
             lr=pair.lr, epochs=pair.epochs, dtype=pair.adapter_dtype, accuracy=grade["accuracy"],
             key=spec.key, dir=str(entry.resolve()), params=predicted.params,
             raw_bytes_predicted=predicted.raw_bytes, raw_bytes=(entry / "adapter_model.safetensors").stat().st_size,
