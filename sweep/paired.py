@@ -55,8 +55,13 @@ class Difference:
         return self.seed_spread is None or abs(self.estimate) > self.seed_spread
 
     def to_dict(self) -> dict:
-        return {"estimate": self.estimate, "low": self.low, "high": self.high, "questions": self.questions,
-                "method": self.method, "seed_spread": self.seed_spread, "decisive": self.decisive}
+        """JSON-ready; an unbounded end (no questions to pair) reads null."""
+        def finite(x):
+            return x if x is None or math.isfinite(x) else None
+
+        return {"estimate": self.estimate, "low": finite(self.low), "high": finite(self.high),
+                "questions": self.questions, "method": self.method, "seed_spread": self.seed_spread,
+                "decisive": self.decisive}
 
 
 def common_questions(*groups: tuple[QuestionOutcome, ...]) -> list[tuple[int, str]]:
