@@ -34,9 +34,13 @@ def build(storage: str, study_name: str, objective: str | None = None) -> Report
         recommendation = pick(pairs, goal, budget, study_name)
     except RanksweepError as exc:  # a report without a pick is still a report: it says why
         problem = str(exc)
+    from sweep.settings import config_grading_key
+    from sweep.verdict import rank_steps
+
     decision, found = _paired(storage, study_name, trials, config, pairs, recommendation, goal)
-    return Report(study_name, storage, config, goal, budget, trials, adapter_table(trials), pairs,
-                  recommendation, problem, tuple(found), decision)
+    adapters = adapter_table(trials)
+    return Report(study_name, storage, config, goal, budget, trials, adapters, pairs, recommendation, problem,
+                  tuple(found), decision, tuple(rank_steps(adapters, config_grading_key(config))))
 
 
 def _paired(storage, study_name, trials, config, pairs, recommendation, goal):
@@ -154,6 +158,9 @@ def margin_lines(report: Report) -> list[str]:
     if report.margins:
         lines.append("Margins (paired: the same questions, points difference with a 95% bootstrap interval):")
         lines += [f"  {m.relation}: {m.sentence()}" for m in report.margins]
+    if report.rank_steps:
+        lines.append("Neighbouring ranks (paired on the same questions, larger rank minus smaller):")
+        lines += [f"  {step.sentence()}" for step in report.rank_steps]
     decision = report.decision
     if decision is not None and decision.rounds + len(decision.seeds):
         seeds = sum(len(v) for v in decision.seeds.values())

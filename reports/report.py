@@ -29,3 +29,4 @@ class Report:
     problem: str | None  # why there is no recommendation
     margins: tuple = ()  # sweep.verdict.Margin: the pick against its rivals, paired on the same questions
     decision: object = None  # sweep.evidence.DecisionRecord, when the decision phase ran on the study
+    rank_steps: tuple = ()  # sweep.verdict.RankStep: neighbouring ranks of one kind, paired

@@ -213,3 +213,52 @@ def seed_spreads(pairs: pd.DataFrame, grading_key: str | None, record: DecisionR
                          f"({len(asked)} questions); points {mean:.1f} ± {sd:.1f} (seed SD)")
             break
     return lines
+
+
+@dataclass(frozen=True)
+class RankStep:
+    """Two adapters of one kind at neighbouring ranks (other settings equal), paired on the same questions:
+    accuracy (fractions) and answer NLL (nats per token) of the larger rank minus the smaller."""
+
+    kind: str
+    low_rank: int
+    high_rank: int
+    accuracy: Difference
+    nll: Difference | None
+
+    def sentence(self) -> str:
+        a = self.accuracy
+        text = (f"{self.kind.upper()} rank {self.high_rank} against rank {self.low_rank}: accuracy "
+                f"{a.estimate * 100:+.1f} points (95% exact McNemar interval {a.low * 100:+.1f} to "
+                f"{a.high * 100:+.1f}, {a.questions} questions)")
+        if self.nll is not None:
+            text += f", answer NLL {self.nll.estimate:+.3f} ({self.nll.low:+.3f} to {self.nll.high:+.3f})"
+        return text + (": decisive" if a.decisive else ": not decisive")
+
+
+def rank_steps(adapters: pd.DataFrame, grading_key: str | None) -> list[RankStep]:
+    """Each kind's neighbouring ranks among adapters that differ in rank alone, compared on the questions both
+    were graded on (first seed); adapters graded without outcomes are left out."""
+    from sweep.evidence import adapter_outcomes
+    from sweep.paired import accuracy_difference
+
+    steps: list[RankStep] = []
+    if grading_key is None or adapters.empty:
+        return steps
+    same = ["kind", "alpha_ratio", "lr", "epochs", "adapter_dtype"]
+    table = adapters.assign(alpha_ratio=adapters["alpha"] / adapters["rank"])
+    for _, group in table.groupby([c for c in same if c in table], dropna=False, sort=True):
+        group = group.sort_values("rank")
+        rows = [(r, adapter_outcomes(r["dir"], grading_key)) for _, r in group.iterrows()]
+        rows = [(r, o) for r, o in rows if o]
+        for (small, a), (large, b) in zip(rows, rows[1:]):
+            asked = common_questions(a, b)
+            if not asked:
+                continue
+            a, b = aligned(a, asked), aligned(b, asked)
+            accuracy = accuracy_difference([o.correct for o in b], [o.correct for o in a])
+            nll = None
+            if None not in [o.nll for o in a + b]:
+                nll = nll_difference([o.nll for o in b], [o.nll for o in a])
+            steps.append(RankStep(str(large["kind"]), int(small["rank"]), int(large["rank"]), accuracy, nll))
+    return steps

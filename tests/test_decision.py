@@ -281,3 +281,18 @@ def test_launch_gives_the_phase_a_share_of_its_search_time_and_none_when_short(t
     write_study(storage, "busy", [PICK, TrialSpec(2, 8, outcome="running")])
     busy = optuna.load_study(study_name="busy", storage=storage)
     assert after_launch_minutes(busy, settings, None, 3600) == 0.0  # a trial still runs elsewhere
+
+
+def test_neighbouring_ranks_compare_by_the_exact_mcnemar_interval(tmp_path):
+    from reports.build import build, summary
+
+    truth = truth_table(extra_every=10)  # SFT 8 right on SFT 4's 50 of the first 100 and on 10 odd ones more
+    plant_study(tmp_path, [PICK, RIVAL], truth)
+    report = build(f"sqlite:///{tmp_path / 'studies.db'}", "d")
+    [step] = report.rank_steps  # one kind with two ranks: RFT has one adapter
+    assert (step.kind, step.low_rank, step.high_rank) == ("sft", 4, 8)
+    # b = 10 discordant questions all won by rank 8, c = 0: (10/100) x (2 x 0.025^(1/10) - 1) = 0.0383 at the low end.
+    assert step.accuracy.estimate == pytest.approx(0.10) and step.accuracy.low == pytest.approx(0.0383, abs=1e-4)
+    assert step.accuracy.decisive and step.nll.estimate == pytest.approx(-0.10)
+    assert ("  SFT rank 8 against rank 4: accuracy +10.0 points (95% exact McNemar interval +3.8 to +10.0, "
+            "100 questions), answer NLL -0.100") in summary(report)
