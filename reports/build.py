@@ -6,15 +6,25 @@ error never leaves a half-written report behind.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reports.frontier import MIB, SEPARATE_ADVICE, adapter_table, budget_bytes, combined_frontier, load_trials, pick
-from reports.objective import objective_for
+from reports.html import report_html
+from reports.plots import pareto_figure, png_bytes, ranks_figure
 from reports.report import Report
+from reports.tables import frontier_table, margin_table, readable_frontier, state_counts, trial_table
+from sweep.files import unusable_study_name
+from sweep.frontier import SEPARATE_ADVICE, adapter_table, budget_bytes, combined_frontier, pick
+from sweep.evidence import load_record
+from sweep.objective import objective_for
+from sweep.settings import config_grading_key
+from sweep.sizing import MIB
+from sweep.study_io import load_trials
+from sweep.verdict import label, margins, rank_steps, seconds_per_question, seed_spreads
 from trainers.errors import RanksweepError
 
 if TYPE_CHECKING:
@@ -34,9 +44,6 @@ def build(storage: str, study_name: str, objective: str | None = None) -> Report
         recommendation = pick(pairs, goal, budget, study_name)
     except RanksweepError as exc:  # a report without a pick is still a report: it says why
         problem = str(exc)
-    from sweep.settings import config_grading_key
-    from sweep.verdict import rank_steps
-
     decision, found = _paired(storage, study_name, trials, config, pairs, recommendation, goal)
     adapters = adapter_table(trials)
     return Report(study_name, storage, config, goal, budget, trials, adapters, pairs, recommendation, problem,
@@ -45,10 +52,6 @@ def build(storage: str, study_name: str, objective: str | None = None) -> Report
 
 def _paired(storage, study_name, trials, config, pairs, recommendation, goal):
     """The decision record and the pick's paired margins over its rivals (sweep/verdict.py)."""
-    from sweep.evidence import load_record
-    from sweep.settings import config_grading_key
-    from sweep.verdict import margins, seconds_per_question
-
     record = load_record(storage, study_name)
     if recommendation is None:
         return record, []
@@ -60,10 +63,6 @@ def _paired(storage, study_name, trials, config, pairs, recommendation, goal):
 
 def render(report: Report) -> dict[str, bytes]:
     """The six report files as bytes, by file name."""
-    from reports.html import report_html
-    from reports.plots import pareto_figure, png_bytes, ranks_figure
-    from reports.tables import frontier_table, margin_table, trial_table
-
     shown = "answer NLL" if report.goal.name == "answer-nll" else report.goal.noun
     title = f"Study '{report.study}': {shown} against zipped size"
     pareto = png_bytes(pareto_figure(marked_pairs(report), report.trials, report.goal, report.budget_bytes, title))
@@ -98,6 +97,18 @@ def default_out(study_name: str) -> Path:
     return Path("runs") / (re.sub(r"[^\w.-]+", "_", study_name).strip(".") or "study") / "report"
 
 
+def report_folder(name: str) -> Path:
+    """runs/<study>/report/, for a study name that can name a folder; a name the folder spells differently
+    ("a b" -> "a_b") gets a short hash of the real name, so two studies never share a report folder."""
+    problem = unusable_study_name(name)
+    if problem:
+        raise RanksweepError(f"Study {problem}, or name a report folder with --out.")
+    out = default_out(name)
+    if out.parent.name != name:
+        out = out.parent.with_name(f"{out.parent.name}-{hashlib.sha256(name.encode()).hexdigest()[:8]}") / out.name
+    return out
+
+
 def write_files(files: dict[str, bytes], out: Path) -> list[Path]:
     """Write each file into `out` (created if missing) by temp file + rename; returns the paths written."""
     if out.exists() and not out.is_dir():
@@ -125,8 +136,6 @@ def write_files(files: dict[str, bytes], out: Path) -> list[Path]:
 
 def summary(report: Report) -> str:
     """What the terminal shows: trial counts, the frontier table, the recommended pair and why."""
-    from reports.tables import readable_frontier, state_counts
-
     states = state_counts(report.trials)
     trials = "1 trial" if len(report.trials) == 1 else f"{len(report.trials)} trials"
     lines = [f"Study '{report.study}': {trials} ({states}); "
@@ -166,17 +175,12 @@ def margin_lines(report: Report) -> list[str]:
         seeds = sum(len(v) for v in decision.seeds.values())
         lines.append(f"Decision phase: {decision.rounds} round(s), {decision.questions} questions per adapter, "
                      f"{seeds} extra seed(s), {decision.seconds / 60:.1f} min; {decision.verdict or 'not finished'}")
-        from sweep.settings import config_grading_key
-        from sweep.verdict import seed_spreads
-
         spreads = seed_spreads(report.pairs, config_grading_key(report.config), decision)
         if spreads:
             lines.append("Seed spread (an adapter's points are the mean over its seeds):")
             lines += [f"  {line}" for line in spreads]
         rec = report.recommendation
         if decision.pick and rec is not None and tuple(decision.pick) != (rec.sft_key, rec.rft_key):
-            from sweep.verdict import label
-
             chosen = report.pairs[(report.pairs["sft_key"] == decision.pick[0])
                                   & (report.pairs["rft_key"] == decision.pick[1])]
             winner = label(chosen.iloc[0]) if not chosen.empty else "another pair"

@@ -10,8 +10,11 @@ import io
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from reports.frontier import MIB
-from reports.objective import Objective
+from sweep.sizing import MIB
+from sweep.objective import Objective
+from sweep.settings import StudyConfig
+from trainers.grading import point_marks
+from trainers.training import KINDS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -24,8 +27,6 @@ RANKS_INCHES = (11.0, 4.8)
 PARETO_PIXELS = (int(PARETO_INCHES[0] * DPI), int(PARETO_INCHES[1] * DPI))  # width, height
 RANKS_PIXELS = (int(RANKS_INCHES[0] * DPI), int(RANKS_INCHES[1] * DPI))
 EMPTY = "no graded trials yet"
-# Accuracy (percent) where each kind's points start, fill, and (RFT) reach full extra credit.
-POINT_MARKS = {"sft": {40: "0 pts", 60: "25 pts"}, "rft": {60: "0 pts", 70: "25 pts", 80: "30 pts"}}
 
 
 def png_bytes(fig: Figure) -> bytes:
@@ -269,14 +270,14 @@ def _pruned_rug(ax: Axes, sizes: list[float]) -> float:
     return max(sizes, default=0.0)
 
 
-def ranks_figure(adapters: pd.DataFrame, config: dict) -> Figure:
+def ranks_figure(adapters: pd.DataFrame, config: StudyConfig) -> Figure:
     """Accuracy (%) against rank (log2 axis) for SFT and RFT adapters with 95% Wilson bars; the right axis
     marks the accuracies where homework points start and fill."""
     fig = _figure(RANKS_INCHES)
     axes = fig.subplots(1, 2, sharey=True)
-    for ax, kind in zip(axes, ("sft", "rft")):
+    for ax, kind in zip(axes, KINDS):
         rows = adapters[adapters["kind"] == kind]
-        ranks = sorted({int(r) for r in config.get(f"{kind}_ranks") or []} | {int(r) for r in rows["rank"]}) or [1]
+        ranks = sorted({int(r) for r in getattr(config, f"{kind}_ranks") or []} | {int(r) for r in rows["rank"]}) or [1]
         ax.set_xscale("log", base=2)
         ax.set_xlim(min(ranks) / 1.5, max(ranks) * 1.5)
         ax.set_xticks(ranks, [str(r) for r in ranks])
@@ -285,7 +286,8 @@ def ranks_figure(adapters: pd.DataFrame, config: dict) -> Figure:
         ax.set_xlabel(f"{kind.upper()} LoRA rank (log2 scale)")
         ax.set_title(f"{kind.upper()} adapters", loc="left")
         ax.grid(alpha=0.25)
-        marks = POINT_MARKS[kind]
+        # Accuracy (percent) where the kind's points start, fill, and (RFT) reach full extra credit.
+        marks = {round(100 * acc): f"{total:g} pts" for acc, total in point_marks(kind)}
         for level in marks:
             ax.axhline(level, color="#999999", linestyle=":", linewidth=1)
         twin = ax.twinx()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from reports.frontier import MIB, show_nll
-from reports.objective import Objective
+from sweep.frontier import show_nll
+from sweep.sizing import MIB
+from sweep.objective import Objective
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -16,18 +16,23 @@ grades in tests; `CacheGrader` is the real one, on the study's own model, data a
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol
 
-from sweep.evidence import DecisionRecord, SeedEntry, extra_grade_path
+from sweep.cache import AdapterSpec, ArtifactCache, Manifest
+from sweep.evidence import ATTR, DecisionRecord, SeedEntry, extra_grade_path, save_record
+from sweep.settings import StudySettings
+from sweep.trial import TrialContext, ensure_adapter
 from sweep.verdict import Margin, compare, label, rivals
+from trainers.data import write_json_atomic
+from trainers.grading import grade_model
+from trainers.training import TrainConfig
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from sweep.settings import StudySettings
 
 # The default budget of `decide` and of the phase that `launch` runs after its trials (docs/design.md).
 DEFAULT_MINUTES = 30.0
@@ -195,8 +200,6 @@ def run_decision(study, settings: StudySettings, pairs: pd.DataFrame, best_keys:
                  max_seeds: int = MAX_SEEDS, sign: int = 1, progress: bool = True) -> Outcome:
     """The phase on a real study: its own model, data and cache; the record saved in its `decision` attr, and
     continued from there (a pick the phase changed earlier stays the starting pick)."""
-    from sweep.evidence import ATTR, save_record
-
     record = DecisionRecord.from_attrs(study.user_attrs.get(ATTR))
     grader = CacheGrader(settings, progress=progress)
     keys = {(r["sft_key"], r["rft_key"]) for _, r in pairs.iterrows()}
@@ -211,9 +214,6 @@ class CacheGrader:
     """The real grader: the study's base model and validation file, adapters in its artifact cache."""
 
     def __init__(self, settings: StudySettings, progress: bool = True):
-        from sweep.cache import ArtifactCache
-        from sweep.trial import TrialContext
-
         self.settings = settings
         self.ctx = TrialContext(settings=settings, cache=ArtifactCache(settings.artifacts), progress=progress)
         self.progress = progress
@@ -223,9 +223,6 @@ class CacheGrader:
         return len(self.ctx.valid_rows())
 
     def grade(self, adapter: AdapterRef, start: int, end: int) -> None:
-        from trainers.data import write_json_atomic
-        from trainers.grading import grade_model
-
         path = extra_grade_path(adapter.dir, self.settings.grading_key, start, end)
         rows = self.ctx.valid_rows()[start:end]
         grade = grade_model(self.ctx.loaded, rows, kind=adapter.kind, adapter_dir=adapter.dir, questions=None,
@@ -242,13 +239,7 @@ class CacheGrader:
         return None
 
     def train_seed(self, adapter: AdapterRef, seed: int, graded_to: int) -> SeedEntry:
-        import json
-
-        from sweep.cache import AdapterSpec
-        from sweep.trial import ensure_adapter
-        from trainers.training import TrainConfig
-
-        recorded = json.loads((Path(adapter.dir) / "manifest.json").read_text())["spec"]
+        recorded = Manifest.from_json(json.loads((Path(adapter.dir) / "manifest.json").read_text())).spec
         config = TrainConfig(**{k: v for k, v in recorded.items() if k in TrainConfig.__dataclass_fields__})
         spec = AdapterSpec(config=replace(config, seed=seed), base_model=recorded["base_model"],
                            data_sha256=recorded["data_sha256"])

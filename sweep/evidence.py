@@ -6,7 +6,7 @@ Optuna keeps a finished trial's values fixed, so the first grade (in the trial's
 - adapters trained again with another seed are ordinary cache entries (their TrainConfig's seed differs); which
   adapter they repeat, and what the decision phase concluded, is the study's `decision` user attr
   (`DecisionRecord`).
-Standard library only: reports read evidence through this module.
+Reports read evidence through this module (Optuna only where the record is loaded).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sweep.storage import open_storage
 from trainers.outcomes import QuestionOutcome, merge_outcomes, outcomes_from_json
 
 ATTR = "decision"  # the study user attr holding the DecisionRecord
@@ -98,8 +99,6 @@ def seeds_outcomes(adapter_dir: str, key: str, grading_key: str, record: Decisio
 def load_record(storage, study_name: str) -> DecisionRecord:
     """The study's decision record (empty when the decision phase never ran on it)."""
     import optuna
-
-    from sweep.storage import open_storage
 
     study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
     return DecisionRecord.from_attrs(study.user_attrs.get(ATTR))

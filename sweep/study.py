@@ -13,10 +13,14 @@ import random
 import secrets
 from dataclasses import dataclass, field
 
-from sweep.objective import metric_names, objective_for, study_directions
+from sweep.attempt import Attempt, CtrlC, TrialFailed
+from sweep.objective import metric_names, study_directions
 from sweep.records import PARAMS, pair_of
-from sweep.settings import StudySettings
-from sweep.storage import mark_study, open_storage, ranksweep_config
+from sweep.settings import StudyConfig, StudySettings
+from sweep.sizing import config_for, fits, predicted_pair, size_text
+from sweep.storage import (load_ranksweep_study, mark_study, open_storage, ranksweep_config, stored_config,
+                           write_config)
+from sweep.studybar import StudyBar
 from trainers.errors import RanksweepError
 
 STARTUP_TRIALS = 4  # random pairs before TPE models the study
@@ -35,6 +39,11 @@ class Opened:
         study_id = self.storage.get_study_id_from_name(self.study.study_name)
         return self.storage.get_trial_id_from_study_id_trial_number(study_id, number)
 
+    @property
+    def config(self) -> StudyConfig:
+        """The study's stored config (read afresh: a worker may have raised its trial target)."""
+        return stored_config(self.study)
+
 
 def process_seed() -> int:
     """A fresh seed for a process joining a study: each worker draws its own start-up pairs."""
@@ -51,31 +60,24 @@ def _sampler(seed: int):
 
 def load_existing(name: str, storage_url: str, *, seed: int | None = None) -> Opened:
     """An existing ranksweep study, or a RanksweepError naming the studies the storage holds. Writes nothing."""
-    import optuna
-
     storage = open_storage(storage_url, must_exist=True, heartbeat=True)
-    names = optuna.get_all_study_names(storage)
-    if name not in names:
-        known = ", ".join(sorted(names)) if names else "none"
-        raise RanksweepError(f"Study '{name}' does not exist in {storage_url} (studies there: {known}).")
     seed = process_seed() if seed is None else seed
-    study = optuna.load_study(study_name=name, storage=storage, sampler=_sampler(seed))
-    ranksweep_config(study, storage_url)
+    study, _ = load_ranksweep_study(storage, name, storage_url, sampler=_sampler(seed))
     return Opened(study, storage, seed)
 
 
-def check_resume(settings: StudySettings, config: dict, directions: list, *, force: bool, graded: bool = True) -> None:
+def check_resume(settings: StudySettings, config: StudyConfig, directions: list, *, force: bool, graded: bool = True) -> None:
     """Refuse to resume a study with another model or data (unless `force`), search space, training or grading
     settings, or direction. A study with no COMPLETE trial (`graded` False: say its first launch failed while
     sampling RFT data) holds no result to mix with, so it may change its model, data and settings."""
-    changed = [k for k, v in settings.identity().items() if config.get(k) != v]
+    changed = settings.identity_changes(config)
     if changed and not force and graded:
         raise RanksweepError(f"Study '{settings.name}' was made with a different {', '.join(changed)}; "
                              "use another --study name, or --force to continue it anyway.")
     # Optuna fixes each param's choices for the life of a study: other choices would break every later trial.
     spaced = settings.space_changes(config)
     if spaced:
-        was = "; ".join(f"{k} {','.join(map(str, config[k]))}" for k in spaced)
+        was = "; ".join(f"{k} {','.join(map(str, getattr(config, k)))}" for k in spaced)
         raise RanksweepError(f"Study '{settings.name}' searches other values ({was}); resume it with the same "
                              "--preset and search flags, or give another --study name for the new space.")
     # One frontier must not mix adapters trained on other rows or graded on other questions.
@@ -104,7 +106,7 @@ def open_study(settings: StudySettings, homework_rest_bytes: int, *, force: bool
         study = optuna.create_study(study_name=settings.name, storage=storage, sampler=_sampler(settings.seed),
                                     directions=study_directions(settings.objective))
         study.set_metric_names(metric_names(settings.objective))
-    study.set_user_attr("config", settings.to_config(homework_rest_bytes))
+    write_config(study, settings.study_config(homework_rest_bytes))
     mark_study(study)  # after the config: a study with the marker always has one
     return Opened(study, storage, settings.seed)
 
@@ -112,14 +114,12 @@ def open_study(settings: StudySettings, homework_rest_bytes: int, *, force: bool
 def feasible_pairs(settings: StudySettings, rest_bytes: int) -> list[dict]:
     """The search space's pairs whose predicted zipped size fits the budget; a RanksweepError when none does
     (called before the study is touched, so an impossible budget or unknown model writes nothing)."""
-    from sweep.sizing import config_for, pair_size, size_text
-
     model_config = config_for(settings.base_model)
 
     def predict(p):
-        return pair_size(model_config, p["sft_rank"], p["rft_rank"], p["adapter_dtype"], rest_bytes=rest_bytes)
+        return predicted_pair(model_config, p, rest_bytes)
 
-    feasible = [p for p in settings.space.points() if predict(p).total_compressed_bytes <= settings.budget_bytes]
+    feasible = [p for p in settings.space.points() if fits(predict(p).total_compressed_bytes, settings.budget_bytes)]
     if not feasible:
         smallest = min(settings.space.points(), key=lambda p: predict(p).total_compressed_bytes)
         raise RanksweepError(
@@ -166,11 +166,8 @@ def run_study(opened: Opened, settings: StudySettings, builder, *, progress: boo
     trial's adapters come from `builder` (a sweep.builder.PairBuilder)."""
     import optuna
 
-    from sweep.attempt import Attempt, CtrlC, TrialFailed
-    from sweep.studybar import StudyBar
-
     study = opened.study
-    rest = study.user_attrs["config"]["homework_rest_bytes"]
+    rest = opened.config.homework_rest_bytes
     state = Progress(feasible=feasible_pairs(settings, rest), target=settings.trials)
     attempt = Attempt(opened, settings, rest, builder)
     rng = random.Random(opened.seed)

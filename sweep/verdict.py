@@ -11,8 +11,10 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sweep.evidence import DecisionRecord, seeds_outcomes
-from sweep.paired import Difference, PairEvidence, aligned, common_questions, nll_difference, points_difference
+from sweep.evidence import DecisionRecord, adapter_outcomes, seeds_outcomes
+from sweep.paired import (Difference, PairEvidence, accuracy_difference, aligned, common_questions, nll_difference,
+                          points_difference)
+from trainers.grading import points as homework_points
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -187,10 +189,6 @@ def seconds_per_question(trials: pd.DataFrame) -> dict[str, float]:
 def seed_spreads(pairs: pd.DataFrame, grading_key: str | None, record: DecisionRecord) -> list[str]:
     """One line per adapter trained with several seeds: its accuracy at each seed on the questions all its
     seeds were graded on, and the standard deviation of its points over them."""
-    from sweep.evidence import seeds_outcomes
-    from sweep.paired import common_questions
-    from trainers.grading import points as homework_points
-
     lines = []
     if grading_key is None:
         return lines
@@ -239,9 +237,6 @@ class RankStep:
 def rank_steps(adapters: pd.DataFrame, grading_key: str | None) -> list[RankStep]:
     """Each kind's neighbouring ranks among adapters that differ in rank alone, compared on the questions both
     were graded on (first seed); adapters graded without outcomes are left out."""
-    from sweep.evidence import adapter_outcomes
-    from sweep.paired import accuracy_difference
-
     steps: list[RankStep] = []
     if grading_key is None or adapters.empty:
         return steps

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from reports.frontier import combined_frontier, load_trials, pick
-from reports.objective import objective_for
+from sweep.frontier import combined_frontier, pick
+from sweep.objective import objective_for
+from sweep.study_io import load_trials
 from sweep.decision import AdapterRef, decide
 from sweep.evidence import DecisionRecord, SeedEntry, extra_grade_path
-from sweep.settings import config_grading_key
+from sweep.settings import StudyConfig, config_grading_key
 from sweep.verdict import margins
 from tests.study_fixtures import TrialSpec, adapter_key, write_study
 from trainers.data import write_json_atomic
@@ -77,7 +78,7 @@ def plant_study(tmp_path: Path, specs: list[TrialSpec], truth: dict[str, list[bo
             write_json_atomic(artifacts / "adapters" / name / f"grade-{key}.json",
                               planted_grade(kind, truth[name], 0, 100))
     pairs = combined_frontier(trials, config)
-    rec = pick(pairs, objective_for(None, config), config["budget_bytes"], "d")
+    rec = pick(pairs, objective_for(None, config), config.budget_bytes, "d")
     return pairs, rec, key, artifacts
 
 
@@ -237,7 +238,7 @@ def test_decide_on_a_real_tiny_study_grades_more_questions_then_seeds_and_resume
                          "--artifacts", root / "artifacts", "--no-progress", "--decide-minutes", "20")
     assert launched.returncode == 0, launched.stderr
     study = optuna.load_study(study_name="t", storage=storage)
-    key = config_grading_key(study.user_attrs["config"])
+    key = config_grading_key(StudyConfig.from_attrs(study.user_attrs["config"]))
     for trial in study.get_trials():  # every new grade keeps its per-question outcomes
         for kind in ("sft", "rft"):
             stored = json.loads((Path(trial.user_attrs[f"{kind}_dir"]) / f"grade-{key}.json").read_text())["outcomes"]

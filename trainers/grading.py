@@ -14,11 +14,13 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from trainers.data import QA
+from trainers.batching import SEPARATOR, tokenize_rows
+from trainers.data import QA, parse_json
 from trainers.errors import RanksweepError
+from trainers.generation import core_model, eval_mode, greedy
+from trainers.training import KINDS, format_answer, head_is_plain
 from trainers.outcomes import QuestionOutcome, outcomes_from_json, outcomes_to_json, question_hash
 
-KINDS = ("sft", "rft")
 RELATIVE_TOLERANCE = 0.05
 ZERO_TOLERANCE = 0.001
 # Greedy token budgets: an SFT model answers at once, an RFT model writes a reasoning chain first.
@@ -63,27 +65,52 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+# The homework's points rule, per kind: bands of (accuracy where the band starts, its width, the points it gives
+# when full), each linear in between. SFT: 0 at 40% rising to 25 at 60%; RFT: 0 at 60% rising to 25 at 70%, plus
+# up to 5 extra credit by 80%. The first band is the main case, the one a grader's points can be read back from.
+POINT_BANDS = {"sft": ((0.4, 0.2, 25),), "rft": ((0.6, 0.1, 25), (0.7, 0.1, 5))}
+
+
 def _clip01(x: float) -> float:
     return min(1.0, max(0.0, x))
 
 
-def sft_points(acc: float) -> float:
-    """Homework points for an SFT adapter: 0 at 40% accuracy rising to 25 at 60%."""
-    return 25 * _clip01((acc - 0.4) / 0.2)
-
-
-def rft_points(acc: float) -> float:
-    """Homework points for an RFT adapter: 0 at 60% rising to 25 at 70%, plus up to 5 extra by 80%."""
-    return 25 * _clip01((acc - 0.6) / 0.1) + 5 * _clip01((acc - 0.7) / 0.1)
+def _bands(kind: str) -> tuple:
+    if kind not in POINT_BANDS:
+        raise RanksweepError(f"Unknown adapter kind '{kind}': use 'sft' or 'rft'.")
+    return POINT_BANDS[kind]
 
 
 def points(kind: str, acc: float) -> float:
     """Homework points for an adapter of this kind ('sft' or 'rft') at accuracy `acc` (a fraction)."""
-    if kind == "sft":
-        return sft_points(acc)
-    if kind == "rft":
-        return rft_points(acc)
-    raise RanksweepError(f"Unknown adapter kind '{kind}': use 'sft' or 'rft'.")
+    return sum(full * _clip01((acc - start) / width) for start, width, full in _bands(kind))
+
+
+def sft_points(acc: float) -> float:
+    """Homework points for an SFT adapter at accuracy `acc` (a fraction)."""
+    return points("sft", acc)
+
+
+def rft_points(acc: float) -> float:
+    """Homework points for an RFT adapter at accuracy `acc` (a fraction), extra credit included."""
+    return points("rft", acc)
+
+
+def accuracy_for_points(kind: str, main_points: float) -> float:
+    """The accuracy (fraction) at which the main case gives `main_points`: the rule's inverse. At 0 or full
+    points the rule only bounds the accuracy, and the bound is returned (SFT 40%/60%, RFT 60%/70%)."""
+    start, width, full = _bands(kind)[0]
+    return start + width * min(max(main_points, 0.0), full) / full
+
+
+def point_marks(kind: str) -> list[tuple[float, float]]:
+    """(accuracy, points) where the rule's bands start and fill: [(0.4, 0), (0.6, 25)] for SFT."""
+    bands = _bands(kind)
+    marks, total = [(bands[0][0], 0.0)], 0.0
+    for start, width, full in bands:
+        total += full
+        marks.append((start + width, total))
+    return marks
 
 
 @dataclass(frozen=True)
@@ -155,10 +182,6 @@ def answer_nlls(
     """
     import torch
 
-    from trainers.batching import SEPARATOR, tokenize_rows
-    from trainers.generation import _core, _eval_mode
-    from trainers.training import format_answer, head_is_plain
-
     answers = [format_answer(r.answer) for r in rows]
     if contexts is None or not any(c.strip() for c in contexts):
         token_rows, _ = tokenize_rows(tokenizer, [(r.question, a) for r, a in zip(rows, answers)], 10**9)
@@ -175,13 +198,13 @@ def answer_nlls(
             tail = tokenizer((" " if context else SEPARATOR) + answer, add_special_tokens=False)["input_ids"]
             scored.append(([*prompt, *lead, *tail], len(prompt) + len(lead)))
     per_row: list[float] = []
-    core = _core(model)
+    core = core_model(model)
     decoder, head = core.get_decoder(), core.get_output_embeddings()
     # Only the answer positions reach the LM head (a 49k-wide softmax over every prompt token cost as much
     # as generating the answers); models whose logits are more than head(hidden) take the full forward.
     head_only = decoder is not core and head is not None and head_is_plain(core)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    with torch.inference_mode(), _eval_mode(model):
+    with torch.inference_mode(), eval_mode(model):
         for start in range(0, len(scored), batch_size):
             chunk = scored[start : start + batch_size]
             width = max(len(ids) for ids, _ in chunk)
@@ -240,8 +263,6 @@ def read_adapter_kind(adapter_dir: str | Path) -> str | None:
     meta = Path(adapter_dir) / "ranksweep.json"
     if not meta.is_file():
         return None
-    from trainers.data import parse_json
-
     try:
         kind = parse_json(meta.read_bytes()).get("kind")
     except (ValueError, AttributeError):  # bad JSON, a 5000-digit number, deep nesting, not an object
@@ -271,8 +292,6 @@ def grade_model(
     reasoning). `seconds` is the wall time of both.
     """
     from tqdm.auto import tqdm
-
-    from trainers.generation import greedy
 
     if kind not in KINDS:
         raise RanksweepError(f"Unknown adapter kind '{kind}': use 'sft' or 'rft'.")

@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 
 from sweep.commands.common import add_device, add_storage, positive_float, positive_int
+from sweep.decision import DEFAULT_MINUTES, MAX_SEEDS, ROUND_QUESTIONS, run_decision
+from sweep.frontier import budget_bytes, combined_frontier, pick
+from sweep.objective import objective_for
+from sweep.settings import settings_from_config
+from sweep.study import load_existing
+from sweep.study_io import load_trials
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from sweep.decision import DEFAULT_MINUTES, MAX_SEEDS, ROUND_QUESTIONS
-
     p = subparsers.add_parser(
         "decide",
         help="grade the recommended pair and its close rivals on more questions (and seeds) until the pick is decisive",
@@ -33,11 +37,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from sweep.settings import settings_from_config
-    from sweep.study import load_existing
-
     opened = load_existing(args.study, args.storage)
-    config = opened.study.user_attrs.get("config") or {}
+    _, config = load_trials(opened.storage, args.study)
     settings = settings_from_config(config, name=args.study, storage=args.storage, device=args.device,
                                     artifacts=None)
     decide_study(opened, settings, minutes=args.minutes, round_questions=args.round_questions, max_seeds=args.seeds,
@@ -49,10 +50,6 @@ def decide_study(opened, settings, *, minutes: float, progress: bool, round_ques
                  max_seeds: int | None = None) -> None:
     """The decision phase on an opened study from its current pick; prints the verdict and the margins (also run
     by `launch` after its trials)."""
-    from reports.frontier import budget_bytes, combined_frontier, load_trials, pick
-    from reports.objective import objective_for
-    from sweep.decision import MAX_SEEDS, ROUND_QUESTIONS, run_decision
-
     trials, config = load_trials(opened.storage, settings.name)
     goal = objective_for(None, config)
     pairs = combined_frontier(trials, config, goal.name)
