@@ -229,5 +229,7 @@ def points_difference(first: PairEvidence, second: PairEvidence, *, resamples: i
             estimate += sign * to_points(kind, matrix.mean(axis=1)).mean()
             accuracies = matrix[:, draws[kind]].mean(axis=2)  # seeds x resamples
             values += sign * to_points(kind, accuracies).mean(axis=0)
+    # Rounded as the frontier rounds points: 25 - 24.999999999999996 is a tie, not a decisive win.
+    estimate, values = round(float(estimate), 9), np.round(values, 9)
     low, high = np.quantile(values, [0.025, 0.975])
     return Difference(float(estimate), float(min(low, estimate)), float(max(high, estimate)), n, method, spread)

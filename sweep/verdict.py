@@ -23,6 +23,11 @@ MIB = 1024 * 1024
 NEXT_BEST, SMALLER = "next best", "smaller, interval overlaps"
 
 
+def _points(x: float) -> str:
+    """Points to one decimal, or two where one would show a bound that excludes 0 as 0.0."""
+    return f"{x:.2f}" if 0 < abs(x) < 0.05 else f"{x:.1f}"
+
+
 def label(row) -> str:
     return f"SFT {int(row['sft_rank'])} / RFT {int(row['rft_rank'])}"
 
@@ -56,7 +61,7 @@ class Margin:
         d = self.points
         verb = "beats" if d.estimate > 0 else ("ties with" if d.estimate == 0 else "trails")
         by = f" by {abs(d.estimate):.1f} points" if d.estimate else ""
-        text = (f"{self.pick} {verb} {self.other}{by} (95% paired interval {d.low:.1f} to {d.high:.1f}, "
+        text = (f"{self.pick} {verb} {self.other}{by} (95% paired interval {_points(d.low)} to {_points(d.high)}, "
                 f"{d.questions} questions) {cost}")
         if self.decisive:
             return text + ": decisive"
@@ -70,7 +75,8 @@ class Margin:
             why.append(f"the pick's answer NLL is {side} by {abs(self.nll.estimate):.3f} nats "
                        f"(95% paired interval {self.nll.low:.3f} to {self.nll.high:.3f}), which breaks the tie")
         if self.more_questions is not None:
-            minutes = f" would take about {self.more_minutes:.0f} min" if self.more_minutes is not None else ""
+            minutes = "" if self.more_minutes is None else (" would take under a minute" if self.more_minutes < 1
+                                                            else f" would take about {self.more_minutes:.0f} min")
             why.append(f"grading about {self.more_questions} more questions{minutes}")
         elif d.estimate == 0:
             why.append("more questions may never separate them")
@@ -223,6 +229,8 @@ class RankStep:
     high_rank: int
     accuracy: Difference
     nll: Difference | None
+    low_dir: str = ""  # the two adapters' cache folders
+    high_dir: str = ""
 
     def sentence(self) -> str:
         a = self.accuracy
@@ -255,5 +263,6 @@ def rank_steps(adapters: pd.DataFrame, grading_key: str | None) -> list[RankStep
             nll = None
             if None not in [o.nll for o in a + b]:
                 nll = nll_difference([o.nll for o in b], [o.nll for o in a])
-            steps.append(RankStep(str(large["kind"]), int(small["rank"]), int(large["rank"]), accuracy, nll))
+            steps.append(RankStep(str(large["kind"]), int(small["rank"]), int(large["rank"]), accuracy, nll,
+                                  str(small["dir"]), str(large["dir"])))
     return steps

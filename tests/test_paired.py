@@ -164,3 +164,11 @@ def test_seed_spread_makes_a_small_difference_not_decisive():
     assert diff.estimate == pytest.approx(6.25)  # A's points: the mean over its seeds
     assert diff.seed_spread == pytest.approx(8.8388, abs=1e-3)
     assert not diff.decisive
+
+
+def test_points_that_differ_only_by_float_rounding_are_a_tie():
+    # 60% scores 25 x (0.6 - 0.4) / 0.2 = 24.999999999999996 points, 61% is clipped to 25: the same points.
+    rft = [True] * 65 + [False] * 35
+    a, b = pair([True] * 60 + [False] * 40, rft), pair([True] * 61 + [False] * 39, rft)
+    diff = points_difference(a, b, resamples=300)
+    assert diff.estimate == 0.0 and diff.high >= 0 and not diff.decisive
