@@ -44,6 +44,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """argparse type: a number >= 0 (a time budget where 0 turns a step off)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"'{text}' is not valid: give a number of 0 or more")
+    return value
+
+
 def _bounded(text: str, low: float, high: float, what: str) -> float:
     try:
         value = float(text)
