@@ -90,6 +90,13 @@ def _pick(report: Report) -> str:
     note = ""
     if rec.overlaps:
         note = f"<p>Note: its 95% {escape(report.goal.noun)} {escape(rec.overlaps)}; {escape(SEPARATE_ADVICE)}.</p>"
+    if report.margins:  # the pick against its rivals, paired on the same questions (sweep/verdict.py)
+        note += ("<p>Margins (paired: the same questions, points difference with a 95% bootstrap interval):</p><ul>"
+                 + "".join(f"<li>{escape(m.relation)}: {escape(m.sentence())}</li>" for m in report.margins)
+                 + "</ul>")
+    if report.rank_steps:
+        note += ("<p>Neighbouring ranks (paired on the same questions, larger rank minus smaller):</p><ul>"
+                 + "".join(f"<li>{escape(step.sentence())}</li>" for step in report.rank_steps) + "</ul>")
     return (f'<div class="pick"><p><b>SFT rank {rec.sft_rank}, RFT rank {rec.rft_rank}.</b> {escape(rec.reason)}</p>'
             f"{note}<table>{body}</table></div>")
 

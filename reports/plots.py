@@ -91,7 +91,9 @@ def pareto_data(pairs: pd.DataFrame, trials: pd.DataFrame, goal: Objective, budg
     else:
         y, low, high = (pairs[c] * goal.scale for c in ("objective", "objective_low", "objective_high"))
     columns = ["size_mib", "on_frontier", "feasible", "sampled", "sft_rank", "rft_rank", "sft_alpha", "rft_alpha"]
-    table = pairs[columns].assign(y=y, y_low=low, y_high=high)
+    # The pick and the rivals the paired test cannot tell from it (reports.build.marked_pairs), where marked.
+    marks = {c: pairs[c].astype(bool) if c in pairs else False for c in ("is_pick", "indistinct")}
+    table = pairs[columns].assign(y=y, y_low=low, y_high=high, **marks)
     drawable = table["y"].notna()
     skipped = trials[trials["skipped"] == "over-budget"]
     pruned = pd.to_numeric(skipped["size_bytes_predicted"], errors="coerce").dropna() / MIB
@@ -173,6 +175,13 @@ def draw_pareto(data: ParetoData, title: str) -> Figure:
     sampled = pairs[pairs["sampled"] | pairs["on_frontier"]]
     ax.errorbar(sampled["size_mib"], sampled["y"], yerr=[sampled["y"] - sampled["y_low"], sampled["y_high"] - sampled["y"]],
                 fmt="none", ecolor="#9aa9c4", elinewidth=1, capsize=2, zorder=2, label=axis.range_label)
+    for column, label, style in (("indistinct", "not told apart from the pick (paired test)",
+                                  dict(marker="o", facecolors="none", edgecolors="#e67e22", s=140, linewidths=1.5)),
+                                 ("is_pick", "recommended pair", dict(marker="*", color="#f1c40f", s=260,
+                                                                       edgecolors="#7d6608", linewidths=0.8))):
+        rows = pairs[pairs[column]]
+        if not rows.empty:
+            ax.scatter(rows["size_mib"], rows["y"], label=label, zorder=7, **style)
     texts = []
     if front.empty:
         _note(ax, "no pair fits the budget", top=True)

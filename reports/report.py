@@ -3,7 +3,7 @@ HTML page, the dashboard's note) read. Its own module, so that views need not im
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from sweep.frontier import Recommendation
@@ -27,3 +27,6 @@ class Report:
     pairs: pd.DataFrame  # every SFT×RFT pair (sweep.frontier.combined_frontier)
     recommendation: Recommendation | None
     problem: str | None  # why there is no recommendation
+    margins: tuple = ()  # sweep.verdict.Margin: the pick against its rivals, paired on the same questions
+    decision: object = None  # sweep.evidence.DecisionRecord, when the decision phase ran on the study
+    rank_steps: tuple = ()  # sweep.verdict.RankStep: neighbouring ranks of one kind, paired

@@ -20,11 +20,12 @@ if TYPE_CHECKING:
     import pandas as pd
 
 # What tells a pick from an overlapping smaller pair. A study grades every adapter on the same number of questions
-# for its whole life (a resume with another --questions is refused), so the way is a new study: the adapters it
-# shares with this one come from the artifact cache, and only their grading runs again.
-SEPARATE_ADVICE = ("grading more questions would tell them apart: launch a new --study with the same flags and a "
-                   "larger --questions (adapters already trained come from the artifact cache; only the grading "
-                   "runs again)")
+# for its whole life (a resume with another --questions is refused); the decision phase (sweep/decision.py) grades
+# the close pairs on more questions after the search, or a new study grades everything again.
+SEPARATE_ADVICE = ("grading more questions would tell them apart: `ranksweep decide` grades both on more validation "
+                   "questions (then other seeds) until one is decisive, or launch a new --study with the same flags "
+                   "and a larger --questions (adapters already trained come from the artifact cache; only the "
+                   "grading runs again)")
 ADAPTER_COLUMNS = (
     "kind", "key", "rank", "alpha", "lr", "epochs", "adapter_dtype", "accuracy", "ci_low", "ci_high",
     "answer_rate", "questions", "points", "points_low", "points_high", "answer_nll", "answer_nll_se",

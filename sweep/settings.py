@@ -92,9 +92,7 @@ class StudySettings:
     @property
     def grading_key(self) -> str:
         """Identifies a grading setting: the validation file, how many questions, the grader version."""
-        template = [] if self.prompt_template == DEFAULT_PROMPT_TEMPLATE else [self.prompt_template]  # old keys stay valid
-        blob = json.dumps([file_hash(self.valid_path), self.effort.questions, GRADER_VERSION, *template])
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return grading_key(file_hash(self.valid_path), self.effort.questions, self.prompt_template)
 
     def identity(self) -> dict:
         """What makes results comparable: resuming with other values is refused unless --force."""
@@ -167,6 +165,21 @@ def _space_config(space: SearchSpace) -> dict:
 
 
 _hash_memo: dict[tuple[str, float], str] = {}
+
+
+def grading_key(valid_sha256: str, questions: int | None, prompt_template: str = DEFAULT_PROMPT_TEMPLATE) -> str:
+    """The cache name of a grading setting (`grade-<key>.json`): validation file hash, questions, grader version,
+    and the prompt template where it is not the plain question (so old keys stay valid)."""
+    template = [] if prompt_template == DEFAULT_PROMPT_TEMPLATE else [prompt_template]
+    blob = json.dumps([valid_sha256, questions, GRADER_VERSION, *template])
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def config_grading_key(config: StudyConfig) -> str | None:
+    """The grading key of a study from its config; None for a config without the validation file's hash."""
+    if not config.valid_sha256:
+        return None
+    return grading_key(config.valid_sha256, config.questions, config.prompt_template or DEFAULT_PROMPT_TEMPLATE)
 
 
 def file_hash(path: Path) -> str:

@@ -1,11 +1,12 @@
 """The study loop shared by `launch` and `worker`, on Optuna's public API.
 
-Each trial is one `study.optimize(..., n_trials=1)`: Optuna asks the sampler (or takes a WAITING trial),
-keeps the trial's heartbeat while it runs, fails trials whose heartbeat went stale and re-enqueues their
-pair once (the storage's retry, sweep/storage.py), and tells the result. Before each, a trial of this host
-whose process is gone is failed and retried the same way at once (`fail_orphaned_trials`).
-`sweep.attempt.Attempt` is the trial's body: skip what cannot or need not be trained, else build and
-record the pair. The loop around it decides when the study is done and where to steer after a skip.
+One `study.optimize` per process, as Optuna writes loops: before each trial Optuna fails trials whose heartbeat
+went stale and re-enqueues their pair once (the storage's `RetryHeartbeatStaleTrialCallback`, sweep/storage.py),
+asks the sampler (or takes a WAITING trial), keeps the trial's heartbeat while it runs, and tells the result.
+`sweep.attempt.Attempt` is the trial's body: skip what cannot or need not be trained, else build and record the
+pair. `Steer`, the callback after each trial (and the check before the first), fails at once this host's trials
+whose process is gone and retries their pair (`fail_orphaned_trials`), reads the study once, stops it when it is
+done (`Study.stop`) and, after a skip, enqueues an untried pair.
 """
 
 from __future__ import annotations
@@ -140,9 +141,9 @@ class Progress:
     target: int  # the study's, read from storage with the trials: every process stops at the same total
     completed: set = field(default_factory=set)
     running: set = field(default_factory=set)  # pairs RUNNING in some process (this one's trial has ended)
-    taken: int = 0  # complete pairs plus trials in flight: what counts toward the target
     waiting: int = 0  # WAITING trials: retries and steered pairs, taken before the sampler is asked
     given_up: set = field(default_factory=set)  # pairs that failed in this process for their own reasons
+    taken: int = 0  # complete pairs plus trials in flight: what counts toward the target
 
     def read(self, trials: list, target: int) -> Progress:
         self.target, self.taken = target, pairs_taken(trials)
@@ -189,32 +190,46 @@ def fail_orphaned_trials(opened: Opened) -> list[int]:
     return failed
 
 
+class Steer:
+    """Optuna's callback after each trial (and the check before the first): read the study once, show where it
+    stands, stop when it is done, and steer the next trial to an untried pair after a skip."""
+
+    def __init__(self, opened: Opened, state: Progress, attempt: Attempt, bar: StudyBar, ctrl_c: CtrlC):
+        self.opened, self.state, self.attempt, self.bar, self.ctrl_c = opened, state, attempt, bar, ctrl_c
+        self.rng = random.Random(opened.seed)
+
+    def done(self, study) -> bool:
+        """Whether the study is done; when it is not and the last trial was skipped, enqueue an untried pair."""
+        fail_orphaned_trials(self.opened)  # a dead process of this host: its trial failed, its pair re-enqueued
+        trials = study.get_trials(deepcopy=False)  # one read per trial: other workers complete pairs too
+        state, attempt = self.state, self.attempt
+        self.bar.update(state.read(trials, self.opened.config.trials), trials, seconds=attempt.last_seconds)
+        if state.done:
+            return True
+        if attempt.steer and state.untried and not state.waiting:
+            # The sampler proposed a pair that was skipped; the next trial takes an untried one instead.
+            study.enqueue_trial(self.rng.choice(state.untried))
+        attempt.steer = False
+        return False
+
+    def __call__(self, study, trial) -> None:
+        if self.attempt.failed_pair is not None:
+            self.state.given_up.add(self.attempt.failed_pair)
+        self.ctrl_c.raise_if_pending()  # a Ctrl-C between trials ends the run here
+        if self.done(study):
+            study.stop()
+
+
 def run_study(opened: Opened, settings: StudySettings, builder, *, progress: bool = True) -> Progress:
     """Run trials until the study's target of distinct complete pairs is complete or in flight (counted over every
     process), or no feasible pair is left to try; each trial's adapters come from `builder` (a
     sweep.builder.PairBuilder)."""
-    import optuna
-
-    study = opened.study
     rest = opened.config.homework_rest_bytes
     state = Progress(feasible=feasible_pairs(settings, rest), target=settings.trials)
     attempt = Attempt(opened, settings, rest, builder)
-    rng = random.Random(opened.seed)
-    bar = StudyBar(settings, enabled=progress)
-    with CtrlC() as ctrl_c, bar:
-        while True:
-            fail_orphaned_trials(opened)  # a dead process of this host: its trial failed, its pair re-enqueued
-            optuna.storages.fail_stale_trials(study)  # the same for any host, once its heartbeat is stale
-            trials = study.get_trials(deepcopy=False)  # one read per trial: other workers complete pairs too
-            bar.update(state.read(trials, opened.config.trials), trials, seconds=attempt.last_seconds)
-            if state.done:
-                return state
-            if attempt.steer and state.untried and not state.waiting:
-                # The sampler proposed a pair that was skipped; the next trial takes an untried one instead.
-                study.enqueue_trial(rng.choice(state.untried))
-            attempt.steer = False
-            attempt.guard = ctrl_c
-            study.optimize(attempt, n_trials=1, catch=(TrialFailed,))
-            if attempt.failed_pair is not None:
-                state.given_up.add(attempt.failed_pair)
-            ctrl_c.raise_if_pending()
+    with CtrlC() as ctrl_c, StudyBar(settings, enabled=progress) as bar:
+        attempt.guard = ctrl_c
+        steer = Steer(opened, state, attempt, bar, ctrl_c)
+        if not steer.done(opened.study):
+            opened.study.optimize(attempt, catch=(TrialFailed,), callbacks=[steer])
+    return state

@@ -11,7 +11,7 @@ import re
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from trainers.batching import SEPARATOR, tokenize_rows
@@ -19,6 +19,7 @@ from trainers.data import QA, parse_json
 from trainers.errors import RanksweepError
 from trainers.generation import core_model, eval_mode, greedy
 from trainers.training import KINDS, format_answer, head_is_plain
+from trainers.outcomes import QuestionOutcome, outcomes_from_json, outcomes_to_json, question_hash
 
 RELATIVE_TOLERANCE = 0.05
 ZERO_TOLERANCE = 0.001
@@ -130,10 +131,21 @@ class Grade:
     # question (nats), averaged over questions, and its standard error; None where not measured.
     answer_nll: float | None = None
     answer_nll_se: float | None = None
+    # One outcome per question asked (trainers/outcomes.py); None in grades written before they were kept.
+    outcomes: tuple[QuestionOutcome, ...] | None = None
 
     def to_json(self) -> dict:
-        """All fields as a flat JSON-ready dict."""
-        return asdict(self)
+        """All fields as a JSON-ready dict (outcomes as a list of short-keyed rows)."""
+        values = asdict(replace(self, outcomes=None))
+        values["outcomes"] = outcomes_to_json(self.outcomes)
+        return values
+
+    @classmethod
+    def from_json(cls, values: dict) -> Grade:
+        """A grade read back from `to_json`'s dict; keys it lacks (older grades) keep their defaults."""
+        known = {f.name for f in fields(cls)} - {"outcomes"}
+        return cls(**{k: v for k, v in values.items() if k in known},
+                   outcomes=outcomes_from_json(values.get("outcomes")))
 
 
 def mean_and_standard_error(values: list[float]) -> tuple[float, float]:
@@ -151,7 +163,15 @@ def mean_and_standard_error(values: list[float]) -> tuple[float, float]:
 def answer_nll(
     model, tokenizer, rows: list[QA], *, contexts: list[str] | None = None, batch_size: int = BATCH_SIZE
 ) -> tuple[float, float]:
-    """Mean NLL per token (nats) of each row's true answer, teacher-forced, and its standard error over rows.
+    """Mean NLL per token (nats) of each row's true answer, teacher-forced, and its standard error over rows
+    (`answer_nlls` averaged)."""
+    return mean_and_standard_error(answer_nlls(model, tokenizer, rows, contexts=contexts, batch_size=batch_size))
+
+
+def answer_nlls(
+    model, tokenizer, rows: list[QA], *, contexts: list[str] | None = None, batch_size: int = BATCH_SIZE
+) -> list[float]:
+    """The NLL per token (nats) of each row's true answer, teacher-forced, one value per row.
 
     The scored text is the SFT target `<answer>value</answer>`. Without `contexts` it follows the question
     directly, tokenized exactly as training tokenizes it (trainers.batching). With `contexts` (one per row:
@@ -202,16 +222,24 @@ def answer_nll(
             picked = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[:, None]).squeeze(-1)
             for piece in picked.split([b - a for _, a, b in spans]):
                 per_row.append(-piece.mean().item())
-    return mean_and_standard_error(per_row)
+    return per_row
 
 
-def score(kind: str, completions: list[str], truths: list[float], seconds: float = 0.0) -> Grade:
-    """Grade completions against their true answers (pure: no model)."""
+def score(kind: str, completions: list[str], truths: list[float], seconds: float = 0.0, *,
+          questions: list[str] | None = None, nlls: list[float] | None = None, first_index: int = 0) -> Grade:
+    """Grade completions against their true answers (pure: no model). With the `questions` asked (and their
+    answer `nlls`), the grade keeps one outcome per question, indexed from `first_index`."""
     if len(completions) != len(truths):
         raise ValueError(f"{len(completions)} completions for {len(truths)} answers")
     answers = [parse_answer(text) for text in completions]
+    right = [is_correct(a, t) for a, t in zip(answers, truths)]
     parsed = sum(a is not None for a in answers)
-    correct = sum(is_correct(a, t) for a, t in zip(answers, truths))
+    correct = sum(right)
+    outcomes = None
+    if questions is not None:
+        per_nll = nlls if nlls is not None else [None] * len(questions)
+        outcomes = tuple(QuestionOutcome(first_index + n, question_hash(q), a is not None, r, nll)
+                         for n, (q, a, r, nll) in enumerate(zip(questions, answers, right, per_nll)))
     asked = len(completions)
     accuracy = correct / asked if asked else 0.0
     low, high = wilson_interval(correct, asked)
@@ -226,6 +254,7 @@ def score(kind: str, completions: list[str], truths: list[float], seconds: float
         parsed=parsed,
         points=points(kind, accuracy),
         seconds=seconds,
+        outcomes=outcomes,
     )
 
 
@@ -251,8 +280,12 @@ def grade_model(
     batch_size: int = BATCH_SIZE,
     progress: bool = True,
     max_new_tokens: int | None = None,
+    first_index: int = 0,
 ) -> Grade:
     """Greedy-answer the first `questions` rows (None = all) with the base model plus an optional adapter.
+
+    The grade keeps each question's outcome, indexed from `first_index` (where `rows` starts in the
+    validation file: the decision phase grades later slices of it).
 
     The adapter is loaded into `loaded.model` for the duration and removed afterwards, leaving the base
     model as it was. Also measures the answer NLL (`answer_nll`; for an RFT adapter, after its own greedy
@@ -284,9 +317,11 @@ def grade_model(
             )
             # An RFT adapter writes its reasoning first: its answer is scored after its own greedy chain.
             contexts = [_before_answer(c) for c in completions] if kind == "rft" else None
-            nll, nll_se = answer_nll(model, loaded.tokenizer, asked, contexts=contexts, batch_size=batch_size)
+            nlls = answer_nlls(model, loaded.tokenizer, asked, contexts=contexts, batch_size=batch_size)
         seconds = time.perf_counter() - start
-    return replace(score(kind, completions, truths, seconds=seconds), answer_nll=nll, answer_nll_se=nll_se)
+    nll, nll_se = mean_and_standard_error(nlls)
+    grade = score(kind, completions, truths, seconds=seconds, questions=prompts, nlls=nlls, first_index=first_index)
+    return replace(grade, answer_nll=nll, answer_nll_se=nll_se)
 
 
 def _before_answer(completion: str) -> str:

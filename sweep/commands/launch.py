@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
 from sweep import bundle
 from sweep.commands.common import (add_base_model, add_device, add_storage, alpha_ratio, budget_mb, comma_list,
-                                   epochs_arg, learning_rate, positive_int, questions_arg, rank_arg,
+                                   epochs_arg, learning_rate, non_negative_float, positive_int, questions_arg, rank_arg,
                                    recover_steps_arg, seed_arg, study_name)
+from sweep.commands.decide import decide_study
 from sweep.commands.running import execute
+from sweep.decision import after_launch_minutes
 from sweep.files import writable_folder
 from sweep.homework.study import check_homework_trainer, homework_rest_bytes
 from sweep.objective import OBJECTIVES
@@ -99,6 +103,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="resume a study even though its base model or data changed")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--decide-minutes", type=non_negative_float, default=None, metavar="M",
+                   help="after the trials, grade the pick and its close rivals on more questions (and seeds) for up "
+                   "to M minutes while the pick is not decisive (ranksweep decide); 0: skip it (default: "
+                   "15%% of this launch's search time where that is a minute or more)")
     return p
 
 
@@ -191,4 +199,17 @@ def run(args) -> int:
     feasible_pairs(settings, rest)  # an impossible budget or unknown model is refused before the study exists
     writable_folder(settings.artifacts, "--artifacts")
     opened = open_study(settings, rest, force=args.force)  # checks the study before writing to it
-    return execute(opened, settings, progress=not args.no_progress)
+    started = time.monotonic()
+    code = execute(opened, settings, progress=not args.no_progress)
+    if code == 0:
+        minutes = after_launch_minutes(opened.study, settings, args.decide_minutes, time.monotonic() - started)
+        if minutes > 0:
+            try:
+                decide_study(opened, settings, minutes=minutes, progress=not args.no_progress)
+            except RanksweepError as exc:  # no pick to decide on (nothing fits yet): the search's result stands
+                print(f"Decision phase skipped: {exc}")
+            except KeyboardInterrupt:
+                print("\nStopped the decision phase; what it graded is kept. Continue it with: ranksweep decide "
+                      f"--study {settings.name}", file=sys.stderr)
+                return 130
+    return code

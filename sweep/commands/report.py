@@ -15,7 +15,7 @@ from sweep.objective import OBJECTIVES
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "report",
-        help="write a study's Pareto frontier: trials.csv, frontier.csv, pareto.png, ranks.png, report.html",
+        help="write a study's Pareto frontier: trials.csv, frontier.csv, margins.csv, pareto.png, ranks.png, report.html",
         description="Read a study (finished or still running; nothing is trained), combine every graded SFT "
         "adapter with every graded RFT adapter, find the pairs that no other pair beats on both zipped size and "
         "score within the budget, and write the tables, the figures and one self-contained HTML page. The "

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
+from reports.build import build, margin_lines
 from sweep.commands.common import add_storage
 from sweep.records import TrialResult
 from sweep.sizing import mib
 from sweep.study import load_existing
+from trainers.errors import RanksweepError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -74,7 +76,9 @@ def _nll(nll: float | None, se: float | None) -> str:
 
 def run(args) -> int:
     doc = study_status(load_existing(args.study, args.storage).study)
+    report = _report(args)
     if args.json:
+        doc["margins"] = [m.to_dict() for m in report.margins] if report is not None else []
         print(json.dumps(doc, indent=1))
         return 0
     header = (f"{'#':>4} {'state':9} {'sft':>4} {'rft':>4} {'MiB':>7} {'points':>7} {'sft acc':>8} {'rft acc':>8} "
@@ -95,4 +99,17 @@ def run(args) -> int:
         print("NLL: mean negative log-likelihood per token of the true answer ± its standard error (nats, lower is "
               "better)")
     print(f"trainings run: {n['sft']} SFT + {n['rft']} RFT{derived}; adapters reused from the cache: {n['reused']}")
+    if report is not None and report.recommendation is not None:
+        rec = report.recommendation
+        print(f"Recommended: SFT rank {rec.sft_rank}, RFT rank {rec.rft_rank} ({rec.points:.1f} points).")
+        for line in margin_lines(report):
+            print(line)
     return 0
+
+
+def _report(args):
+    """The study's computed report (for the pick and its paired margins), or None where it has none yet."""
+    try:
+        return build(args.storage, args.study)
+    except RanksweepError:  # no budget in its config, or an objective it cannot rank: the trial table still shows
+        return None
