@@ -9,6 +9,7 @@ starting the dashboard twice on an unchanged study writes nothing the second tim
 from __future__ import annotations
 
 import errno
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,8 +179,6 @@ READ_METHODS = ("GET", "HEAD")
 def refusing_writes(app):
     """`app` answering 405 to every request but GET and HEAD: optuna-dashboard's page deletes, creates and renames
     studies, writes notes, tells trials and uploads artifacts through such requests, and none reads with them."""
-    import json
-
     body = json.dumps({"reason": "This dashboard was started with --read-only: it changes nothing."}).encode()
 
     def guarded(environ, start_response):

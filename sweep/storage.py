@@ -9,9 +9,11 @@ failed by the next process that starts a trial, which re-enqueues its pair once
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import os
 import re
+import sqlite3
 import time
 from pathlib import Path
 from typing import Callable, TYPE_CHECKING
@@ -165,8 +167,6 @@ def check_sqlite_writable(database: str, url: str) -> None:
     """Refuse a SQLite file, or the folder of a new one, that takes no writes (a read-only file or folder, an
     immutable one), before anything is done. The probe is a write transaction that rewrites SQLite's own
     `user_version` with its value and is rolled back: the file is left byte for byte as it was."""
-    import sqlite3
-
     path = Path(database)
     if not path.is_file():
         folder = path.absolute().parent
@@ -239,8 +239,6 @@ def retry_once(study, trial) -> None:
     """Enqueue a failed trial's pair once more (Optuna's `RetryHeartbeatStaleTrialCallback(max_retry=1)`), without
     the failed trial's user attrs: the retry must not show the dead process as its owner before it records its
     own, or the next process would take it for an orphan too."""
-    import copy
-
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
     trial = copy.deepcopy(trial)
