@@ -136,8 +136,11 @@ class Attempt:
     def interrupted(self, trial, params: dict) -> None:
         """Ctrl-C: the trial is marked with why it stopped, and its pair enqueued once for the next run."""
         trial.set_user_attr("error", f"{INTERRUPTED}: stopped by the user (Ctrl-C)")
-        system_attrs = self.opened.storage.get_trial_system_attrs(self.opened.trial_id(trial.number))
-        if "retry_of" not in trial.user_attrs and "failed_trial" not in system_attrs:  # a retry is not retried
+        from optuna.storages import RetryFailedTrialCallback  # heavy: optuna loads with the study, not the CLI
+
+        frozen = self.opened.storage.get_trial(self.opened.trial_id(trial.number))
+        retried = "retry_of" in trial.user_attrs or RetryFailedTrialCallback.retried_trial_number(frozen) is not None
+        if not retried:  # a retry (of a Ctrl-C, or of Optuna's stale-heartbeat rule) is not retried again
             self.opened.study.enqueue_trial(params, user_attrs={"retry_of": trial.number})
 
 

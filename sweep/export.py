@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from sweep.bundle import ADAPTER_FILES, bundle_members, zip_bytes
+from sweep.bundle import ADAPTER_FILES, ADAPTER_HOMES, bundle_members, zip_bytes
 from sweep.changeset import Change, apply, inside as _inside
 from sweep.frontier import recommend
 from sweep.rank_constants import is_identifier, set_constant
@@ -25,7 +25,6 @@ from trainers.errors import RanksweepError
 
 DEFAULT_SFT_VAR = "homework/sft.py:DEFAULT_LORA_RANK"
 DEFAULT_RFT_VAR = "homework/rft.py:RFT_LORA_RANK"
-ADAPTER_HOMES = {"sft": "homework/sft_model", "rft": "homework/rft_model"}
 
 
 @dataclass(frozen=True)

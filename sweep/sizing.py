@@ -14,7 +14,7 @@ import warnings
 from dataclasses import dataclass
 from functools import lru_cache, partial
 
-from sweep.bundle import ZIP_END_RECORD
+from sweep.bundle import ADAPTER_FILES, ADAPTER_HOMES, ZIP_END_RECORD
 from trainers.errors import RanksweepError
 from trainers.models import resolve_config
 from trainers.training import MAX_RANK, is_rank
@@ -46,7 +46,7 @@ ZIP_MEMBER_SLACK = 64
 # adapter_config.json is about 1.3 KB of JSON and deflates to about 0.6 KB; a long base-model path or an
 # explicit target list adds to it, hence the allowance per listed target.
 ADAPTER_CONFIG_BOUND = 2048
-ADAPTER_MEMBERS = ("homework/sft_model/adapter_model.safetensors", "homework/sft_model/adapter_config.json")
+ADAPTER_MEMBERS = tuple(f"{ADAPTER_HOMES['sft']}/{name}" for name in ADAPTER_FILES)
 MEMBER_OVERHEAD = sum(ZIP_MEMBER_FIXED + ZIP_MEMBER_SLACK + 2 * len(name) for name in ADAPTER_MEMBERS)
 
 
@@ -297,12 +297,14 @@ def _pair_size(layout: _Layout, sft_rank: int, rft_rank: int, dtype: str, rest_b
 
 
 DEFAULT_BUDGET_MB = 50.0  # the course's limit on the submission zip, in its "MB" (MiB)
+MAX_BUDGET_MB = 1e9  # a petabyte; above it the budget in bytes overflows a float
 
 
 def budget_bytes(budget_mb: float) -> int:
     """A budget in the homework's "MB" (bytes/1024/1024, i.e. MiB) as whole bytes."""
-    if isinstance(budget_mb, bool) or not isinstance(budget_mb, (int, float)) or not 0 < budget_mb < math.inf:
-        raise RanksweepError(f"Budget {budget_mb!r} MB is not valid: give a positive number of MB (bytes/1024/1024).")
+    if isinstance(budget_mb, bool) or not isinstance(budget_mb, (int, float)) or not 0 < budget_mb <= MAX_BUDGET_MB:
+        raise RanksweepError(f"Budget {budget_mb!r} MB is not valid: give a number of MB (bytes/1024/1024) greater "
+                             f"than 0 and at most {MAX_BUDGET_MB:g}.")
     return math.floor(budget_mb * MIB)
 
 

@@ -1,10 +1,11 @@
 """The study loop shared by `launch` and `worker`, on Optuna's public API.
 
-Each trial is one `study.optimize(..., n_trials=1)`: Optuna asks the sampler (or takes a WAITING trial),
-keeps the trial's heartbeat while it runs, fails trials whose heartbeat went stale and re-enqueues their
-pair once (the storage's `RetryHeartbeatStaleTrialCallback`, sweep/storage.py), and tells the result.
-`sweep.attempt.Attempt` is the trial's body: skip what cannot or need not be trained, else build and
-record the pair. The loop around it decides when the study is done and where to steer after a skip.
+One `study.optimize` per process, as Optuna writes loops: before each trial Optuna fails trials whose heartbeat
+went stale and re-enqueues their pair once (the storage's `RetryHeartbeatStaleTrialCallback`, sweep/storage.py),
+asks the sampler (or takes a WAITING trial), keeps the trial's heartbeat while it runs, and tells the result.
+`sweep.attempt.Attempt` is the trial's body: skip what cannot or need not be trained, else build and record the
+pair. `Steer`, the callback after each trial, reads the study once, stops it when it is done
+(`Study.stop`) and, after a skip, enqueues an untried pair.
 """
 
 from __future__ import annotations
@@ -161,30 +162,44 @@ class Progress:
         return len(self.completed) >= self.target or not (self.untried or self.waiting)
 
 
+class Steer:
+    """Optuna's callback after each trial (and the check before the first): read the study once, show where it
+    stands, stop when it is done, and steer the next trial to an untried pair after a skip."""
+
+    def __init__(self, state: Progress, attempt: Attempt, bar: StudyBar, ctrl_c: CtrlC, seed: int):
+        self.state, self.attempt, self.bar, self.ctrl_c = state, attempt, bar, ctrl_c
+        self.rng = random.Random(seed)
+
+    def done(self, study) -> bool:
+        """Whether the study is done; when it is not and the last trial was skipped, enqueue an untried pair."""
+        trials = study.get_trials(deepcopy=False)  # one read per trial: other workers complete pairs too
+        state, attempt = self.state, self.attempt
+        self.bar.update(state.read(trials), trials, seconds=attempt.last_seconds)
+        if state.done:
+            return True
+        if attempt.steer and state.untried and not state.waiting:
+            # The sampler proposed a pair that was skipped; the next trial takes an untried one instead.
+            study.enqueue_trial(self.rng.choice(state.untried))
+        attempt.steer = False
+        return False
+
+    def __call__(self, study, trial) -> None:
+        if self.attempt.failed_pair is not None:
+            self.state.given_up.add(self.attempt.failed_pair)
+        self.ctrl_c.raise_if_pending()  # a Ctrl-C between trials ends the run here
+        if self.done(study):
+            study.stop()
+
+
 def run_study(opened: Opened, settings: StudySettings, builder, *, progress: bool = True) -> Progress:
     """Run trials until `settings.trials` distinct pairs are complete or no feasible pair is left to try; each
     trial's adapters come from `builder` (a sweep.builder.PairBuilder)."""
-    import optuna
-
-    study = opened.study
     rest = opened.config.homework_rest_bytes
     state = Progress(feasible=feasible_pairs(settings, rest), target=settings.trials)
     attempt = Attempt(opened, settings, rest, builder)
-    rng = random.Random(opened.seed)
-    bar = StudyBar(settings, enabled=progress)
-    with CtrlC() as ctrl_c, bar:
-        while True:
-            optuna.storages.fail_stale_trials(study)  # a dead process's trial: failed, its pair re-enqueued
-            trials = study.get_trials(deepcopy=False)  # one read per trial: other workers complete pairs too
-            bar.update(state.read(trials), trials, seconds=attempt.last_seconds)
-            if state.done:
-                return state
-            if attempt.steer and state.untried and not state.waiting:
-                # The sampler proposed a pair that was skipped; the next trial takes an untried one instead.
-                study.enqueue_trial(rng.choice(state.untried))
-            attempt.steer = False
-            attempt.guard = ctrl_c
-            study.optimize(attempt, n_trials=1, catch=(TrialFailed,))
-            if attempt.failed_pair is not None:
-                state.given_up.add(attempt.failed_pair)
-            ctrl_c.raise_if_pending()
+    with CtrlC() as ctrl_c, StudyBar(settings, enabled=progress) as bar:
+        attempt.guard = ctrl_c
+        steer = Steer(state, attempt, bar, ctrl_c, opened.seed)
+        if not steer.done(opened.study):
+            opened.study.optimize(attempt, catch=(TrialFailed,), callbacks=[steer])
+    return state

@@ -29,7 +29,9 @@ def test_every_module_of_sweep_stands_on_a_floor():
     layers = next(c for c in config["contracts"] if c["type"] == "layers")["layers"]
     named = {name.strip() for layer in layers for name in layer.replace("|", ":").split(":")}
     modules = {f"sweep.{m.name}" for m in pkgutil.iter_modules([str(ROOT / "sweep")])}
-    assert modules - named == set()
+    unplaced = modules - named
+    assert not unplaced, (f"{sorted(unplaced)} stand on no floor: name each in the layers contract of pyproject.toml "
+                          "([tool.importlinter], the sweep floor for decisions and records, the CLI floor for commands)")
 
 
 # Imported inside the functions that need them, so that `ranksweep --help`, `status` and the reports start without

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from sweep.files import nearest_existing, unusable_study_name, writable
+from sweep.sizing import MAX_BUDGET_MB
 from sweep.storage import in_memory, in_memory_refusal, masked
 from sweep.strategies import MAX_RECOVER_STEPS, check_recover_steps
 from trainers.errors import RanksweepError
@@ -18,7 +19,6 @@ DEFAULT_STORAGE = "sqlite:///studies.db"
 MAX_LR = 1.0
 MAX_EPOCHS = 1000.0
 MAX_ALPHA_RATIO = 1000.0
-MAX_BUDGET_MB = 1e9  # a petabyte; above it the budget in bytes overflows a float
 MAX_SEED = 2**32 - 1  # numpy and torch seeds are unsigned 32-bit
 
 
@@ -82,7 +82,7 @@ def alpha_ratio(text: str) -> float:
 
 def budget_mb(text: str) -> float:
     """argparse type: a size budget in MiB, 0 < budget <= 1e9."""
-    return _bounded(text, 0.0, MAX_BUDGET_MB, "a budget in MiB")
+    return _bounded(text, 0.0, MAX_BUDGET_MB, "a budget in MiB")  # the bound sweep.sizing.budget_bytes checks
 
 
 def rank_arg(text: str) -> int:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sweep import bundle
+from sweep.bundle import ADAPTER_HOMES
 from sweep.builder import PairOutcome, adapter_result, adapter_zip_bytes
 from sweep.cache import AdapterSpec, ArtifactCache, Entry
 from sweep.export import apply, parse_var, rank_changes
@@ -28,8 +29,8 @@ from sweep.homework.config import HomeworkConfig, read_config
 from sweep.homework.grade import grade_with_homework
 from sweep.homework.points import parse_grader_output
 from sweep.homework.run import HomeworkCommandError, last_lines, run_logged
-from sweep.homework.tree import (ADAPTER_HOMES, base_model_path, check_homework, code_fingerprint, place_adapter,
-                                 scratch_copy, set_string_constant)
+from sweep.homework.tree import (base_model_path, check_homework, code_fingerprint, place_adapter, scratch_copy,
+                                 set_string_constant)
 from sweep.rank_constants import read_constant
 from sweep.records import AdapterResult, Pair
 from sweep.shell import command

@@ -17,12 +17,11 @@ import tempfile
 import tokenize
 from pathlib import Path
 
-from sweep.bundle import ADAPTER_FILES
+from sweep.bundle import ADAPTER_FILES, ADAPTER_HOMES
 from sweep.rank_constants import find_bindings
 from trainers.errors import RanksweepError
 from trainers.models import cache_dir, embedded_model_dir, load_model
 
-ADAPTER_HOMES = {"sft": "homework/sft_model", "rft": "homework/rft_model"}
 # Never copied: version control, caches, and ranksweep's own backups and scratch space.
 SKIPPED = (".git", "__pycache__", ".ranksweep", ".pytest_cache", ".ipynb_checkpoints")
 
