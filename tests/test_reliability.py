@@ -18,11 +18,13 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import ROOT
+from cli_runner import ROOT
 from postgres import postgres_url, unique_name
 from small_data import write_small_data
+from waiting import wait_until
 from sweep.cache import HASHED_FILES, MANIFEST, AdapterSpec
 from sweep.settings import file_hash
+from sweep.storage import open_storage
 from sweep.space import PRESETS
 from trainers.data import file_sha256
 from trainers.training import TrainConfig
@@ -57,15 +59,19 @@ def start(*args: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def trial_states(db: Path) -> dict[int, str]:
-    """Trial number -> state, read with plain sqlite3 while another process writes the file."""
+def trials_now(db: Path, study: str) -> list:
+    """The study's trials as Optuna reads them while another process writes the file; none before it exists."""
     if not db.exists():
-        return {}
-    with sqlite3.connect(db, timeout=60) as con:
-        try:
-            return dict(con.execute("SELECT number, state FROM trials"))
-        except sqlite3.OperationalError:  # the launch has not created its tables yet
-            return {}
+        return []
+    try:
+        return optuna.load_study(study_name=study, storage=open_storage(f"sqlite:///{db}")).get_trials(deepcopy=False)
+    except KeyError:  # the launch has not created the study yet
+        return []
+
+
+def trial_states(db: Path, study: str) -> dict[int, str]:
+    """Trial number -> state name."""
+    return {t.number: t.state.name for t in trials_now(db, study)}
 
 
 def wait_for(condition, proc: subprocess.Popen, what: str, limit: float = 1200):
@@ -97,16 +103,9 @@ def assert_cache_verifies(artifacts: Path) -> None:
             assert file_sha256(folder / name) == manifest[name], folder
 
 
-def running_params(db: Path) -> dict[int, int]:
+def running_params(db: Path, study: str) -> dict[int, int]:
     """RUNNING trial number -> how many of its params are written."""
-    if not db.exists():
-        return {}
-    with sqlite3.connect(db, timeout=60) as con:
-        try:
-            return dict(con.execute("SELECT t.number, COUNT(p.param_id) FROM trials t LEFT JOIN trial_params p "
-                                    "ON p.trial_id = t.trial_id WHERE t.state = 'RUNNING' GROUP BY t.number"))
-        except sqlite3.OperationalError:
-            return {}
+    return {t.number: len(t.params) for t in trials_now(db, study) if t.state == TrialState.RUNNING}
 
 
 def assert_all_accounted(study, trials: list) -> None:
@@ -122,20 +121,26 @@ def assert_all_accounted(study, trials: list) -> None:
     assert set(trained) == used and max(trained.values()) == 1, trained
 
 
-def test_sigkill_mid_training_then_rerun_retries_that_pair(data, tmp_path):
+def test_sigkill_mid_training_then_rerun_retries_that_pair(data, tmp_path, monkeypatch):
     args = launch_args(data, tmp_path, "crash", trials=3)
     db = tmp_path / "studies.db"
     proc = start(*args)
     # Kill once a trial with its pair is running after a first one completed: a trial training or grading.
-    wait_for(lambda: "COMPLETE" in trial_states(db).values() and 6 in running_params(db).values(),
+    wait_for(lambda: "COMPLETE" in trial_states(db, "crash").values() and 6 in running_params(db, "crash").values(),
              proc, "a second trial started")
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
-    before = trial_states(db)
+    before = trial_states(db, "crash")
     killed = [n for n, s in before.items() if s == "RUNNING"]
     done_before = {n for n, s in before.items() if s == "COMPLETE"}
     assert len(killed) == 1 and done_before
-    time.sleep(5)  # past the grace period: the killed trial's heartbeat is stale
+    # Wait until Optuna calls the killed trial stale (its beat older than the grace period), as the rerun will.
+    monkeypatch.setenv("RANKSWEEP_HEARTBEAT_SECONDS", ENV["RANKSWEEP_HEARTBEAT_SECONDS"])
+    storage = open_storage(f"sqlite:///{db}", heartbeat=True)
+    study_id = storage.get_study_id_from_name("crash")
+    killed_id = storage.get_trial_id_from_study_id_trial_number(study_id, killed[0])
+    wait_until(lambda: killed_id in storage.get_stale_trial_ids(study_id), timeout=60,
+               what="the killed trial's heartbeat to go stale")
 
     result = subprocess.run([sys.executable, "-m", "sweep", *args], cwd=ROOT, capture_output=True, text=True,
                             env=ENV, timeout=600)
@@ -160,13 +165,13 @@ def test_sigkill_mid_training_then_rerun_retries_that_pair(data, tmp_path):
 def test_sigint_marks_the_trial_failed_and_says_how_to_resume(data, tmp_path):
     db = tmp_path / "studies.db"
     proc = start(*launch_args(data, tmp_path, "ctrlc", trials=2))
-    wait_for(lambda: "RUNNING" in trial_states(db).values(), proc, "a trial started")
+    wait_for(lambda: "RUNNING" in trial_states(db, "ctrlc").values(), proc, "a trial started")
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert "Resume with: ranksweep launch --study ctrlc" in stderr
-    states = trial_states(db)
+    states = trial_states(db, "ctrlc")
     assert "RUNNING" not in states.values() and "FAIL" in states.values()
     study = optuna.load_study(study_name="ctrlc", storage=f"sqlite:///{db}")
     failed = study.get_trials(states=(TrialState.FAIL,))

@@ -89,6 +89,7 @@ TRAIN = ["train", "sft", "--rank", "1", "--base-model", "tiny", "--device", "cpu
          "--max-examples", "8", "--epochs", "1"]
 
 
+@pytest.mark.fast
 def test_train_refuses_a_folder_that_is_not_an_adapter_before_any_work(capsys, tmp_path):
     out = tmp_path / "d"
     (out / "homework").mkdir(parents=True)
@@ -198,6 +199,7 @@ def test_launches_opening_one_new_sqlite_file_at_once_all_succeed(tmp_path):
         assert len(optuna.get_all_study_names(url)) == 3
 
 
+@pytest.mark.fast
 def test_a_bare_postgresql_url_gets_the_driver_that_is_installed():
     from sweep.storage import with_driver
 
@@ -217,6 +219,7 @@ def test_a_bare_postgresql_url_gets_the_driver_that_is_installed():
         assert with_driver(untouched, only("psycopg2")) == untouched
 
 
+@pytest.mark.fast
 def test_the_storage_opener_itself_maps_a_bare_url_and_refuses_memory():
     """Library callers (not only the CLI) get the same: the installed psycopg2 is what fails to connect, not a
     missing psycopg 3 import; an in-memory SQLite is refused."""
@@ -233,6 +236,7 @@ def test_the_storage_opener_itself_maps_a_bare_url_and_refuses_memory():
         open_storage("sqlite://", must_exist=False)
 
 
+@pytest.mark.fast
 def test_passwords_are_masked_in_every_url_form():
     from sweep.storage import masked
 
@@ -292,6 +296,7 @@ def test_a_killed_json_write_leaves_a_temp_file_that_the_next_write_removes(tmp_
     assert json.loads((tmp_path / "rft.json").read_text()) == [["q", 1.0, "<answer>1</answer>"]]
 
 
+@pytest.mark.fast
 def test_a_json_write_keeps_the_mode_of_the_file_it_replaces(tmp_path):
     from trainers.data import write_json_atomic
 

@@ -6,13 +6,13 @@ The CLI runs in-process (`ranksweep` fixture): the commands' behaviour without a
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import optuna
 import pytest
 
 from small_data import write_small_data
+from waiting import wait_until
 from sweep.bundle import submission_bytes
 from sweep.space import PRESETS
 from trainers.data import write_json_atomic
@@ -37,6 +37,15 @@ def launch_args(root: Path, study: str, trials: int) -> list[str]:
     ]
 
 
+@pytest.fixture(scope="module")
+def s1(ranksweep, workdir) -> Path:
+    """The workdir once study `s1` ran its 4 trials (built on first use, shared by this module's tests that
+    resume or refuse it: every feasible pair is tried by then, so no later run adds a completed trial)."""
+    result = ranksweep(*launch_args(workdir, "s1", trials=4))
+    assert result.returncode == 0, result.stderr
+    return workdir
+
+
 def load(root: Path, study: str):
     return optuna.load_study(study_name=study, storage=f"sqlite:///{root}/studies.db")
 
@@ -45,9 +54,8 @@ def completed(study):
     return study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
 
 
-def test_study_respects_budget_reuses_adapters_and_predicts_sizes(ranksweep, workdir):
-    result = ranksweep(*launch_args(workdir, "s1", trials=4))
-    assert result.returncode == 0, result.stderr
+def test_study_respects_budget_reuses_adapters_and_predicts_sizes(ranksweep, s1):
+    workdir = s1
     study = load(workdir, "s1")
     done = completed(study)
     assert len({(t.params["sft_rank"], t.params["rft_rank"]) for t in done}) == 4
@@ -86,7 +94,8 @@ def test_study_respects_budget_reuses_adapters_and_predicts_sizes(ranksweep, wor
     assert sum(t["state"] == "COMPLETE" for t in doc["trials"]) == 4
 
 
-def test_stops_when_every_feasible_pair_was_tried(ranksweep, workdir):
+def test_stops_when_every_feasible_pair_was_tried(ranksweep, s1):
+    workdir = s1
     result = ranksweep(*launch_args(workdir, "s1", trials=9))
     assert result.returncode == 0, result.stderr
     assert "every feasible pair has been tried" in result.stdout
@@ -109,9 +118,11 @@ def test_resume_after_interruption_retries_the_pair(ranksweep, workdir, monkeypa
     study.enqueue_trial({**{k: d.choices[0] for k, d in space.items()}, "sft_rank": sft, "rft_rank": rft})
     trial = study.ask(space)
     study_id = storage.get_study_id_from_name("s2")
-    storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(study_id, trial.number))
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+    storage.record_heartbeat(trial_id)
     interrupted = trial.number
-    time.sleep(5)
+    # Wait until Optuna itself calls the trial stale (its beat older than the grace period), as a new process sees.
+    wait_until(lambda: trial_id in storage.get_stale_trial_ids(study_id), timeout=60, what="the trial to go stale")
     result = ranksweep(*launch_args(workdir, "s2", trials=3), env={"RANKSWEEP_HEARTBEAT_SECONDS": "1"})
     assert result.returncode == 0, result.stderr
     study = load(workdir, "s2")
@@ -124,7 +135,8 @@ def test_resume_after_interruption_retries_the_pair(ranksweep, workdir, monkeypa
     assert status["trials"][interrupted]["error"].startswith("interrupted")
 
 
-def test_resume_with_other_data_is_refused(ranksweep, workdir, tmp_path):
+def test_resume_with_other_data_is_refused(ranksweep, s1, tmp_path):
+    workdir = s1
     other = tmp_path / "train.json"
     write_json_atomic(other, [["How many gram are there per 2 kg?", 2000.0]])
     args = launch_args(workdir, "s1", trials=4)
@@ -145,7 +157,8 @@ def snapshot(root: Path, study: str) -> tuple:
     ("--preset", "full", f"epochs {PRESETS['quick'].space.epochs[0]}"),  # the study's own value is named
     ("--objective", "sft-accuracy", None),  # same direction: allowed, checked below
 ])
-def test_resume_with_another_search_space_is_refused_before_writing(ranksweep, workdir, flag, value, named):
+def test_resume_with_another_search_space_is_refused_before_writing(ranksweep, s1, flag, value, named):
+    workdir = s1
     args = launch_args(workdir, "s1", trials=4)
     if flag in args:
         args[args.index(flag) + 1] = value
@@ -169,7 +182,8 @@ def test_resume_with_another_search_space_is_refused_before_writing(ranksweep, w
     (["--trials", "50", "--artifacts", "{root}/train.json/art"], "--artifacts"),
     (["--trials", "50", "--device", "cuda"], "cuda"),
 ])
-def test_worker_checks_every_flag_before_touching_the_study(ranksweep, workdir, flags, named):
+def test_worker_checks_every_flag_before_touching_the_study(ranksweep, s1, flags, named):
+    workdir = s1
     import torch
 
     if "cuda" in flags and torch.cuda.is_available():
@@ -181,6 +195,7 @@ def test_worker_checks_every_flag_before_touching_the_study(ranksweep, workdir, 
     assert snapshot(workdir, "s1") == before  # target not raised, no PRUNED or FAIL trial added
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("command", ["launch", "worker"])
 def test_a_study_ranksweep_did_not_make_is_refused(ranksweep, workdir, command):
     url = f"sqlite:///{workdir}/studies.db"
@@ -198,6 +213,7 @@ def test_a_study_ranksweep_did_not_make_is_refused(ranksweep, workdir, command):
     assert snapshot(workdir, "foreign") == before
 
 
+@pytest.mark.fast
 def test_the_loop_uses_no_private_optuna_parts():
     """The study loop, reports and trainers stay on Optuna's public API (docs/design.md, issue 12)."""
     import re
