@@ -12,7 +12,7 @@ import optuna
 import pytest
 
 from small_data import write_small_data
-from waiting import wait_until
+from waiting import wait_until_failed_as_stale
 from sweep.bundle import submission_bytes
 from sweep.space import PRESETS
 from trainers.data import write_json_atomic
@@ -103,7 +103,8 @@ def test_stops_when_every_feasible_pair_was_tried(ranksweep, s1):
 
 
 def test_resume_after_interruption_retries_the_pair(ranksweep, workdir, monkeypatch):
-    """A trial whose process died (its heartbeat stopped) is failed by the next run, and *its pair* completes."""
+    """A trial whose process died (its heartbeat stopped) is failed by Optuna's stale check, as the next run's would
+    be, and the next run completes *its pair*."""
     from sweep.storage import open_storage
 
     assert ranksweep(*launch_args(workdir, "s2", trials=2)).returncode == 0
@@ -118,11 +119,9 @@ def test_resume_after_interruption_retries_the_pair(ranksweep, workdir, monkeypa
     study.enqueue_trial({**{k: d.choices[0] for k, d in space.items()}, "sft_rank": sft, "rft_rank": rft})
     trial = study.ask(space)
     study_id = storage.get_study_id_from_name("s2")
-    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-    storage.record_heartbeat(trial_id)
+    storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(study_id, trial.number))
     interrupted = trial.number
-    # Wait until Optuna itself calls the trial stale (its beat older than the grace period), as a new process sees.
-    wait_until(lambda: trial_id in storage.get_stale_trial_ids(study_id), timeout=60, what="the trial to go stale")
+    wait_until_failed_as_stale(study, interrupted)  # its beat stops here: Optuna fails it, re-enqueues its pair
     result = ranksweep(*launch_args(workdir, "s2", trials=3), env={"RANKSWEEP_HEARTBEAT_SECONDS": "1"})
     assert result.returncode == 0, result.stderr
     study = load(workdir, "s2")
