@@ -3,16 +3,16 @@
 These two classes are the only code that spells a trial attr's key: the loop writes `to_attrs()`,
 `status`, `report`, the progress bar and the tests read `from_attrs()`. Keys are flat JSON scalars
 (`sft_rank`, `rft_accuracy`, ...) so that optuna-dashboard and studies made by earlier versions read the
-same way; a key an older study lacks reads as the field's default. Standard library only: `reports`
-reads studies through this module without importing `trainers`.
+same way; a key an older study lacks reads as the field's default. `reports` reads studies through this
+module; it imports nothing heavy (trainers' modules load torch inside their functions).
 """
 
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
-KINDS = ("sft", "rft")
+from trainers.training import KINDS
 INTERRUPTED = "interrupted"  # how an `error` starts when the trial's process was stopped, not the trial itself
 
 
@@ -139,6 +139,11 @@ class TrialResult:
     rft: AdapterResult | None = field(default=None)
 
     @property
+    def size(self) -> int | None:
+        """The zipped size that counts for this trial (bytes): measured, else predicted."""
+        return self.size_bytes if self.size_bytes is not None else self.size_bytes_predicted
+
+    @property
     def pair(self) -> tuple:
         return pair_of({k: getattr(self, k) for k in PARAMS})
 
@@ -167,8 +172,6 @@ class TrialResult:
         check: its process stopped beating (killed, or the machine went down)."""
         result = cls.from_attrs(trial.user_attrs, trial.params)
         if trial.state.name == "FAIL" and result.error is None:
-            from dataclasses import replace
-
             result = replace(result, error=f"{INTERRUPTED}: its process stopped (no heartbeat)")
         return result
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, TYPE_CHECKING
 
+from sweep.settings import StudyConfig
 from trainers.errors import RanksweepError
 
 if TYPE_CHECKING:
@@ -58,7 +60,30 @@ def marker_version(user_attrs: dict) -> int | None:
     return None
 
 
-def ranksweep_config(study, storage_url: str) -> dict:
+def stored_config(study) -> StudyConfig:
+    """The typed `config` of a study (an optuna.Study) already known to be ranksweep's."""
+    return StudyConfig.from_attrs(study.user_attrs["config"])
+
+
+def write_config(study, config: StudyConfig) -> None:
+    """Store `config` as the study's `config` user attr."""
+    study.set_user_attr("config", config.to_attrs())
+
+
+def load_ranksweep_study(storage, study_name: str, storage_url: str, *, sampler=None):
+    """The ranksweep study `study_name` (an optuna.Study) of an opened storage, and its config; for a missing or
+    foreign study the one sentence every command gives (RanksweepError). Writes nothing."""
+    import optuna  # heavy: loaded when a study is opened, not when the CLI starts
+
+    names = optuna.get_all_study_names(storage)
+    if study_name not in names:
+        known = ", ".join(sorted(names)) if names else "none"
+        raise RanksweepError(f"No study named '{study_name}' in {masked(storage_url)}; studies there: {known}.")
+    study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler)
+    return study, ranksweep_config(study, storage_url)
+
+
+def ranksweep_config(study, storage_url: str) -> StudyConfig:
     """The `config` of a study ranksweep made (an optuna.Study); for any other study the one sentence every
     command gives (RanksweepError)."""
     version = marker_version(study.user_attrs)
@@ -70,7 +95,7 @@ def ranksweep_config(study, storage_url: str) -> dict:
         raise RanksweepError(f"Study '{study.study_name}' in {masked(storage_url)} was made by a newer ranksweep "
                              f"(study format {version}; this one reads up to {MARKER_VERSION}); upgrade ranksweep "
                              "to use it.")
-    return study.user_attrs["config"]
+    return stored_config(study)
 
 
 def module_installed(name: str) -> bool:
@@ -175,8 +200,6 @@ def _rdb_storage(url: str, kwargs: dict):
     """RDBStorage(url), retried when another process is creating the same new SQLite file's tables at this
     moment ("table studies already exists", "UNIQUE constraint failed: alembic_version"): they exist once it
     is done, and the next look finds them."""
-    import time
-
     import optuna
     import sqlalchemy.exc
 

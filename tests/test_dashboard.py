@@ -89,7 +89,7 @@ def study_detail(base: str, study_url: str) -> dict:
 
 
 def test_dashboard_serves_trials_constraints_names_note_and_figures(tiny_study):
-    from reports.frontier import recommend
+    from sweep.frontier import recommend
 
     root, url = tiny_study
     study = optuna.load_study(study_name="t", storage=url)
@@ -155,7 +155,7 @@ def test_read_only_writes_nothing_and_keeps_names_a_study_already_has(tmp_path):
 
 @pytest.mark.fast
 def test_user_text_below_the_note_survives_and_a_foreign_note_is_kept():
-    from sweep.dashboard import NOTE_END, merged_note
+    from reports.dashboard import NOTE_END, merged_note
 
     ours = "## ranksweep: recommended pair\n\nnew\n\n" + NOTE_END
     assert merged_note(ours, "## ranksweep: old\n" + NOTE_END + "\nmy remarks") == ours + "\nmy remarks"

@@ -7,7 +7,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from reports.build import build
+from reports.dashboard import annotate, figures_dir, serve, study_url
+from reports.dashboard import annotations as dashboard_annotations  # `annotations` names the __future__ feature
 from sweep.commands.common import add_storage
+from sweep.storage import open_storage
+from trainers.errors import RanksweepError
 
 
 def port_arg(text: str) -> int:
@@ -48,17 +53,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         import optuna_dashboard  # noqa: F401  (an optional dependency: say how to get it)
     except ImportError:
-        from trainers.errors import RanksweepError
-
         raise RanksweepError("optuna-dashboard is not installed; install it with "
                              "`pip install 'optuna-dashboard>=0.21,<0.22'` (or `make install`).") from None
     import optuna
     import sqlalchemy.exc
-
-    from reports.build import build
-    from sweep.dashboard import annotate, annotations, figures_dir, serve, study_url
-    from sweep.storage import open_storage
-    from trainers.errors import RanksweepError
 
     report = build(args.storage, args.study)  # a missing storage or study is one sentence from here
     storage = open_storage(args.storage)
@@ -69,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         folder.mkdir(parents=True, exist_ok=True)
         store = optuna.artifacts.FileSystemArtifactStore(folder)
         try:
-            written = annotate(study, annotations(report), store)
+            written = annotate(study, dashboard_annotations(report), store)
         except sqlalchemy.exc.SQLAlchemyError as exc:
             reason = str(exc).strip().splitlines()[0][:200]
             raise RanksweepError(f"Cannot write the note and figures into {args.storage} ({reason}); pass "

@@ -1,32 +1,19 @@
-"""What `launch` and `worker` share: the folder check, the builder a study's trials use, the loop and its
+"""What `launch` and `worker` share: the builder a study's trials use, the loop and its
 closing lines."""
 
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
 
 from sweep.builder import PairBuilder
-from sweep.commands.common import command, mask_url
+from sweep.commands.common import mask_url
+from sweep.shell import command
 from sweep.homework.check import FirstAdapterCheck
 from sweep.homework.study import HomeworkBuilder
 from sweep.settings import StudySettings
 from sweep.study import run_study
 from sweep.trial import RanksweepBuilder
 from trainers.errors import RanksweepError
-
-
-def writable_folder(folder: Path, flag: str) -> Path:
-    """Refuse a folder that cannot be created (a path under a regular file, a read-only parent) before the
-    study is created or anything trained; nothing is written here."""
-    existing = folder.absolute()
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise RanksweepError(f"Cannot write to {flag} '{folder}': '{existing}' is not a writable folder; "
-                             "choose another path.")
-    return folder
 
 
 def builder_for(settings: StudySettings, *, progress: bool) -> PairBuilder:

@@ -8,12 +8,17 @@ starting the dashboard twice on an unchanged study writes nothing the second tim
 
 from __future__ import annotations
 
+import errno
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from socketserver import ThreadingMixIn
+from typing import Callable, TYPE_CHECKING
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from reports.frontier import MIB
+from reports.build import render, report_folder
+from reports.tables import readable_frontier, state_counts
+from sweep.sizing import MIB
 from sweep.objective import MAXIMIZE, SIZE_METRIC, metric_names
 from trainers.errors import RanksweepError
 
@@ -49,8 +54,6 @@ class Written:
 
 def figures_dir(study_name: str) -> Path:
     """runs/<study>/dashboard-artifacts/: beside the report's own folder (runs/<study>/report/)."""
-    from sweep.commands.report import report_folder
-
     try:
         return report_folder(study_name).parent / "dashboard-artifacts"
     except RanksweepError:
@@ -60,8 +63,6 @@ def figures_dir(study_name: str) -> Path:
 
 def annotations(report: Report) -> Annotations:
     """Names, note and figures for a study, computed with the report's own functions."""
-    from reports.build import render
-
     files = render(report)
     graded = int((report.trials["state"] == "COMPLETE").sum())
     # The trial count in the name tells figures of a study that grew apart in the dashboard's list.
@@ -71,8 +72,6 @@ def annotations(report: Report) -> Annotations:
 
 def note_markdown(report: Report) -> str:
     """The study's note: the recommended pair and why, then the Pareto frontier as a Markdown table."""
-    from reports.tables import readable_frontier, state_counts
-
     rec = report.recommendation
     lines = ["## ranksweep: recommended pair", ""]
     if rec is None:
@@ -158,10 +157,6 @@ def serve(storage: optuna.storages.BaseStorage, store: FileSystemArtifactStore |
     single-threaded server (what `optuna_dashboard.run_server` uses) answers them one after another.
     `on_ready` gets the bound port (the chosen one when `port` is 0).
     """
-    import errno
-    from socketserver import ThreadingMixIn
-    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-
     import optuna_dashboard
 
     class Server(ThreadingMixIn, WSGIServer):
