@@ -25,10 +25,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from sweep.frontier import Z95
 from trainers.grading import points as homework_points
 from trainers.outcomes import QuestionOutcome
 
-Z95 = 1.96
 RESAMPLES = 2000
 
 

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 from sweep.evidence import DecisionRecord, adapter_outcomes, seeds_outcomes
 from sweep.paired import (Difference, PairEvidence, accuracy_difference, aligned, common_questions, nll_difference,
                           points_difference)
+from sweep.sizing import MIB
 from trainers.grading import points as homework_points
 
 if TYPE_CHECKING:
     import pandas as pd
 
-MIB = 1024 * 1024
 NEXT_BEST, SMALLER = "next best", "smaller, interval overlaps"
 
 

@@ -174,3 +174,37 @@ def test_points_that_differ_only_by_float_rounding_are_a_tie():
     a, b = pair([True] * 60 + [False] * 40, rft), pair([True] * 61 + [False] * 39, rft)
     diff = points_difference(a, b, resamples=300)
     assert diff.estimate == 0.0 and diff.high >= 0 and not diff.decisive
+
+
+def test_the_homework_runner_keeps_per_question_samples_where_the_benchmark_gives_them(tmp_path):
+    """RUNNER (sweep/homework/grade.py) on two small benchmarks: one whose samples name question and is_correct
+    (the course template's), one that returns tuples (totals only)."""
+    import subprocess
+    import sys
+
+    from sweep.homework.grade import RUNNER, benchmark_outcomes
+
+    (tmp_path / "hw.py").write_text(
+        "from dataclasses import dataclass\n"
+        "@dataclass\n"
+        "class Sample:\n"
+        "    question: str\n    answer: float\n    correct_answer: float\n    is_correct: bool\n"
+        "class Data(list):\n"
+        "    def __init__(self, split): super().__init__([['a', 1.0], ['b', 2.0], ['c', 3.0]])\n"
+        "def load(): return None\n"
+        "def bench(model, data, limit):\n"
+        "    answers = [1.0, float('nan'), 9.0][:limit]\n"
+        "    samples = [Sample(q, x, t, x == t) for (q, t), x in zip(data, answers)]\n"
+        "    return {'accuracy': 1 / 3, 'answer_rate': 2 / 3, 'samples': samples}\n"
+        "def totals(model, data, limit):\n"
+        "    return {'accuracy': 1 / 3, 'answer_rate': 2 / 3, 'samples': [('a', 1.0, 1.0)]}\n")
+    records = []
+    for benchmark in ("hw:bench", "hw:totals"):
+        out = tmp_path / f"{benchmark[3:]}.json"
+        subprocess.run([sys.executable, "-c", RUNNER, "hw:load", "hw:Data", "valid", benchmark, "10", str(out)],
+                       cwd=tmp_path, check=True)
+        records.append(json.loads(out.read_text()))
+    kept = benchmark_outcomes(records[0])
+    assert [(o.index, o.qhash, o.parsed, o.correct) for o in kept] == [
+        (0, question_hash("a"), True, True), (1, question_hash("b"), False, False), (2, question_hash("c"), True, False)]
+    assert records[1]["samples"] is None and benchmark_outcomes(records[1]) is None

@@ -38,6 +38,7 @@ from trainers.data import checked_number
 from trainers.errors import RanksweepError
 from trainers.grading import points
 from trainers.models import resolve_device
+from trainers.outcomes import outcomes_to_json
 from trainers.training import KINDS, TrainConfig
 
 TRAINER = "homework"
@@ -238,7 +239,9 @@ class HomeworkBuilder:
                                              base_model=self.settings.base_model, log=folder / f"grade-{kind}.log")
                 grades[kind] = {"accuracy": result.accuracy, "points": points(kind, result.accuracy),
                                 "ci_low": result.ci_low, "ci_high": result.ci_high,
-                                "answer_rate": result.answer_rate, "questions": result.questions}
+                                "answer_rate": result.answer_rate, "questions": result.questions,
+                                # Per question where the homework's benchmark returns samples; None: totals only.
+                                "outcomes": outcomes_to_json(result.outcomes)}
         grade_seconds = time.perf_counter() - started
         shutil.rmtree(tree)
         (folder / "trial.json").write_text(json.dumps({"zip_bytes": zip_size, "grades": grades}, indent=1))
