@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -18,7 +17,29 @@ from sweep.records import INTERRUPTED, PARAMS, Pair, TrialResult, pair_of
 from sweep.settings import StudySettings
 from sweep.sizing import config_for, fits, predicted_pair
 from trainers.errors import RanksweepError
+from trainers.processes import alive, host, start_time
 
+TARGET_REACHED = "target-reached"  # a skip: the study's target of pairs was complete or in flight elsewhere
+
+
+def this_process() -> dict:
+    """The owner attrs a trial records (TrialResult's host, pid, pid_started): this host and this process."""
+    pid = os.getpid()
+    owner = {"host": host(), "pid": pid, "pid_started": start_time(pid)}
+    return {k: v for k, v in owner.items() if v is not None}
+
+
+def owner_gone(result: TrialResult) -> bool:
+    """Whether a trial's process is known to be gone: it ran on this host, and its pid is absent or now names a
+    process that started later. Another host's trial cannot be judged here (its heartbeat tells)."""
+    return result.host == host() and isinstance(result.pid, int) and not alive(result.pid, result.pid_started)
+
+
+def pairs_taken(trials: list, below: int | None = None) -> int:
+    """Distinct complete pairs plus trials in flight (RUNNING; with `below`, only those numbered below it): what
+    counts toward a study's target, so that every process sharing the study stops at its total."""
+    complete = {pair_of(t.params) for t in trials if t.state.name == "COMPLETE"}
+    return len(complete) + sum(t.state.name == "RUNNING" and (below is None or t.number < below) for t in trials)
 
 
 class TrialFailed(Exception):
@@ -74,7 +95,7 @@ class Attempt:
 
         self.failed_pair, self.last_seconds = None, None
         params = {name: trial.suggest_categorical(name, list(self.choices[name])) for name in PARAMS}
-        owner = {"host": socket.gethostname(), "pid": os.getpid(), "sampler_seed": self.opened.seed}
+        owner = {**this_process(), "sampler_seed": self.opened.seed}
         for key, value in owner.items():
             trial.set_user_attr(key, value)
         predicted = self.predict(params)
@@ -83,7 +104,7 @@ class Attempt:
             self.write(trial, TrialResult(**params, **owner, skipped=skip, budget_bytes=self.settings.budget_bytes,
                                           size_bytes_predicted=predicted.total_compressed_bytes,
                                           feasible=False if skip == "over-budget" else None))
-            self.steer = True
+            self.steer = skip != TARGET_REACHED
             raise optuna.TrialPruned(skip)
         started = time.perf_counter()
         try:
@@ -114,16 +135,21 @@ class Attempt:
         return [result.score, result.size_bytes]
 
     def skip_reason(self, trial, params: dict, predicted_bytes: int) -> str | None:
-        """Why this pair is not trained now: over the budget, already complete, or running in another process.
+        """Why this pair is not trained now: over the budget, already complete, running in another process, or the
+        study's target already complete or in flight.
 
         Each trial writes its params before it reads the others', so of two trials that take one pair at once
-        at least one sees the other: both may step aside, never both train it."""
+        at least one sees the other: both may step aside, never both train it. Of two trials started at once when
+        one pair is left to the target, the one numbered first goes on (it existed before the other read)."""
         if not fits(predicted_bytes, self.settings.budget_bytes):
             return "over-budget"
         reasons = {"COMPLETE": "duplicate", "RUNNING": "running-elsewhere"}
-        for other in self.opened.study.get_trials(deepcopy=False, states=_busy_states()):
+        others = self.opened.study.get_trials(deepcopy=False, states=_busy_states())
+        for other in others:
             if other.number != trial.number and pair_of(other.params) == pair_of(params):
                 return reasons[other.state.name]
+        if pairs_taken(others, below=trial.number) >= self.opened.config.trials:
+            return TARGET_REACHED
         return None
 
     def write(self, trial, result: TrialResult) -> None:

@@ -111,7 +111,7 @@ class AdapterResult:
 class TrialResult:
     """One trial: the pair it asked for, how it ended, and its two adapters when both were graded.
 
-    `skipped` says why a pair was not trained (`over-budget`, `duplicate`, `running-elsewhere`); `error` why a
+    `skipped` says why a pair was not trained (`over-budget`, `duplicate`, `running-elsewhere`, `target-reached`); `error` why a
     trial failed. Sizes are bytes of the zipped submission; `score` is the objective the study maximises.
     """
 
@@ -133,6 +133,7 @@ class TrialResult:
     sampler_seed: int | None = None  # the seed of the process that drew this pair
     host: str | None = None
     pid: int | None = None
+    pid_started: int | None = None  # when that process started (clock ticks since boot): a reused pid differs
     skipped: str | None = None
     error: str | None = None
     sft: AdapterResult | None = field(default=None)
@@ -168,11 +169,11 @@ class TrialResult:
 
     @classmethod
     def from_trial(cls, trial) -> TrialResult:
-        """From an Optuna FrozenTrial. A FAIL trial without an `error` was failed by Optuna's heartbeat
-        check: its process stopped beating (killed, or the machine went down)."""
+        """From an Optuna FrozenTrial. A FAIL trial without an `error` was failed because its process stopped: gone
+        from this host (sweep.study.fail_orphaned_trials) or silent past Optuna's heartbeat grace period."""
         result = cls.from_attrs(trial.user_attrs, trial.params)
         if trial.state.name == "FAIL" and result.error is None:
-            result = replace(result, error=f"{INTERRUPTED}: its process stopped (no heartbeat)")
+            result = replace(result, error=f"{INTERRUPTED}: its process stopped (killed, or its machine went down)")
         return result
 
 

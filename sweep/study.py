@@ -4,8 +4,9 @@ One `study.optimize` per process, as Optuna writes loops: before each trial Optu
 went stale and re-enqueues their pair once (the storage's `RetryHeartbeatStaleTrialCallback`, sweep/storage.py),
 asks the sampler (or takes a WAITING trial), keeps the trial's heartbeat while it runs, and tells the result.
 `sweep.attempt.Attempt` is the trial's body: skip what cannot or need not be trained, else build and record the
-pair. `Steer`, the callback after each trial, reads the study once, stops it when it is done
-(`Study.stop`) and, after a skip, enqueues an untried pair.
+pair. `Steer`, the callback after each trial (and the check before the first), fails at once this host's trials
+whose process is gone and retries their pair (`fail_orphaned_trials`), reads the study once, stops it when it is
+done (`Study.stop`) and, after a skip, enqueues an untried pair.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import random
 import secrets
 from dataclasses import dataclass, field
 
-from sweep.attempt import Attempt, CtrlC, TrialFailed
+from sweep.attempt import Attempt, CtrlC, TrialFailed, owner_gone, pairs_taken
 from sweep.objective import metric_names, study_directions
-from sweep.records import PARAMS, pair_of
+from sweep.records import PARAMS, TrialResult, pair_of
 from sweep.settings import StudyConfig, StudySettings
 from sweep.sizing import config_for, fits, predicted_pair, size_text
 from sweep.storage import (load_ranksweep_study, mark_study, open_storage, ranksweep_config, stored_config,
@@ -59,9 +60,10 @@ def _sampler(seed: int):
     return TPESampler(seed=seed, multivariate=True, n_startup_trials=STARTUP_TRIALS)
 
 
-def load_existing(name: str, storage_url: str, *, seed: int | None = None) -> Opened:
-    """An existing ranksweep study, or a RanksweepError naming the studies the storage holds. Writes nothing."""
-    storage = open_storage(storage_url, must_exist=True, heartbeat=True)
+def load_existing(name: str, storage_url: str, *, seed: int | None = None, writes: bool = False) -> Opened:
+    """An existing ranksweep study, or a RanksweepError naming the studies the storage holds. Writes nothing;
+    `writes`: the caller will, so a read-only storage is refused now."""
+    storage = open_storage(storage_url, must_exist=True, heartbeat=True, writes=writes)
     seed = process_seed() if seed is None else seed
     study, _ = load_ranksweep_study(storage, name, storage_url, sampler=_sampler(seed))
     return Opened(study, storage, seed)
@@ -97,7 +99,7 @@ def open_study(settings: StudySettings, homework_rest_bytes: int, *, force: bool
     """Create the study, or resume it after checking it; nothing is written until every check passed."""
     import optuna
 
-    storage = open_storage(settings.storage, must_exist=False, heartbeat=True)
+    storage = open_storage(settings.storage, must_exist=False, heartbeat=True, writes=True)
     if settings.name in optuna.get_all_study_names(storage):
         study = optuna.load_study(study_name=settings.name, storage=storage, sampler=_sampler(settings.seed))
         graded = bool(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
@@ -136,13 +138,15 @@ class Progress:
     """Where the study stands, from one read of its trials: what is complete, running, waiting, left."""
 
     feasible: list  # the feasible pairs (dicts of PARAMS)
-    target: int
+    target: int  # the study's, read from storage with the trials: every process stops at the same total
     completed: set = field(default_factory=set)
     running: set = field(default_factory=set)  # pairs RUNNING in some process (this one's trial has ended)
     waiting: int = 0  # WAITING trials: retries and steered pairs, taken before the sampler is asked
     given_up: set = field(default_factory=set)  # pairs that failed in this process for their own reasons
+    taken: int = 0  # complete pairs plus trials in flight: what counts toward the target
 
-    def read(self, trials: list) -> Progress:
+    def read(self, trials: list, target: int) -> Progress:
+        self.target, self.taken = target, pairs_taken(trials)
         by_state = {"COMPLETE": set(), "RUNNING": set()}
         for t in trials:
             if t.state.name in by_state and set(PARAMS) <= set(t.params):
@@ -159,22 +163,47 @@ class Progress:
 
     @property
     def done(self) -> bool:
-        return len(self.completed) >= self.target or not (self.untried or self.waiting)
+        return self.taken >= self.target or not (self.untried or self.waiting)
+
+
+def fail_orphaned_trials(opened: Opened) -> list[int]:
+    """Fail the RUNNING trials of this host whose process is gone (killed, or its pid reused) and enqueue each pair
+    once more, as Optuna does for a stale heartbeat, but at once; returns their numbers. Trials of other hosts wait
+    for the heartbeat rule."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    retry = opened.storage.get_heartbeat_stale_trial_callback()
+    failed = []
+    for trial in opened.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not owner_gone(TrialResult.from_attrs(trial.user_attrs)):
+            continue
+        trial_id = opened.trial_id(trial.number)
+        try:
+            if not opened.storage.set_trial_state_values(trial_id, TrialState.FAIL):
+                continue
+        except UpdateFinishedTrialError:  # another process failed it first, and retried it
+            continue
+        failed.append(trial.number)
+        if retry is not None:
+            retry(opened.study, opened.storage.get_trial(trial_id))
+    return failed
 
 
 class Steer:
     """Optuna's callback after each trial (and the check before the first): read the study once, show where it
     stands, stop when it is done, and steer the next trial to an untried pair after a skip."""
 
-    def __init__(self, state: Progress, attempt: Attempt, bar: StudyBar, ctrl_c: CtrlC, seed: int):
-        self.state, self.attempt, self.bar, self.ctrl_c = state, attempt, bar, ctrl_c
-        self.rng = random.Random(seed)
+    def __init__(self, opened: Opened, state: Progress, attempt: Attempt, bar: StudyBar, ctrl_c: CtrlC):
+        self.opened, self.state, self.attempt, self.bar, self.ctrl_c = opened, state, attempt, bar, ctrl_c
+        self.rng = random.Random(opened.seed)
 
     def done(self, study) -> bool:
         """Whether the study is done; when it is not and the last trial was skipped, enqueue an untried pair."""
+        fail_orphaned_trials(self.opened)  # a dead process of this host: its trial failed, its pair re-enqueued
         trials = study.get_trials(deepcopy=False)  # one read per trial: other workers complete pairs too
         state, attempt = self.state, self.attempt
-        self.bar.update(state.read(trials), trials, seconds=attempt.last_seconds)
+        self.bar.update(state.read(trials, self.opened.config.trials), trials, seconds=attempt.last_seconds)
         if state.done:
             return True
         if attempt.steer and state.untried and not state.waiting:
@@ -192,14 +221,15 @@ class Steer:
 
 
 def run_study(opened: Opened, settings: StudySettings, builder, *, progress: bool = True) -> Progress:
-    """Run trials until `settings.trials` distinct pairs are complete or no feasible pair is left to try; each
-    trial's adapters come from `builder` (a sweep.builder.PairBuilder)."""
+    """Run trials until the study's target of distinct complete pairs is complete or in flight (counted over every
+    process), or no feasible pair is left to try; each trial's adapters come from `builder` (a
+    sweep.builder.PairBuilder)."""
     rest = opened.config.homework_rest_bytes
     state = Progress(feasible=feasible_pairs(settings, rest), target=settings.trials)
     attempt = Attempt(opened, settings, rest, builder)
     with CtrlC() as ctrl_c, StudyBar(settings, enabled=progress) as bar:
         attempt.guard = ctrl_c
-        steer = Steer(state, attempt, bar, ctrl_c, opened.seed)
+        steer = Steer(opened, state, attempt, bar, ctrl_c)
         if not steer.done(opened.study):
             opened.study.optimize(attempt, catch=(TrialFailed,), callbacks=[steer])
     return state

@@ -78,7 +78,8 @@ def test_a_failing_command_fails_its_trial_with_its_last_lines(ranksweep, tmp_pa
     (tree / "ranksweep.toml").write_text(
         "[homework]\ntrain_rft = \"{python} -c 'import sys; print(\\\"no rft data here\\\"); sys.exit(3)'\"\n")
     result = ranksweep(*launch_args(tmp_path, tree, "broken", trials=2, sft="2", rft="2,4"))
-    assert result.returncode == 0, result.stderr  # the study goes on, then runs out of pairs
+    # The study goes on, then runs out of pairs with none complete: that is no success.
+    assert result.returncode == 1 and "every trial of study 'broken' failed" in result.stderr, result.stderr
     study = optuna.load_study(study_name="broken", storage=f"sqlite:///{tmp_path}/studies.db")
     failed = study.get_trials(states=(optuna.trial.TrialState.FAIL,))
     assert len(failed) == 2

@@ -76,3 +76,12 @@ def test_no_module_imports_another_modules_private_names():
                     private += [f"{path.relative_to(ROOT)}:{node.lineno} {module}.{n}" for n in names
                                 if n.startswith("_")]
     assert private == []
+
+
+def test_every_command_is_in_the_independence_contract():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    independent = next(c for c in config["contracts"] if c["type"] == "independence")["modules"]
+    helpers = {"__init__", "common", "running"}
+    commands = {f"sweep.commands.{m.name}" for m in pkgutil.iter_modules([str(ROOT / "sweep" / "commands")])
+                if m.name not in helpers}
+    assert commands - set(independent) == set(), "name each new command in the independence contract"

@@ -9,9 +9,9 @@ import pytest
 
 from sweep.cache import HASHED_FILES, Manifest
 from sweep.settings import StudyConfig
-from sweep.sizing import fits, mib
+from sweep.sizing import DTYPES, fits, mib
 from trainers.grading import accuracy_for_points, point_marks, points
-from trainers.training import MAX_RANK, is_rank
+from trainers.training import ADAPTER_DTYPES, MAX_RANK, is_rank
 
 
 def test_points_rule_and_its_inverse_agree():
@@ -51,3 +51,7 @@ def test_manifest_keeps_its_file_layout():
     manifest = Manifest.from_json(raw)
     assert manifest.zip_bytes == 12 and manifest.train_seconds is None
     assert manifest.to_json() == raw
+
+
+def test_every_adapter_dtype_has_a_size():
+    assert tuple(DTYPES) == ADAPTER_DTYPES  # the size table covers exactly the dtypes training saves

@@ -252,13 +252,15 @@ def train_adapter(
     metadata: dict | None = None,
     steps: int | None = None,
     during=None,
+    replace: bool = True,
 ) -> TrainResult:
     """Train a LoRA adapter on `loaded.model` and save it to out_dir; the base model is handed back unchanged.
 
     The base model's weights and requires_grad flags are restored and it is left in eval mode.
     `steps` replaces the epoch count with an exact number of optimizer steps; `during(peft_model)`, a context
     manager entered around the loop, lets a strategy start from given weights or act on each step
-    (trainers/shrink.py, trainers/nested.py).
+    (trainers/shrink.py, trainers/nested.py). `replace=False` keeps an out_dir another process filled meanwhile
+    (trainers/adapter_files.py).
     Seconds are wall time; raw_bytes is the size of the saved adapter_model.safetensors.
     """
     import torch
@@ -310,7 +312,7 @@ def train_adapter(
                 "seconds": round(time.perf_counter() - started, 3),
                 **(metadata or {}),
             }
-            raw_bytes = save_adapter(peft_model, out_dir, config.adapter_dtype, notes, log)
+            raw_bytes = save_adapter(peft_model, out_dir, config.adapter_dtype, notes, log, replace=replace)
         finally:
             peft_model.unload()
             state.restore(model)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 
 from sweep.commands.common import add_device, add_storage, positive_float, positive_int
-from sweep.decision import DEFAULT_MINUTES, MAX_SEEDS, ROUND_QUESTIONS, run_decision
-from sweep.frontier import budget_bytes, combined_frontier, pick
-from sweep.objective import objective_for
+from sweep.commands.running import decide_study
+from sweep.decision import DEFAULT_MINUTES, MAX_SEEDS, ROUND_QUESTIONS
 from sweep.settings import settings_from_config
 from sweep.study import load_existing
 from sweep.study_io import load_trials
@@ -44,19 +43,3 @@ def run(args) -> int:
     decide_study(opened, settings, minutes=args.minutes, round_questions=args.round_questions, max_seeds=args.seeds,
                  progress=not args.no_progress)
     return 0
-
-
-def decide_study(opened, settings, *, minutes: float, progress: bool, round_questions: int | None = None,
-                 max_seeds: int | None = None) -> None:
-    """The decision phase on an opened study from its current pick; prints the verdict and the margins (also run
-    by `launch` after its trials)."""
-    trials, config = load_trials(opened.storage, settings.name)
-    goal = objective_for(None, config)
-    pairs = combined_frontier(trials, config, goal.name)
-    rec = pick(pairs, goal, budget_bytes(config), settings.name)
-    out = run_decision(opened.study, settings, pairs, (rec.sft_key, rec.rft_key), minutes=minutes,
-                       round_questions=round_questions or ROUND_QUESTIONS, max_seeds=max_seeds or MAX_SEEDS,
-                       sign=goal.sign, progress=progress)
-    print(f"Decision phase: pick {out.pick}. {out.stopped[0].upper()}{out.stopped[1:]}")
-    for margin in out.margins:
-        print(f"  {margin.relation}: {margin.sentence()}")

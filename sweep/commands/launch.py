@@ -12,8 +12,7 @@ from sweep import bundle
 from sweep.commands.common import (add_base_model, add_device, add_storage, alpha_ratio, budget_mb, comma_list,
                                    epochs_arg, learning_rate, non_negative_float, positive_int, questions_arg, rank_arg,
                                    recover_steps_arg, seed_arg, study_name)
-from sweep.commands.decide import decide_study
-from sweep.commands.running import execute
+from sweep.commands.running import decide_study, execute
 from sweep.decision import after_launch_minutes
 from sweep.files import writable_folder
 from sweep.homework.study import check_homework_trainer, homework_rest_bytes

@@ -98,6 +98,7 @@ def run(args) -> int:
         args.out,
         metadata={"data_path": str(data_path), "data_sha256": file_sha256(data_path),
                   "prompt_template": args.prompt_template},
+        replace=args.force,  # without --force, a folder another run filled meanwhile is not replaced
     )
     print(f"adapter folder:    {result.adapter_dir}")
     print(f"trainable params:  {result.trainable_params:,}")

@@ -36,7 +36,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    opened = load_existing(args.study, args.storage)  # reads only; each worker draws with its own seed
+    # Reads only (a read-only storage is refused here); each worker draws with its own seed.
+    opened = load_existing(args.study, args.storage, writes=True)
     config = opened.config
     settings = settings_from_config(config, name=args.study, storage=args.storage,
                                     device=args.device, artifacts=args.artifacts)
@@ -48,4 +49,7 @@ def run(args) -> int:
         # Raise only: a worker starting late must not lower the target another worker is running toward.
         write_config(opened.study, replace(config, trials=args.trials))
         settings = replace(settings, trials=args.trials)
+    elif args.trials is not None and args.trials < config.trials:
+        print(f"Study '{args.study}' asks for {config.trials} complete pairs; --trials {args.trials} leaves that "
+              "target as it is (a worker only raises it).")
     return execute(opened, settings, progress=not args.no_progress)
