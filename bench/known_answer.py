@@ -15,7 +15,7 @@ stopping at the first round where the paired points difference (sweep/paired.poi
 SFT points difference) is decisive. Seeds are not simulated: retraining is not graded here. The same is done
 with the exact McNemar accuracy interval (sweep/paired.accuracy_difference) as a second rule. It counts how
 often each says "decisive", how often a decisive verdict names the truly better adapter, the mean questions
-graded, and the smallest fixed number of questions (graded once, one test) whose rate of failing to name the
+graded (against grading the whole drawn pool at once), and the smallest fixed number of questions (graded once, one test) whose rate of failing to name the
 better adapter decisively is no higher than the sequential rule's.
 
     python bench/known_answer.py [--pool 2000] [--minutes 40] [--draws 200] [--analyse-only]
@@ -166,13 +166,17 @@ def analyse(args) -> dict:
     for rule in ("points", "mcnemar"):
         runs = []
         for i, picked in enumerate(draws):
-            verdict, graded = sequential([first[j] for j in picked], [second[j] for j in picked], rule, seed=i)
-            runs.append({"pool": len(picked), "verdict": verdict, "graded": graded})
+            a, b = [first[j] for j in picked], [second[j] for j in picked]
+            verdict, graded = sequential(a, b, rule, seed=i)
+            whole = sequential(a, b, rule, seed=i, fixed=True)[0]  # the same pool graded in full, one test
+            runs.append({"pool": len(picked), "verdict": verdict, "graded": graded, "whole_pool": whole})
         decisive = [r for r in runs if r["verdict"] != "not decisive"]
         right = sum(r["verdict"] == better for r in decisive)
         failed = (len(runs) - right) / len(runs)  # not naming the better adapter decisively (wrong or undecided)
+        whole_right = sum(r["whole_pool"] == better for r in runs)
+        whole_wrong = sum(r["whole_pool"] not in (better, "not decisive") for r in runs)
         fixed = {}
-        for size in (50, 100, 150, 200, 300):  # one test on `size` questions, same number of draws
+        for size in range(50, 325, 25):  # one test on `size` questions, same number of draws
             if size > n:
                 break
             out = [sequential([first[j] for j in picked], [second[j] for j in picked], rule, seed=i, fixed=True)[0]
@@ -186,10 +190,11 @@ def analyse(args) -> dict:
                        "right_share_of_decisive": right / len(decisive) if decisive else None,
                        "failure_rate": failed, "mean_pool": sum(sizes) / len(sizes),
                        "mean_graded": sum(r["graded"] for r in runs) / len(runs),
-                       "fixed_n": fixed, "fixed_n_same_failure_rate": same, "runs": runs}
+                       "whole_pool_right": whole_right, "whole_pool_wrong": whole_wrong, "fixed_n": fixed, "fixed_n_same_failure_rate": same, "runs": runs}
         print(f"{rule}: decisive {len(decisive)}/{len(runs)}, right {right}/{len(decisive)}, "
               f"failure {failed:.3f}, mean graded {rules[rule]['mean_graded']:.0f} (pools {sum(sizes) / len(sizes):.0f});"
-              f" fixed N with no more failures: {same}", file=sys.stderr, flush=True)
+              f" fixed N with no more failures: {same}; whole pool graded: right {whole_right}, wrong {whole_wrong}",
+              file=sys.stderr, flush=True)
     return {"adapters": names, "pool_questions": n, "accuracy": acc,
             "sft_points": [points("sft", a) for a in acc], "truth": truth.to_dict(), "better": names[better == "second"],
             "rules": rules}

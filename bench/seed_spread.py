@@ -8,7 +8,7 @@ spread against the demo's rank effect (SFT rank 2 42.5% against rank 16 49% on t
 Adapters live under bench/known_answer.py's work folder, so a seed-0 adapter trained there is reused, and the
 grade of a seed is reused from a previous run's result.
 
-    python bench/seed_spread.py [--rank 16] [--seeds 0 1 2]
+    python bench/seed_spread.py [--rank 16] [--seeds 0 1 2] [--name seed_spread]
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--questions", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--name", default=NAME, help="results/<name>.json")
     args = parser.parse_args()
     import torch
 
@@ -65,7 +66,7 @@ def main() -> None:
     train_path, valid_path = builtin_data(LEVEL)
     examples, valid = sft_examples(read_qa(train_path)), read_qa(valid_path)[: args.questions]
     loaded = load_model("embedded", "cpu")
-    path = RESULTS / f"{NAME}.json"
+    path = RESULTS / f"{args.name}.json"
     earlier = {r["adapter"]: r for r in json.loads(path.read_text()).get("seeds", [])} if path.is_file() else {}
     times: dict[str, float] = {}
     rows, outcomes = [], {}
@@ -91,7 +92,7 @@ def main() -> None:
               flush=True)
         rows.append(row)
         outcomes[seed] = [o.correct for o in outcomes_from_json(row["outcomes"])]
-        write_result(NAME, args, {"partial": True, "times": times, "seeds": rows})
+        write_result(args.name, args, {"partial": True, "times": times, "seeds": rows})
     accuracies = [r["accuracy"] for r in rows]
     sd = statistics.stdev(accuracies) if len(accuracies) > 1 else None
     pairs = {f"{a}-{b}": accuracy_difference(outcomes[a], outcomes[b]).to_dict()
@@ -104,7 +105,7 @@ def main() -> None:
                                     "difference": effect},
                "rank_effect_in_seed_sds": effect / sd if sd else None}
     times["wall"] = time.perf_counter() - started
-    write_result(NAME, args, {"partial": False, "times": times, "seeds": rows, **summary})
+    write_result(args.name, args, {"partial": False, "times": times, "seeds": rows, **summary})
     print(json.dumps(summary, indent=1))
 
 
