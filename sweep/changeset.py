@@ -42,9 +42,14 @@ class Change:
 
 
 def inside(root: Path, relpath: str, what: str) -> Path:
-    """root/relpath, refused if it (or a link on the way) leads outside root."""
+    """root/relpath, refused if it (or a symbolic link on the way) leads outside root: ranksweep writes through a
+    link only to a file inside root."""
     path = root / relpath
     if not path.resolve().is_relative_to(root.resolve()):
+        if Path(os.path.normpath(path.absolute())).is_relative_to(root.absolute()):  # the words stay inside: a link
+            raise RanksweepError(f"{what} '{relpath}' is a symbolic link (or lies under one) that leads outside the "
+                                 f"homework folder {root}, to {path.resolve()}; ranksweep writes only inside that "
+                                 "folder: replace the link with a copy of the file, or name a file inside it.")
         raise RanksweepError(f"{what} '{relpath}' is outside the homework folder {root}; name a file inside it.")
     return path
 

@@ -162,13 +162,28 @@ def _same_model(a: str, b: str) -> bool:
     return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
 
 
+def _checkpoint_base(root: Path) -> tuple[str, str | None]:
+    """(where, the base model) the tree's checkpoint line names (`homework/base_llm.py:checkpoint`, or ranksweep.toml's
+    `checkpoint`), read as homework mode reads it; None when the tree has no such single string."""
+    from sweep.homework_config import read_config
+    from sweep.homework_tree import read_string_constant
+
+    var = read_config(root).checkpoint
+    try:
+        return var, read_string_constant(root, var)
+    except RanksweepError:  # not a course tree: its adapters' configs (or --base-model) say it
+        return var, None
+
+
 def check_base_model(root: Path, choice: Choice, base_model: str | None) -> None:
-    """Refuse adapters trained on another base model than the homework's (--base-model, else its adapter config)."""
+    """Refuse adapters trained on another base model than the homework's: --base-model, else the tree's adapter
+    configs and its checkpoint line (a fresh tree has no adapter yet, but names its model there)."""
     studied = {n for n in [choice.base_model, *(_adapter_base(d) for d in (choice.sft_dir, choice.rft_dir) if d)] if n}
     if base_model is not None:
         expected = [("--base-model", base_model)]
     else:
         expected = [(f"{home}/adapter_config.json", _adapter_base(root / home)) for home in ADAPTER_HOMES.values()]
+        expected.append(_checkpoint_base(root))
     for source, name in expected:
         if name and not any(_same_model(name, s) for s in studied):
             trained = choice.base_model or ", ".join(sorted(studied)) or "an unknown model"
@@ -211,11 +226,12 @@ class ZipCheck:
 
     def line(self) -> str:
         """The size in MiB (bytes/1024/1024, as the homework reports it) and the verdict."""
-        mib = 1024 * 1024
-        verdict = (f"OVER by {(self.size_bytes - self.budget_bytes) / mib:.2f} MiB; export a smaller pair "
+        from sweep.sizing import size_text
+
+        verdict = (f"OVER by {size_text(self.size_bytes - self.budget_bytes)}; export a smaller pair "
                    f"(ranksweep report lists them)") if self.over else "fits"
-        return (f"submission zip{' after export' if self.planned else ''}: {self.size_bytes / mib:.2f} MiB "
-                f"({self.size_bytes:,} bytes) of the {self.budget_bytes / mib:.2f} MiB budget: {verdict}")
+        return (f"submission zip{' after export' if self.planned else ''}: {size_text(self.size_bytes)} "
+                f"of the {size_text(self.budget_bytes)} budget: {verdict}")
 
 
 def zip_check(root: Path, budget: int, pending: list[Change]) -> ZipCheck:

@@ -48,8 +48,9 @@ def split_var(text: str) -> tuple[str, str]:
     return file, name
 
 
-def set_string_constant(tree: Path, var: str, value: str) -> None:
-    """Rewrite the module-level `NAME = "..."` named by `var` (FILE:NAME) to hold `value`; only the literal changes."""
+def _string_binding(tree: Path, var: str):
+    """(source bytes, the one module-level `NAME = "..."` binding) of `var` (FILE:NAME) in the tree: how homework
+    mode finds the base model's checkpoint line, to point a scratch copy elsewhere or to read it."""
     file, name = split_var(var)
     path = Path(tree) / file
     if not path.is_file():
@@ -60,9 +61,23 @@ def set_string_constant(tree: Path, var: str, value: str) -> None:
     strings = [b for b in bindings if b.value_source and _is_string(b.value_source)]
     if len(bindings) != 1 or len(strings) != 1:
         found = "no module-level assignment" if not bindings else f"{len(bindings)} assignments, not one string literal"
-        raise RanksweepError(f"{file} has {found} to {name}; homework mode rewrites a single `{name} = \"...\"` "
-                             f"in its scratch copy to load --base-model.")
-    binding = strings[0]
+        raise RanksweepError(f"{file} has {found} to {name}; homework mode needs a single `{name} = \"...\"` "
+                             f"naming the base model.")
+    return source, strings[0]
+
+
+def read_string_constant(tree: Path, var: str) -> str:
+    """The string the module-level `NAME = "..."` named by `var` (FILE:NAME) holds, e.g. the tree's base model
+    from `homework/base_llm.py:checkpoint`; a RanksweepError when there is not exactly one such literal."""
+    _, binding = _string_binding(tree, var)
+    return ast.literal_eval(binding.value_source)
+
+
+def set_string_constant(tree: Path, var: str, value: str) -> None:
+    """Rewrite the module-level `NAME = "..."` named by `var` (FILE:NAME) to hold `value`; only the literal changes."""
+    file, _ = split_var(var)
+    path = Path(tree) / file
+    source, binding = _string_binding(tree, var)
     encoding, _ = tokenize.detect_encoding(io.BytesIO(source).readline)
     text = source.decode(encoding)
     path.write_bytes((text[: binding.start] + json.dumps(value) + text[binding.end :]).encode(encoding))

@@ -41,8 +41,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--rft-var", metavar="FILE:NAME",
                    help="where the RFT rank lives (default: homework/rft.py:RFT_LORA_RANK)")
     p.add_argument("--base-model",
-                   help="the base model the homework's adapters must be trained on (default: the one named in "
-                   "homework/sft_model/adapter_config.json); --with-adapters refuses a study trained on another")
+                   help="the base model the homework's adapters must be trained on (default: the ones named in "
+                   "homework/*_model/adapter_config.json and by the checkpoint line of homework/base_llm.py); "
+                   "--with-adapters refuses a study trained on another")
     p.add_argument("--budget-mb", type=budget_mb,
                    help="zipped submission limit in MiB, bytes/1024/1024 (default: the study's budget, else 50)")
     p.add_argument("--force", action="store_true",
