@@ -90,6 +90,15 @@ class Attempt:
             self.steer = True
             raise optuna.TrialPruned(skip)
         started = time.perf_counter()
+        sealed: dict[str, list[str]] = {"trained": [], "derived": []}
+
+        def on_seal(spec) -> None:  # written at once: a kill -9 later in the trial keeps it
+            which = "derived" if spec.derived else "trained"
+            sealed[which].append(f"{spec.kind}:{spec.key}")
+            for key, value in TrialResult(**{which: ",".join(sealed[which])}).to_attrs().items():
+                trial.set_user_attr(key, value)
+
+        self.ctx.cache.on_seal = on_seal
         try:
             self.guard.armed = True
             if self.guard.pending:
@@ -111,6 +120,8 @@ class Attempt:
                   "the study goes on", file=sys.stderr)
             self.failed_pair = pair_of(params)
             raise TrialFailed(str(exc)) from exc
+        finally:
+            self.ctx.cache.on_seal = None
         from sweep.trial import record_pair
 
         seconds = time.perf_counter() - started

@@ -20,7 +20,7 @@ import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from trainers.data import file_sha256, write_json_atomic
 
@@ -56,6 +56,11 @@ class AdapterSpec:
         return self.config.kind
 
     @property
+    def derived(self) -> bool:
+        """Whether the adapter is computed from another one (sweep/strategies.py), not trained on its own."""
+        return False
+
+    @property
     def rank(self) -> int:
         return self.config.rank
 
@@ -79,8 +84,11 @@ def file_lock(path: Path):
 class ArtifactCache:
     """Adapters and their grades under one folder (shareable between workers on one file system)."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, on_seal: Callable[[AdapterSpec], None] | None = None):
         self.root = Path(root)
+        # Told of every entry this process seals (trained or derived here), as it is sealed: the study loop records
+        # it on the running trial, so an adapter trained by a trial that is later killed still counts.
+        self.on_seal = on_seal
 
     def adapter_dir(self, spec: AdapterSpec) -> Path:
         return self.root / "adapters" / f"{spec.kind}-r{spec.rank}-{spec.key}"
@@ -116,6 +124,8 @@ class ArtifactCache:
         manifest = {**hashes, **facts, "spec": {**asdict(spec.config), "base_model": spec.base_model,
                                                     "data_sha256": spec.data_sha256}, "key": spec.key}
         write_json_atomic(folder / MANIFEST, manifest)
+        if self.on_seal is not None:
+            self.on_seal(spec)
         return manifest
 
     def grade_path(self, spec: AdapterSpec, grading_key: str) -> Path:
