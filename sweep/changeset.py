@@ -78,7 +78,9 @@ def check_writes(root: Path, changes: list[Change], *, backup: bool) -> None:
         if path.exists() and not path.is_file():
             raise RanksweepError(f"{change.path} is not a regular file; move it away and export again.")
         if path.exists() and not _writable(path):
-            raise RanksweepError(f"{change.path} is read-only, so nothing was written; make it writable (chmod u+w) "
+            from sweep.commands.common import unwritable_advice
+
+            raise RanksweepError(f"{change.path} is read-only, so nothing was written; {unwritable_advice(path)} "
                                  "and export again, or use --dry-run and edit it by hand.")
         folders.append(path.parent)
     for folder in folders:

@@ -448,3 +448,23 @@ def test_a_rank_file_linked_out_of_the_tree_is_refused_and_nothing_is_written(ca
     assert code == 2 and err.count("\n") == 1, err
     assert "'homework/rft.py' is a symbolic link (or lies under one) that leads outside the homework folder" in err
     assert snapshot(hw) == before and outside.read_bytes() == RFT
+
+
+def test_an_immutable_rank_file_gets_advice_that_works(capsys, hw, storage):
+    """`chattr +i` forbids writes whatever the mode says (root included): chmod u+w would not help, so the
+    sentence says what does."""
+    import shutil
+    import subprocess
+
+    rft = hw / "homework" / "rft.py"
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", rft], capture_output=True).returncode:
+        pytest.skip("this file system or user cannot set the immutable attribute")
+    try:
+        before = snapshot(hw)
+        code, _, err = export(capsys, "--homework", hw, "--storage", storage, "--study", "sweep")
+        assert code == 2 and err.count("\n") == 1, err
+        assert "homework/rft.py is read-only, so nothing was written; it is marked immutable or append-only" in err
+        assert f"chattr -i -a {rft}" in err and "chmod u+w" not in err
+        assert snapshot(hw) == before
+    finally:
+        subprocess.run(["chattr", "-i", rft], check=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 from sweep.commands.common import add_base_model, add_device, add_storage, positive_int, questions_arg
 from sweep.commands.common import (alpha_ratio, budget_mb, comma_list, epochs_arg, learning_rate, rank_arg,
                                    recover_steps_arg, seed_arg, study_name)
+from sweep.space import PRESETS, describe
 
 
 
@@ -27,9 +28,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="zipped submission limit in MiB, as the homework reports bytes/1024/1024 (default: 50)")
     p.add_argument("--trials", type=positive_int, default=None,
                    help="distinct pairs to train and grade in total (default: the preset's)")
-    p.add_argument("--preset", choices=["quick", "full"], default="full",
-                   help="quick: CPU-sized (160 training rows, 1 epoch, 50 questions, ranks 2/8/32); "
-                   "full: homework scale (all rows, 3 epochs, 100 questions, ranks 1..64). Flags override it.")
+    p.add_argument("--preset", choices=list(PRESETS), default="full",
+                   help=f"quick: CPU-sized ({describe(PRESETS['quick'])}); full: homework scale "
+                   f"({describe(PRESETS['full'])}). Flags override it.")
     add_base_model(p)
     add_device(p)
     p.add_argument("--homework", type=Path, default=None,
@@ -209,7 +210,7 @@ def execute(opened, settings, *, progress: bool) -> int:
     """Run the study loop and print where it stands; shared by launch and worker."""
     from sweep.study import run_study
 
-    from sweep.commands.common import command, mask_url
+    from sweep.commands.common import command, counted, mask_url
 
     storage = mask_url(settings.storage)  # printed commands are quoted for pasting, passwords masked
     resume = command("ranksweep", "launch", "--study", settings.name, "--storage", storage)
@@ -221,10 +222,11 @@ def execute(opened, settings, *, progress: bool) -> int:
         return 130
     done = len(state.completed)
     if done >= settings.trials:
-        print(f"Study '{settings.name}': {done} pairs trained and graded.")
+        print(f"Study '{settings.name}': {counted(done, 'pair')} trained and graded.")
     elif state.running:
-        print(f"Study '{settings.name}': {done} pairs complete; the last {len(state.running)} are running in other "
-              "processes.")
+        running = len(state.running)
+        print(f"Study '{settings.name}': {counted(done, 'pair')} complete; the last {running} "
+              f"{'is' if running == 1 else 'are'} running in {'another process' if running == 1 else 'other processes'}.")
     else:
         print(f"Study '{settings.name}': every feasible pair has been tried ({done} complete, "
               f"{settings.trials} asked for).")
