@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
     warnings.filterwarnings("ignore", message=".*(is an experimental feature|is experimental)")
+    if getattr(args, "no_progress", False):  # every bar, the libraries' included (model conversion, loading)
+        from trainers.models import silence_library_bars
+
+        silence_library_bars()
     try:
         return int(args.run(args) or 0)
     except RanksweepError as exc:

@@ -64,6 +64,7 @@ def _which(args: list[str]) -> bool:
 def check_homework_trainer(settings) -> HomeworkConfig:
     """Everything a homework-mode study needs, checked before any trial: the tree, its rank and checkpoint
     constants, one value for what its own code decides (alpha, lr, epochs), and commands that can start."""
+    from sweep.changeset import inside
     from sweep.export import parse_var
     from sweep.rank_constants import read_constant
 
@@ -78,7 +79,8 @@ def check_homework_trainer(settings) -> HomeworkConfig:
                              "(only the ranks are searched).")
     for var in (config.sft_rank, config.rft_rank):
         rank_var = parse_var(var)
-        path = root / rank_var.file
+        # Checked in the user's tree, before the study exists: a trial would find it only in its scratch copy.
+        path = inside(root, rank_var.file, f"ranksweep.toml names {rank_var.name} in a file, and that file")
         if not path.is_file():
             raise RanksweepError(f"{root} has no {rank_var.file}, where {rank_var.name} should be; "
                                  "name it in ranksweep.toml (sft_rank / rft_rank = \"FILE:NAME\").")

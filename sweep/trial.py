@@ -72,6 +72,7 @@ class TrialContext:
                     self.settings.train_path,
                     rft_settings,
                     cache_root=self.settings.artifacts / "rft",
+                    progress=self.progress,
                 )
         return self._rft_path
 

@@ -217,3 +217,15 @@ def test_adapters_trained_by_a_killed_trial_count_as_trainings(cli, ranksweep, t
     assert doc["trainings"] == {"sft": 1, "rft": 1, "reused": 0, "derived_sft": 0, "derived_rft": 0}
     table = ranksweep("status", "--study", "killed", "--storage", storage).stdout
     assert "trainings run: 1 SFT + 1 RFT; adapters reused from the cache: 0" in table
+
+
+def test_a_rank_path_leaving_the_tree_is_refused_before_the_study_exists(ranksweep, tmp_path):
+    tree = user_tree(tmp_path)
+    (tmp_path / "outside.py").write_text("DEFAULT_LORA_RANK = 8\n")
+    (tree / "ranksweep.toml").write_text('[homework]\nsft_rank = "../outside.py:DEFAULT_LORA_RANK"\n')
+    result = ranksweep(*launch_args(tmp_path, tree, "escape", trials=1))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert f"'../outside.py' is outside the homework folder {tree}" in result.stderr
+    assert "homework-trials" not in result.stderr  # the user's path, not a scratch copy's
+    assert not (tmp_path / "studies.db").exists() or "escape" not in optuna.get_all_study_names(
+        f"sqlite:///{tmp_path}/studies.db")

@@ -93,11 +93,30 @@ def _read_gguf(gguf: Path, loader, **kwargs):
         raise RanksweepError(f"GGUF file '{gguf}' could not be read ({reason}).") from None
 
 
+# Whether the libraries this process loads models with may draw their own progress bars (silence_library_bars).
+_library_bars = True
+
+
+def silence_library_bars() -> None:
+    """No progress bar from the libraries that load models, for the rest of this process: transformers' own bars
+    through its switch, and the GGUF conversion's, which has none (its bar goes to a discarded stderr)."""
+    global _library_bars
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    _library_bars = False
+
+
 def _from_gguf(gguf: Path):
+    import contextlib
+    import io
+
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = _read_gguf(gguf, AutoTokenizer)
-    model = _read_gguf(gguf, AutoModelForCausalLM)
+    quiet = contextlib.nullcontext() if _library_bars else contextlib.redirect_stderr(io.StringIO())
+    with quiet:
+        tokenizer = _read_gguf(gguf, AutoTokenizer)
+        model = _read_gguf(gguf, AutoModelForCausalLM)
     # The weights are dequantized to float32 on load; the leftover quantizer only blocks save_pretrained.
     model.hf_quantizer = None
     model.config.__dict__.pop("quantization_config", None)

@@ -269,6 +269,11 @@ def add_device(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_no_progress(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bars (training, grading, RFT sampling, model conversion)")
+
+
 def add_storage(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--storage",

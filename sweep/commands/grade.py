@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sweep.commands.common import add_base_model, add_device, positive_int, questions_arg
+from sweep.commands.common import add_base_model, add_device, add_no_progress, positive_int, questions_arg
 from trainers.errors import RanksweepError
 from trainers.grading import BATCH_SIZE, KINDS
 
@@ -37,6 +37,7 @@ def add_parser(subparsers):
                         help="also grade the adapter with the homework's own loader and benchmark, in a scratch copy "
                         "of DIR loading --base-model (DIR is never changed; names and timeouts from DIR/ranksweep.toml)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
+    add_no_progress(parser)
     return parser
 
 
@@ -105,9 +106,8 @@ def run(args) -> int:
     from trainers.models import load_model
 
     loaded = load_model(args.base_model, args.device)
-    grade = grade_model(
-        loaded, rows, kind=kind, adapter_dir=adapter, questions=questions, batch_size=batch_size, progress=not args.json
-    )
+    grade = grade_model(loaded, rows, kind=kind, adapter_dir=adapter, questions=questions, batch_size=batch_size,
+                        progress=not (args.json or args.no_progress))
     if args.json:
         record = {**grade.to_json(), "adapter": str(adapter) if adapter else None, "base_model": args.base_model,
                   "prompt_template": template}

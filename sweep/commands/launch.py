@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from sweep.commands.common import add_base_model, add_device, add_storage, positive_int, questions_arg
+from sweep.commands.common import (add_base_model, add_device, add_no_progress, add_storage, positive_int,
+                                   questions_arg)
 from sweep.commands.common import (alpha_ratio, budget_mb, comma_list, epochs_arg, learning_rate, rank_arg,
                                    recover_steps_arg, seed_arg, study_name)
 from sweep.space import PRESETS, describe
@@ -83,7 +84,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="artifact cache shared by studies and workers (default: runs/artifacts)")
     p.add_argument("--force", action="store_true",
                    help="resume a study even though its base model or data changed")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_no_progress(p)
     return p
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sweep.commands.common import (add_base_model, add_device, check_output, positive_float, positive_int, questions_arg,
+from sweep.commands.common import (add_base_model, add_device, add_no_progress, check_output, positive_float, positive_int, questions_arg,
                                    seed_arg)
 from trainers.errors import RanksweepError
 from trainers.rft_data import RFTSettings
@@ -40,6 +40,7 @@ def add_parser(subparsers):
     parser.add_argument("--batch-size", default=str(DEFAULTS.batch_size), metavar="B",
                         help=f"sequences decoded together (default: {DEFAULTS.batch_size})")
     parser.add_argument("--seed", default=str(DEFAULTS.seed), metavar="S", help=f"sampling seed (default: {DEFAULTS.seed})")
+    add_no_progress(parser)
     return parser
 
 
@@ -90,7 +91,7 @@ def run(args) -> int:
         train_path = builtin_data()[0]
     else:
         train_path = args.train_data
-    cached = ensure_rft_data(args.base_model, args.device, train_path, settings, progress=True)
+    cached = ensure_rft_data(args.base_model, args.device, train_path, settings, progress=not args.no_progress)
     rows = read_rft(cached)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = scratch_file(out)  # a killed copy's temp file is removed by the next write here

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sweep.commands.common import add_device, add_storage, positive_int
+from sweep.commands.common import add_device, add_no_progress, add_storage, positive_int
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -24,7 +24,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="artifact folder (default: the one the study was launched with)")
     p.add_argument("--trials", type=positive_int, default=None,
                    help="raise the study's target of distinct complete pairs to this many (default: keep it)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_no_progress(p)
     return p
 
 
