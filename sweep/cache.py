@@ -18,6 +18,7 @@ import hashlib
 import json
 import shutil
 import sys
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -69,6 +70,22 @@ class AdapterSpec:
         return self.config.alpha
 
 
+# Told of every entry sealed (trained or derived, here) inside `observe_seals`: the study loop records each on the
+# running trial as it happens, so an adapter trained by a trial that is later killed still counts, whichever
+# builder (and cache object) made it.
+_seal_observer: ContextVar[Callable[[AdapterSpec], None] | None] = ContextVar("ranksweep_seal_observer", default=None)
+
+
+@contextlib.contextmanager
+def observe_seals(callback: Callable[[AdapterSpec], None]):
+    """Call `callback(spec)` for each cache entry sealed in this context (this thread), right after its manifest."""
+    token = _seal_observer.set(callback)
+    try:
+        yield
+    finally:
+        _seal_observer.reset(token)
+
+
 @contextlib.contextmanager
 def file_lock(path: Path):
     """An exclusive advisory lock on a file, held for the duration of the with-block."""
@@ -84,11 +101,8 @@ def file_lock(path: Path):
 class ArtifactCache:
     """Adapters and their grades under one folder (shareable between workers on one file system)."""
 
-    def __init__(self, root: str | Path, on_seal: Callable[[AdapterSpec], None] | None = None):
+    def __init__(self, root: str | Path):
         self.root = Path(root)
-        # Told of every entry this process seals (trained or derived here), as it is sealed: the study loop records
-        # it on the running trial, so an adapter trained by a trial that is later killed still counts.
-        self.on_seal = on_seal
 
     def adapter_dir(self, spec: AdapterSpec) -> Path:
         return self.root / "adapters" / f"{spec.kind}-r{spec.rank}-{spec.key}"
@@ -124,8 +138,9 @@ class ArtifactCache:
         manifest = {**hashes, **facts, "spec": {**asdict(spec.config), "base_model": spec.base_model,
                                                     "data_sha256": spec.data_sha256}, "key": spec.key}
         write_json_atomic(folder / MANIFEST, manifest)
-        if self.on_seal is not None:
-            self.on_seal(spec)
+        observer = _seal_observer.get()
+        if observer is not None:
+            observer(spec)
         return manifest
 
     def grade_path(self, spec: AdapterSpec, grading_key: str) -> Path:

@@ -165,8 +165,8 @@ def _same_model(a: str, b: str) -> bool:
 def _checkpoint_base(root: Path) -> tuple[str, str | None]:
     """(where, the base model) the tree's checkpoint line names (`homework/base_llm.py:checkpoint`, or ranksweep.toml's
     `checkpoint`), read as homework mode reads it; None when the tree has no such single string."""
-    from sweep.homework_config import read_config
-    from sweep.homework_tree import read_string_constant
+    from sweep.homework.config import read_config
+    from sweep.homework.tree import read_string_constant
 
     var = read_config(root).checkpoint
     try:

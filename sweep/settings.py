@@ -32,7 +32,7 @@ class StudySettings:
     valid_path: Path
     rft_path: Path | None  # the user's rft.json; None: generate it by rejection sampling
     homework: Path | None  # counted in the zipped size when given
-    trainer: str = "ranksweep"  # what makes a trial's two adapters (sweep.trial.pair_builder)
+    trainer: str = "ranksweep"  # what makes a trial's two adapters (sweep.commands.running.builder_for)
     strategy: str = "independent"  # how the built-in trainer makes them (sweep.trial.build_pair)
     recover_steps: int = 0  # strategy "shrink": training steps at the target rank after the cut (sweep/strategies.py)
     prompt_template: str = "{question}"  # the text adapters are trained and graded on (trainers/prompts.py)

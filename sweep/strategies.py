@@ -167,24 +167,3 @@ def derive(spec: DerivedSpec, parent_dir, out_dir, loaded, examples, *, progress
     else:
         shrink_adapter(loaded, parent_dir, spec.rank, out_dir, recover_steps=spec.recover_steps,
                        examples=examples if spec.recover_steps else None, progress=progress, metadata=metadata)
-
-
-def ensure_strategy_adapter(ctx, kind: str, params: dict):
-    """The AdapterResult of one adapter of a pair, made the way `ctx.settings.strategy` says."""
-    from sweep.trial import adapter_spec, ensure_adapter
-
-    settings = ctx.settings
-    ranks = settings.space.sft_ranks if kind == "sft" else settings.space.rft_ranks
-    spec = spec_for(settings.strategy, adapter_spec(ctx, kind, params), ranks, settings.recover_steps)
-    if not isinstance(spec, DerivedSpec):
-        return ensure_adapter(ctx, spec, progress=ctx.progress)
-    examples = ctx.examples(kind)
-    parent_seconds = ensure_parent(ctx.cache, spec.parent, lambda: ctx.loaded, examples, progress=ctx.progress)
-    parent_dir = ctx.cache.adapter_dir(spec.parent)
-    result = ensure_adapter(
-        ctx, spec, progress=ctx.progress,
-        make=lambda folder: derive(spec, parent_dir, folder, ctx.loaded, examples, progress=ctx.progress),
-    )
-    # train_seconds: the parent's training when this trial ran it; derive_seconds: cutting (and recovering) it.
-    return replace(result, origin=spec.origin, parent_key=spec.parent.key, train_seconds=round(parent_seconds, 3),
-                   derive_seconds=result.train_seconds)

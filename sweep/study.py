@@ -161,8 +161,9 @@ class Progress:
         return len(self.completed) >= self.target or not (self.untried or self.waiting)
 
 
-def run_study(opened: Opened, settings: StudySettings, *, progress: bool = True) -> Progress:
-    """Run trials until `settings.trials` distinct pairs are complete or no feasible pair is left to try."""
+def run_study(opened: Opened, settings: StudySettings, builder, *, progress: bool = True) -> Progress:
+    """Run trials until `settings.trials` distinct pairs are complete or no feasible pair is left to try; each
+    trial's adapters come from `builder` (a sweep.builder.PairBuilder)."""
     import optuna
 
     from sweep.attempt import Attempt, CtrlC, TrialFailed
@@ -171,7 +172,7 @@ def run_study(opened: Opened, settings: StudySettings, *, progress: bool = True)
     study = opened.study
     rest = study.user_attrs["config"]["homework_rest_bytes"]
     state = Progress(feasible=feasible_pairs(settings, rest), target=settings.trials)
-    attempt = Attempt(opened, settings, rest, progress=progress)
+    attempt = Attempt(opened, settings, rest, builder)
     rng = random.Random(opened.seed)
     bar = StudyBar(settings, enabled=progress)
     with CtrlC() as ctrl_c, bar:

@@ -109,7 +109,7 @@ def test_a_command_that_cannot_start_is_refused_before_any_trial(ranksweep, tmp_
 
 
 def test_grader_lines_are_read_into_points_and_accuracies():
-    from sweep.homework_points import parse_grader_output
+    from sweep.homework.points import parse_grader_output
 
     scores = parse_grader_output(
         "SFT model\nLoading weights: 100%|##########| 20/20 [00:00<00:00]\n"
@@ -176,7 +176,7 @@ def test_ranksweep_trained_adapters_are_checked_with_the_homework_code(ranksweep
 def test_a_printed_homework_command_pastes_back_into_bash(tmp_path):
     """The `$ command` line of a failing command's output is shlex-quoted: pasted into bash it runs the same words.
     A command run without a lasting log names no log file in its error (its scratch log is gone by then)."""
-    from sweep.homework_run import HomeworkCommandError, run_logged
+    from sweep.homework.run import HomeworkCommandError, run_logged
 
     args = [sys.executable, "-c", "import sys; print('boom'); sys.exit(1)"]
     try:

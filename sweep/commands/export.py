@@ -92,8 +92,8 @@ def export_homework(args: argparse.Namespace) -> int:
     _report_changes(changes, args.dry_run, lambda: apply(root, changes), root)
     if changes and not args.with_adapters:
         print("adapters not copied (use --with-adapters): retrain them with the new ranks before you submit")
-    if args.with_adapters:  # graded again by the homework's own code, where the tree can (sweep/homework_check.py)
-        from sweep.homework_check import export_warnings
+    if args.with_adapters:  # graded again by the homework's own code, where the tree can (sweep/homework/check.py)
+        from sweep.homework.check import export_warnings
 
         for warning in export_warnings(root, args.storage, choice.study, choice):
             print(f"warning: {warning}")

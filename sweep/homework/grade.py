@@ -9,9 +9,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from sweep.homework_config import HomeworkConfig
-from sweep.homework_run import HomeworkCommandError, run_logged
-from sweep.homework_tree import base_model_path, place_adapter, scratch_copy, set_string_constant
+from sweep.homework.config import HomeworkConfig
+from sweep.homework.run import HomeworkCommandError, run_logged
+from sweep.homework.tree import base_model_path, place_adapter, scratch_copy, set_string_constant
 from trainers.errors import RanksweepError
 from trainers.grading import wilson_interval
 
