@@ -17,7 +17,7 @@ from sweep.bundle import ADAPTER_FILES, ADAPTER_HOMES, bundle_members, zip_bytes
 from sweep.changeset import Change, apply, inside as _inside
 from sweep.frontier import recommend
 from sweep.rank_constants import is_identifier, set_constant
-from sweep.sizing import fits, mib
+from sweep.sizing import fits, mib, size_text
 from sweep.storage import open_storage
 from sweep.study_io import load_trials
 from trainers.data import parse_json
@@ -160,28 +160,17 @@ def _same_model(a: str, b: str) -> bool:
     return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
 
 
-def _checkpoint_base(root: Path) -> tuple[str, str | None]:
-    """(where, the base model) the tree's checkpoint line names (`homework/base_llm.py:checkpoint`, or ranksweep.toml's
-    `checkpoint`), read as homework mode reads it; None when the tree has no such single string."""
-    from sweep.homework.config import read_config
-    from sweep.homework.tree import read_string_constant
-
-    var = read_config(root).checkpoint
-    try:
-        return var, read_string_constant(root, var)
-    except RanksweepError:  # not a course tree: its adapters' configs (or --base-model) say it
-        return var, None
-
-
-def check_base_model(root: Path, choice: Choice, base_model: str | None) -> None:
+def check_base_model(root: Path, choice: Choice, base_model: str | None,
+                     checkpoint: tuple[str, str | None] = ("", None)) -> None:
     """Refuse adapters trained on another base model than the homework's: --base-model, else the tree's adapter
-    configs and its checkpoint line (a fresh tree has no adapter yet, but names its model there)."""
+    configs and `checkpoint`, (where, model) its checkpoint line names (a fresh tree has no adapter yet, but
+    names its model there; sweep.homework.tree.checkpoint_model reads it)."""
     studied = {n for n in [choice.base_model, *(_adapter_base(d) for d in (choice.sft_dir, choice.rft_dir) if d)] if n}
     if base_model is not None:
         expected = [("--base-model", base_model)]
     else:
         expected = [(f"{home}/adapter_config.json", _adapter_base(root / home)) for home in ADAPTER_HOMES.values()]
-        expected.append(_checkpoint_base(root))
+        expected.append(checkpoint)
     for source, name in expected:
         if name and not any(_same_model(name, s) for s in studied):
             trained = choice.base_model or ", ".join(sorted(studied)) or "an unknown model"
@@ -222,8 +211,6 @@ class ZipCheck:
 
     def line(self) -> str:
         """The size in MiB (bytes/1024/1024, as the homework reports it) and the verdict."""
-        from sweep.sizing import size_text
-
         verdict = (f"OVER by {size_text(self.size_bytes - self.budget_bytes)}; export a smaller pair "
                    f"(ranksweep report lists them)") if self.over else "fits"
         return (f"submission zip{' after export' if self.planned else ''}: {size_text(self.size_bytes)} "

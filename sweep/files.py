@@ -3,6 +3,8 @@ in, and can a study name also name a folder."""
 
 from __future__ import annotations
 
+import array
+import fcntl
 import os
 import shlex
 from pathlib import Path
@@ -29,9 +31,6 @@ _IMMUTABLE_OR_APPEND = 0x10 | 0x20
 
 
 def _inode_flags(path: Path) -> int:
-    import array
-    import fcntl
-
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError:

@@ -10,7 +10,9 @@ Accepted forms, tried in this order:
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import io
 import os
 import shutil
 import socket
@@ -109,9 +111,6 @@ def silence_library_bars() -> None:
 
 
 def _from_gguf(gguf: Path):
-    import contextlib
-    import io
-
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     quiet = contextlib.nullcontext() if _library_bars else contextlib.redirect_stderr(io.StringIO())

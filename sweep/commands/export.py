@@ -12,6 +12,7 @@ from sweep.commands.common import add_storage, budget_mb, check_output
 from sweep.export import (Change, DEFAULT_RFT_VAR, DEFAULT_SFT_VAR, ZipCheck, adapter_changes, apply, check_base_model,
                           check_tree, choose, parse_var, rank_changes, study_name, zip_check)
 from sweep.homework.check import export_warnings
+from sweep.homework.tree import checkpoint_model
 from sweep.sizing import DEFAULT_BUDGET_MB, budget_bytes, size_text
 from trainers.data import parse_json
 from trainers.errors import RanksweepError
@@ -77,7 +78,7 @@ def export_homework(args: argparse.Namespace) -> int:
     choice = choose(args.storage, study_name(args.storage, args.study), args.trial)
     changes = rank_changes(root, sft_var, rft_var, choice.sft_rank, choice.rft_rank)
     if args.with_adapters:
-        check_base_model(root, choice, args.base_model)
+        check_base_model(root, choice, args.base_model, checkpoint_model(root))
         changes += adapter_changes(root, choice)
     if args.budget_mb:
         budget = budget_bytes(args.budget_mb)

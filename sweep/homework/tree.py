@@ -18,6 +18,7 @@ import tokenize
 from pathlib import Path
 
 from sweep.bundle import ADAPTER_FILES, ADAPTER_HOMES
+from sweep.homework.config import read_config
 from sweep.rank_constants import find_bindings
 from trainers.errors import RanksweepError
 from trainers.models import cache_dir, embedded_model_dir, load_model
@@ -72,6 +73,16 @@ def read_string_constant(tree: Path, var: str) -> str:
     from `homework/base_llm.py:checkpoint`; a RanksweepError when there is not exactly one such literal."""
     _, binding = _string_binding(tree, var)
     return ast.literal_eval(binding.value_source)
+
+
+def checkpoint_model(root: Path) -> tuple[str, str | None]:
+    """(FILE:NAME, the base model) the tree's checkpoint line names (`homework/base_llm.py:checkpoint`, or
+    ranksweep.toml's `checkpoint`), read as homework mode reads it; None when the tree has no such single string."""
+    var = read_config(root).checkpoint
+    try:
+        return var, read_string_constant(root, var)
+    except RanksweepError:  # not a course tree: its adapters' configs (or --base-model) say which model
+        return var, None
 
 
 def set_string_constant(tree: Path, var: str, value: str) -> None:
