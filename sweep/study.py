@@ -200,13 +200,13 @@ class Steer:
 
     def done(self, study) -> bool:
         """Whether the study is done; when it is not and the last trial was skipped, enqueue an untried pair."""
-        fail_orphaned_trials(self.opened)  # a dead process of this host: its trial failed, its pair re-enqueued
-        # Optuna fails stale-heartbeat trials itself, but only before its next ask, after this check; the check
-        # counts RUNNING trials toward the target, so a dead process's trial must be failed (and its pair
-        # re-enqueued) first, or a run would stop with it counted as in flight.
-        from optuna.storages import fail_stale_trials  # heavy: optuna loads with the study, not the CLI
+        import optuna
 
-        fail_stale_trials(study)
+        # Dead processes' trials are failed (their pairs re-enqueued) before the read, or they would count as in
+        # flight toward the target: this host's at once, any host's once its heartbeat is stale (Optuna does that
+        # too before each trial, after this read).
+        fail_orphaned_trials(self.opened)
+        optuna.storages.fail_stale_trials(study)
         trials = study.get_trials(deepcopy=False)  # one read per trial: other workers complete pairs too
         state, attempt = self.state, self.attempt
         self.bar.update(state.read(trials, self.opened.config.trials), trials, seconds=attempt.last_seconds)

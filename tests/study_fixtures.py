@@ -4,10 +4,11 @@ Trials are made the way the study loop makes them (sweep/study.py, sweep/attempt
 categorical params, the record (sweep.records.TrialResult.to_attrs) written once both adapters are graded,
 the size constraint, `tell` with [score, zipped bytes]; pruned trials carry `skipped`,
 `size_bytes_predicted` and the constraint, failed ones `error`, running ones only host/pid. Scores come
-from the project's own objective (sweep.objective), pair sizes from sweep.bundle.combined_bytes. Sizes follow the 360M model's measured figures (docs: PRODUCT.md), grades
-come from the real grader's Wilson interval and points. A study is built in memory, then copied into
-the target storage with `optuna.copy_study`: one write per trial instead of one per attr, so a test
-storage takes about a second per study instead of ten.
+from the project's own objective (sweep.objective), pair sizes from sweep.bundle.combined_bytes. Sizes
+follow the 360M model (542,720 LoRA parameters per rank, as sweep/sizing.py counts them; zip ratios as
+docs/benchmarks.md §5 measured them), grades come from the real grader's Wilson interval and points. A study
+is built in memory, then copied into the target storage with `optuna.copy_study`: one write per trial instead
+of one per attr, so a test storage takes about a second per study instead of ten.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from conftest import ROOT, run_cli
+from cli_runner import ROOT, run_cli
 from small_data import write_small_data
 from study_fixtures import write_sweep_study
 
@@ -154,6 +154,7 @@ def test_read_only_writes_nothing_and_keeps_names_a_study_already_has(tmp_path):
     assert "**SFT rank 8, RFT rank 16**" in detail["note"]["body"]
 
 
+@pytest.mark.fast
 def test_user_text_below_the_note_survives_and_a_foreign_note_is_kept():
     from reports.dashboard import NOTE_END, merged_note
 

@@ -94,6 +94,7 @@ def truth_table(extra_every: int = 50) -> dict[str, list[bool]]:
             adapter_key("rft", PICK): [i % 100 < 72 for i in range(POOL)]}
 
 
+@pytest.mark.fast
 def test_margin_of_the_pick_over_a_smaller_pair_is_paired_and_in_words(tmp_path):
     truth = truth_table()
     pairs, rec, key, _ = plant_study(tmp_path, [PICK, RIVAL], truth)
@@ -111,6 +112,7 @@ def test_margin_of_the_pick_over_a_smaller_pair_is_paired_and_in_words(tmp_path)
     assert m.nll.estimate < 0  # the planted NLL follows the right answers
 
 
+@pytest.mark.fast
 def test_decision_phase_grades_rounds_until_decisive(tmp_path):
     truth = truth_table()
     pairs, rec, key, artifacts = plant_study(tmp_path, [PICK, RIVAL], truth)
@@ -131,6 +133,7 @@ def test_decision_phase_grades_rounds_until_decisive(tmp_path):
     assert m.decisive and m.points.questions == out.record.questions and m.sentence().endswith(": decisive")
 
 
+@pytest.mark.fast
 def test_decision_phase_trains_seeds_when_the_pool_is_spent_and_says_what_it_would_take(tmp_path):
     truth = truth_table(extra_every=10**6)  # SFT 8 right exactly where SFT 4 is beyond the first 100 questions
     truth[adapter_key("sft", PICK)][1] = truth[adapter_key("sft", PICK)][3] = True
@@ -147,6 +150,7 @@ def test_decision_phase_trains_seeds_when_the_pool_is_spent_and_says_what_it_wou
     assert not out.margins[0].decisive and out.margins[0].points.questions == 200
 
 
+@pytest.mark.fast
 def test_a_kill_during_the_decision_phase_loses_at_most_the_running_grade(tmp_path):
     truth = truth_table()
     pairs, rec, key, artifacts = plant_study(tmp_path, [PICK, RIVAL], truth)
@@ -169,6 +173,7 @@ def test_a_kill_during_the_decision_phase_loses_at_most_the_running_grade(tmp_pa
     assert out.margins == expected.margins
 
 
+@pytest.mark.fast
 def test_decision_phase_stops_at_its_time_budget(tmp_path):
     truth = truth_table()
     pairs, rec, key, artifacts = plant_study(tmp_path, [PICK, RIVAL], truth)
@@ -180,6 +185,7 @@ def test_decision_phase_stops_at_its_time_budget(tmp_path):
     assert out.record.questions == 150
 
 
+@pytest.mark.fast
 def test_report_status_and_plot_show_the_margins_before_and_after_the_decision_phase(tmp_path):
     from reports.build import build, marked_pairs, render, summary
     from reports.plots import pareto_data
@@ -265,6 +271,7 @@ def test_decide_on_a_real_tiny_study_grades_more_questions_then_seeds_and_resume
     assert "  SFT rank 4: accuracy 0%, 0%, 0% over 3 seeds (8 questions); points 0.0 ± 0.0 (seed SD)" in status.stdout
 
 
+@pytest.mark.fast
 def test_launch_gives_the_phase_a_share_of_its_search_time_and_none_when_short(tmp_path):
     import optuna
 
@@ -284,6 +291,7 @@ def test_launch_gives_the_phase_a_share_of_its_search_time_and_none_when_short(t
     assert after_launch_minutes(busy, settings, None, 3600) == 0.0  # a trial still runs elsewhere
 
 
+@pytest.mark.fast
 def test_neighbouring_ranks_compare_by_the_exact_mcnemar_interval(tmp_path):
     from reports.build import build, summary
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import optuna
 
-from test_homework_grade import FIXTURE, tree_digest
+from homework_fixtures import CHAT, FIXTURE, homework_copy, tree_digest
 
 BUDGET_MB = 0.4  # tiny adapters are 8 KiB per rank in fp32: any pair with rank 64 is over
 
@@ -117,7 +117,6 @@ def test_grader_lines_are_read_into_points_and_accuracies():
 
 def constant_tree(tmp_path: Path, name: str, prompt_format: str) -> Path:
     """The fixture with `prompt_format` and data whose every answer is 7 (the tiny model learns it)."""
-    from test_homework_grade import homework_copy
     from trainers.data import write_json_atomic
 
     tree = homework_copy(tmp_path / name, prompt_format)
@@ -129,8 +128,6 @@ def constant_tree(tmp_path: Path, name: str, prompt_format: str) -> Path:
 
 
 def test_ranksweep_trained_adapters_are_checked_with_the_homework_code(ranksweep, tmp_path):
-    from test_homework_grade import CHAT
-
     raw_tree, chat_tree = constant_tree(tmp_path, "raw", "{question}"), constant_tree(tmp_path, "chat", CHAT)
     storage = f"sqlite:///{tmp_path}/studies.db"
 

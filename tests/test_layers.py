@@ -4,6 +4,8 @@ mode, and no package has an import cycle among its modules."""
 
 from __future__ import annotations
 
+import pytest
+
 import ast
 import os
 import pkgutil
@@ -11,6 +13,8 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+
+pytestmark = pytest.mark.fast  # reads the source and the import graph; no model
 
 ROOT = Path(__file__).resolve().parent.parent
 

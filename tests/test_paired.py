@@ -17,6 +17,8 @@ from sweep.paired import (
 from trainers.grading import Grade, score, wilson_interval
 from trainers.outcomes import QuestionOutcome, merge_outcomes, question_hash
 
+pytestmark = pytest.mark.fast  # no test here builds a model
+
 
 def outcomes(correct: list[bool], start: int = 0, nlls: list[float] | None = None) -> tuple[QuestionOutcome, ...]:
     return tuple(QuestionOutcome(start + i, question_hash(f"q{start + i}"), True, c,

@@ -18,12 +18,13 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import ROOT
+from cli_runner import ROOT
 from postgres import postgres_url, unique_name
 from small_data import write_small_data
 from sweep.cache import HASHED_FILES, MANIFEST, AdapterSpec
 from sweep.settings import file_hash
 from sweep.space import PRESETS
+from sweep.storage import open_storage
 from trainers.data import file_sha256
 from trainers.training import TrainConfig
 
@@ -57,15 +58,19 @@ def start(*args: str, env: dict | None = None) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def trial_states(db: Path) -> dict[int, str]:
-    """Trial number -> state, read with plain sqlite3 while another process writes the file."""
+def trials_now(db: Path, study: str) -> list:
+    """The study's trials as Optuna reads them while another process writes the file; none before it exists."""
     if not db.exists():
-        return {}
-    with sqlite3.connect(db, timeout=60) as con:
-        try:
-            return dict(con.execute("SELECT number, state FROM trials"))
-        except sqlite3.OperationalError:  # the launch has not created its tables yet
-            return {}
+        return []
+    try:
+        return optuna.load_study(study_name=study, storage=open_storage(f"sqlite:///{db}")).get_trials(deepcopy=False)
+    except KeyError:  # the launch has not created the study yet
+        return []
+
+
+def trial_states(db: Path, study: str) -> dict[int, str]:
+    """Trial number -> state name."""
+    return {t.number: t.state.name for t in trials_now(db, study)}
 
 
 def wait_for(condition, proc: subprocess.Popen, what: str, limit: float = 1200):
@@ -97,18 +102,6 @@ def assert_cache_verifies(artifacts: Path) -> None:
             assert file_sha256(folder / name) == manifest[name], folder
 
 
-def running_params(db: Path) -> dict[int, int]:
-    """RUNNING trial number -> how many of its params are written."""
-    if not db.exists():
-        return {}
-    with sqlite3.connect(db, timeout=60) as con:
-        try:
-            return dict(con.execute("SELECT t.number, COUNT(p.param_id) FROM trials t LEFT JOIN trial_params p "
-                                    "ON p.trial_id = t.trial_id WHERE t.state = 'RUNNING' GROUP BY t.number"))
-        except sqlite3.OperationalError:
-            return {}
-
-
 def assert_all_accounted(study, trials: list) -> None:
     assert len({t.number for t in trials}) == len(trials)
     assert {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL}
@@ -122,17 +115,9 @@ def assert_all_accounted(study, trials: list) -> None:
     assert set(trained) == used and max(trained.values()) == 1, trained
 
 
-def owned_running(db: Path) -> list[int]:
+def owned_running(db: Path, study: str) -> list[int]:
     """Numbers of RUNNING trials that have recorded their owner (the last owner attr is the sampler seed)."""
-    if not db.exists():
-        return []
-    with sqlite3.connect(db, timeout=60) as con:
-        try:
-            return [n for (n,) in con.execute(
-                "SELECT t.number FROM trials t JOIN trial_user_attributes a ON a.trial_id = t.trial_id "
-                "WHERE t.state = 'RUNNING' AND a.key = 'sampler_seed'")]
-        except sqlite3.OperationalError:
-            return []
+    return [t.number for t in trials_now(db, study) if t.state == TrialState.RUNNING and "sampler_seed" in t.user_attrs]
 
 
 def test_sigkill_mid_trial_then_an_immediate_rerun_finishes_that_pair(data, tmp_path):
@@ -142,10 +127,10 @@ def test_sigkill_mid_trial_then_an_immediate_rerun_finishes_that_pair(data, tmp_
     db = tmp_path / "studies.db"
     env = {**ENV, "RANKSWEEP_HEARTBEAT_SECONDS": "600"}
     proc = start(*args, env=env)
-    [killed] = wait_for(lambda: owned_running(db), proc, "a trial recorded its owner")
+    [killed] = wait_for(lambda: owned_running(db, "crash"), proc, "a trial recorded its owner")
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
-    assert trial_states(db) == {killed: "RUNNING"}
+    assert trial_states(db, "crash") == {killed: "RUNNING"}
 
     result = subprocess.run([sys.executable, "-m", "sweep", *args], cwd=ROOT, capture_output=True, text=True,
                             env=env, timeout=600)
@@ -206,13 +191,13 @@ def test_only_this_hosts_trials_whose_process_is_gone_are_failed_at_once(tmp_pat
 def test_sigint_marks_the_trial_failed_and_says_how_to_resume(data, tmp_path):
     db = tmp_path / "studies.db"
     proc = start(*launch_args(data, tmp_path, "ctrlc", trials=2))
-    wait_for(lambda: "RUNNING" in trial_states(db).values(), proc, "a trial started")
+    wait_for(lambda: "RUNNING" in trial_states(db, "ctrlc").values(), proc, "a trial started")
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert "Resume with: ranksweep launch --study ctrlc" in stderr
-    states = trial_states(db)
+    states = trial_states(db, "ctrlc")
     assert "RUNNING" not in states.values() and "FAIL" in states.values()
     study = optuna.load_study(study_name="ctrlc", storage=f"sqlite:///{db}")
     failed = study.get_trials(states=(TrialState.FAIL,))

@@ -19,6 +19,8 @@ from sweep.objective import OBJECTIVES
 from sweep.records import TrialResult
 from trainers.errors import RanksweepError
 
+pytestmark = pytest.mark.fast  # no test here builds a model
+
 
 @pytest.fixture(scope="module")
 def storage(tmp_path_factory):

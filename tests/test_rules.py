@@ -13,6 +13,8 @@ from sweep.sizing import DTYPES, fits, mib
 from trainers.grading import accuracy_for_points, point_marks, points
 from trainers.training import ADAPTER_DTYPES, MAX_RANK, is_rank
 
+pytestmark = pytest.mark.fast  # no test here builds a model
+
 
 def test_points_rule_and_its_inverse_agree():
     assert points("sft", 0.4) == 0 and points("sft", 0.5) == pytest.approx(12.5)

@@ -90,6 +90,7 @@ TRAIN = ["train", "sft", "--rank", "1", "--base-model", "tiny", "--device", "cpu
          "--max-examples", "8", "--epochs", "1"]
 
 
+@pytest.mark.fast
 def test_train_refuses_a_folder_that_is_not_an_adapter_before_any_work(capsys, tmp_path):
     out = tmp_path / "d"
     (out / "homework").mkdir(parents=True)
@@ -199,6 +200,7 @@ def test_launches_opening_one_new_sqlite_file_at_once_all_succeed(tmp_path):
         assert len(optuna.get_all_study_names(url)) == 3
 
 
+@pytest.mark.fast
 def test_a_bare_postgresql_url_gets_the_driver_that_is_installed():
     from sweep.storage import with_driver
 
@@ -218,6 +220,7 @@ def test_a_bare_postgresql_url_gets_the_driver_that_is_installed():
         assert with_driver(untouched, only("psycopg2")) == untouched
 
 
+@pytest.mark.fast
 def test_the_storage_opener_itself_maps_a_bare_url_and_refuses_memory():
     """Library callers (not only the CLI) get the same: the installed psycopg2 is what fails to connect, not a
     missing psycopg 3 import; an in-memory SQLite is refused."""
@@ -234,6 +237,7 @@ def test_the_storage_opener_itself_maps_a_bare_url_and_refuses_memory():
         open_storage("sqlite://", must_exist=False)
 
 
+@pytest.mark.fast
 def test_passwords_are_masked_in_every_url_form():
     from sweep.storage import masked
 
@@ -293,6 +297,7 @@ def test_a_killed_json_write_leaves_a_temp_file_that_the_next_write_removes(tmp_
     assert json.loads((tmp_path / "rft.json").read_text()) == [["q", 1.0, "<answer>1</answer>"]]
 
 
+@pytest.mark.fast
 def test_a_json_write_keeps_the_mode_of_the_file_it_replaces(tmp_path):
     from trainers.data import write_json_atomic
 
@@ -331,7 +336,7 @@ def read_only(path: Path):
 
 @pytest.mark.parametrize("what", ["file", "folder"])
 def test_a_read_only_storage_is_one_sentence_from_every_writing_command(capsys, tmp_path, what):
-    from conftest import run_cli
+    from cli_runner import run_cli
     from small_data import write_small_data
     from study_fixtures import write_sweep_study
 
@@ -362,7 +367,7 @@ def test_a_read_only_storage_is_one_sentence_from_every_writing_command(capsys, 
 
 
 def test_two_trainings_into_one_new_folder_at_once_never_both_succeed(tmp_path):
-    from conftest import ROOT
+    from cli_runner import ROOT
 
     out = tmp_path / "race"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
