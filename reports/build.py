@@ -18,13 +18,13 @@ from reports.plots import pareto_figure, png_bytes, ranks_figure
 from reports.report import Report
 from reports.tables import frontier_table, margin_table, readable_frontier, state_counts, trial_table
 from sweep.files import unusable_study_name
-from sweep.frontier import SEPARATE_ADVICE, adapter_table, budget_bytes, combined_frontier, pick
+from sweep.frontier import SEPARATE_ADVICE, adapter_table, budget_bytes, combined_frontier, decided, pick
 from sweep.evidence import load_record
 from sweep.objective import objective_for
 from sweep.settings import config_grading_key
 from sweep.sizing import MIB
 from sweep.study_io import load_trials
-from sweep.verdict import label, margins, rank_steps, seconds_per_question, seed_spreads
+from sweep.verdict import margins, rank_steps, seconds_per_question, seed_spreads
 from trainers.errors import RanksweepError
 
 if TYPE_CHECKING:
@@ -40,25 +40,23 @@ def build(storage: str, study_name: str, objective: str | None = None) -> Report
     budget = budget_bytes(config)
     pairs = combined_frontier(trials, config, goal.name)
     recommendation, problem = None, None
+    decision = load_record(storage, study_name)
     try:
-        recommendation = pick(pairs, goal, budget, study_name)
+        recommendation = decided(pick(pairs, goal, budget, study_name), pairs, goal, budget, study_name, decision)
     except RanksweepError as exc:  # a report without a pick is still a report: it says why
         problem = str(exc)
-    decision, found = _paired(storage, study_name, trials, config, pairs, recommendation, goal)
+    found = _margins(trials, config, pairs, recommendation, goal, decision)
     adapters = adapter_table(trials)
     return Report(study_name, storage, config, goal, budget, trials, adapters, pairs, recommendation, problem,
                   tuple(found), decision, tuple(rank_steps(adapters, config_grading_key(config))))
 
 
-def _paired(storage, study_name, trials, config, pairs, recommendation, goal):
-    """The decision record and the pick's paired margins over its rivals (sweep/verdict.py)."""
-    record = load_record(storage, study_name)
+def _margins(trials, config, pairs, recommendation, goal, record):
+    """The pick's paired margins over its rivals (sweep/verdict.py); none without a pick."""
     if recommendation is None:
-        return record, []
+        return []
     keys = (recommendation.sft_key, recommendation.rft_key)
-    if record.pick in set(zip(pairs["sft_key"], pairs["rft_key"])):  # the decision phase's pick, on more evidence
-        keys = record.pick
-    return record, margins(pairs, keys, config_grading_key(config), record, seconds_per_question(trials), goal.sign)
+    return margins(pairs, keys, config_grading_key(config), record, seconds_per_question(trials), goal.sign)
 
 
 def render(report: Report) -> dict[str, bytes]:
@@ -179,11 +177,4 @@ def margin_lines(report: Report) -> list[str]:
         if spreads:
             lines.append("Seed spread (an adapter's points are the mean over its seeds):")
             lines += [f"  {line}" for line in spreads]
-        rec = report.recommendation
-        if decision.pick and rec is not None and tuple(decision.pick) != (rec.sft_key, rec.rft_key):
-            chosen = report.pairs[(report.pairs["sft_key"] == decision.pick[0])
-                                  & (report.pairs["rft_key"] == decision.pick[1])]
-            winner = label(chosen.iloc[0]) if not chosen.empty else "another pair"
-            lines.append(f"On the added evidence the pick is {winner}, not the first pass's SFT {rec.sft_rank} / "
-                         f"RFT {rec.rft_rank}: the margins above are {winner}'s.")
     return lines

@@ -4,12 +4,13 @@ reports/ draws plots and tables as thin views of these DataFrames."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from sweep.objective import Objective, objective_for
 from sweep.study_io import load_trials
 from sweep.bundle import combined_bytes
+from sweep.evidence import DecisionRecord, load_record
 from sweep.settings import StudyConfig
 from sweep.sizing import MIB, fits
 from trainers.errors import RanksweepError
@@ -230,8 +231,24 @@ class Recommendation:
 def recommend(storage: str, study_name: str, objective: str | None = None) -> Recommendation:
     """The best feasible pair of a study by its objective (or `objective`); ties go to the smaller zip."""
     trials, config = load_trials(storage, study_name)
-    return pick(combined_frontier(trials, config, objective), objective_for(objective, config),
-                budget_bytes(config), study_name)
+    pairs, goal, budget = combined_frontier(trials, config, objective), objective_for(objective, config), budget_bytes(config)
+    return decided(pick(pairs, goal, budget, study_name), pairs, goal, budget, study_name,
+                   load_record(storage, study_name))
+
+
+def decided(rec: Recommendation, pairs: pd.DataFrame, goal: Objective, budget: int, study_name: str,
+            record: DecisionRecord) -> Recommendation:
+    """`rec`, or the pair the decision phase settled on where it moved the pick (on more questions and seeds than
+    the trials' values, which Optuna keeps fixed: sweep/decision.py)."""
+    if record.pick is None or tuple(record.pick) == (rec.sft_key, rec.rft_key):
+        return rec
+    chosen = pairs[(pairs["sft_key"] == record.pick[0]) & (pairs["rft_key"] == record.pick[1]) & pairs["feasible"]]
+    if chosen.empty or chosen["objective"].isna().all():
+        return rec
+    moved = pick(chosen, goal, budget, study_name)
+    return replace(moved, overlaps=None, reason=(
+        f"Chosen by the decision phase over the first pass's SFT {rec.sft_rank} / RFT {rec.rft_rank}, on more "
+        f"questions than the trials graded: {record.verdict or 'it has not finished'}"))
 
 
 def pick(pairs: pd.DataFrame, goal: Objective, budget: int, study_name: str) -> Recommendation:

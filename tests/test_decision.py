@@ -305,3 +305,27 @@ def test_neighbouring_ranks_compare_by_the_exact_mcnemar_interval(tmp_path):
     assert step.accuracy.decisive and step.nll.estimate == pytest.approx(-0.10)
     assert ("  SFT rank 8 against rank 4: accuracy +10.0 points (95% exact McNemar interval +3.8 to +10.0, "
             "100 questions), answer NLL -0.100") in summary(report)
+
+
+@pytest.mark.fast
+def test_a_rival_that_wins_on_more_questions_becomes_the_recommendation(tmp_path):
+    from sweep.evidence import save_record
+    from sweep.frontier import recommend
+
+    import optuna
+
+    truth = truth_table()
+    rival, better = truth[adapter_key("sft", RIVAL)], truth[adapter_key("sft", PICK)]
+    # SFT 8 leads by 2 on the trials' 100 questions, then misses one even question in five that SFT 4 answers.
+    for i in range(100, POOL):
+        better[i] = rival[i] and i % 10 != 0
+    pairs, rec, key, artifacts = plant_study(tmp_path, [PICK, RIVAL], truth)
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    study = optuna.load_study(study_name="d", storage=storage)
+    out = decide(pairs, (rec.sft_key, rec.rft_key), key, DecisionRecord(), PlantedGrader(truth, artifacts, key),
+                 first_questions=100, save=lambda r: save_record(study, r), progress=False)
+    assert out.pick == "SFT 4 / RFT 16" and out.stopped == "SFT 4 / RFT 16 is decisive over every rival."
+    assert out.record.dropped[-1].startswith("SFT 8 / RFT 16: behind SFT 4 / RFT 16 by ")
+    moved = recommend(storage, "d")  # what export takes
+    assert (moved.sft_rank, moved.rft_rank) == (4, 16) and moved.size_bytes < rec.size_bytes
+    assert moved.reason.startswith("Chosen by the decision phase over the first pass's SFT 8 / RFT 16")

@@ -118,9 +118,9 @@ def test_over_budget_writes_nothing_unless_forced(capsys, hw, storage):
     code, out, err = export(capsys, *args)
     assert code == 2 and out == ""
     # Under 0.01 MiB both would read "0.00 MiB": the bytes tell them apart.
-    assert re.fullmatch(r"ranksweep: error: This export would make the submission zip 0\.\d\d MiB \([\d,]+ bytes\), "
-                        r"over the 0\.00 MiB \(1,048 bytes\) budget, so nothing was written: export a smaller pair \(ranksweep report lists them\), or "
-                        r"pass --force to write it anyway\.\n", err), err
+    assert re.fullmatch(r"ranksweep: error: This export would make the submission zip 0\.\d\d MiB \([\d,]+ bytes\), over "
+                        r"the 0\.00 MiB \(1,048 bytes\) budget, so nothing was written: export a smaller pair "
+                        r"\(ranksweep report lists them\), or pass --force to write it anyway\.\n", err), err
     assert snapshot(hw) == before
     code, out, _ = export(capsys, *args, "--force")
     assert code == 1 and "OVER by" in out and "of the 0.00 MiB (1,048 bytes) budget" in out
