@@ -57,9 +57,11 @@ class CtrlC:
         self._previous = None
 
     def _handle(self, signum, frame):
+        # Remembered even when raised: a KeyboardInterrupt that lands in a finalizer (SQLAlchemy's weakref
+        # callbacks) is printed and dropped by Python, and the trial must still end as interrupted.
+        self.pending = True
         if self.armed:
             raise KeyboardInterrupt
-        self.pending = True
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():  # only the main thread gets signals
@@ -122,6 +124,8 @@ class Attempt:
                 raise KeyboardInterrupt
             with observe_seals(on_seal):
                 outcome = self.builder.build(Pair.from_params(params))
+            if self.guard.pending:  # the interrupt raised during the build was dropped by a finalizer
+                raise KeyboardInterrupt
             self.guard.armed = False
         except KeyboardInterrupt:
             self.guard.armed = False
