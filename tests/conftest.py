@@ -37,9 +37,18 @@ def _no_model_in_fast_tests(request, monkeypatch):
 
     if "tiny" in request.fixturenames or "cli" in request.fixturenames:  # a process of its own is not guarded
         refuse()
-    import trainers.models
+    import sys
 
-    monkeypatch.setattr(trainers.models, "load_model", refuse)
+    import trainers.models
+    from sweep.cli import build_parser
+
+    # Every command module imported now, with the real loader: one first imported under the patch below would keep
+    # `refuse` as its `load_model` for the rest of the session (the next test's model then fails as "fast").
+    build_parser()
+    real = trainers.models.load_model
+    for module in list(sys.modules.values()):
+        if getattr(module, "load_model", None) is real:
+            monkeypatch.setattr(module, "load_model", refuse)
     import torch
     import transformers  # a model built through transformers directly, not through the loader
 
