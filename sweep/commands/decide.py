@@ -9,7 +9,6 @@ from sweep.commands.running import decide_study
 from sweep.decision import DEFAULT_MINUTES, MAX_SEEDS, ROUND_QUESTIONS
 from sweep.settings import settings_from_config
 from sweep.study import load_existing
-from sweep.study_io import load_trials
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -36,9 +35,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    opened = load_existing(args.study, args.storage)
-    _, config = load_trials(opened.storage, args.study)
-    settings = settings_from_config(config, name=args.study, storage=args.storage, device=args.device,
+    # The phase writes its evidence into the study: a read-only storage is refused here, before any grading.
+    opened = load_existing(args.study, args.storage, writes=True)
+    settings = settings_from_config(opened.config, name=args.study, storage=args.storage, device=args.device,
                                     artifacts=None)
     decide_study(opened, settings, minutes=args.minutes, round_questions=args.round_questions, max_seeds=args.seeds,
                  progress=not args.no_progress)
