@@ -1,10 +1,17 @@
-"""What the hardware runs fast: bfloat16 matmuls need avx512_bf16 or AMX on a CPU, bf16 support on a GPU."""
+"""What the hardware offers: the cores this process may use, and where bfloat16 matmuls are fast (avx512_bf16 or
+AMX on a CPU, bf16 support on a GPU)."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 from functools import lru_cache
 from pathlib import Path
+
+from trainers.errors import RanksweepError
+
+# RANKSWEEP_THREADS=N gives each process N torch threads (N workers on one machine: cores / N each).
+THREADS_ENV = "RANKSWEEP_THREADS"
 
 
 @lru_cache(maxsize=None)
@@ -40,3 +47,38 @@ def autocast(device, enabled: bool):
     if not enabled:
         return contextlib.nullcontext()
     return torch.autocast(device_type=getattr(device, "type", str(device)), dtype=torch.bfloat16)
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask: taskset, a container's cpuset), not the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity masks on this OS
+        return os.cpu_count() or 1
+
+
+def thread_count(flag: int | None = None) -> int:
+    """Torch threads for this process: `flag` (--threads), else $RANKSWEEP_THREADS, else every usable core."""
+    if flag is not None:
+        return flag
+    text = os.environ.get(THREADS_ENV, "").strip()
+    if not text:
+        return usable_cores()
+    if not text.isdigit() or int(text) < 1:
+        raise RanksweepError(f"{THREADS_ENV}='{text}' is not valid: give a whole number of 1 or more (threads per "
+                             "process), or unset it to use every core.")
+    return int(text)
+
+
+def set_threads(flag: int | None = None) -> int:
+    """Give torch (and the commands this process starts, through OMP_NUM_THREADS) `thread_count(flag)` threads.
+
+    Torch's default is every core of the machine, so two processes on one machine each ran a thread per
+    core and a training step took 5-10x longer than alone (PRODUCT.md, 2026-12-07).
+    """
+    import torch
+
+    threads = thread_count(flag)
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    return threads

@@ -213,6 +213,14 @@ def add_device(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_threads(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads", type=positive_int, default=None, metavar="N",
+        help="torch threads for this process (default: $RANKSWEEP_THREADS, else every core it may use); with W "
+        "workers on one machine give each cores/W",
+    )
+
+
 def add_storage(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--storage",

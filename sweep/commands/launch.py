@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from sweep.commands.common import add_base_model, add_device, add_storage, positive_int, questions_arg
+from sweep.commands.common import add_base_model, add_device, add_storage, add_threads, positive_int, questions_arg
 from sweep.commands.common import (alpha_ratio, budget_mb, comma_list, epochs_arg, learning_rate, rank_arg, seed_arg,
                                    study_name)
 
@@ -32,6 +32,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "full: homework scale (all rows, 3 epochs, 100 questions, ranks 1..64). Flags override it.")
     add_base_model(p)
     add_device(p)
+    add_threads(p)
     p.add_argument("--homework", type=Path, default=None,
                    help="homework root (holds homework/ and data/): its data is used and the rest of its "
                    "homework/ folder counts toward the zipped size")
@@ -236,7 +237,9 @@ def execute(opened, settings, *, progress: bool) -> int:
 def run(args) -> int:
     from sweep import bundle
     from sweep.study import feasible_pairs, open_study
+    from trainers.hardware import set_threads
 
+    set_threads(args.threads)
     settings = build_settings(args)
     rest = bundle.rest_bytes(settings.homework) if settings.homework else 0
     if settings.trainer == "homework":  # its commands checked, and its rest measured by its own bundle.py

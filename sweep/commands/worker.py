@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sweep.commands.common import add_device, add_storage, positive_int
+from sweep.commands.common import add_device, add_storage, add_threads, positive_int
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -20,6 +20,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--study", required=True, help="name of an existing study")
     add_storage(p)
     add_device(p)
+    add_threads(p)
     p.add_argument("--artifacts", type=Path, default=None,
                    help="artifact folder (default: the one the study was launched with)")
     p.add_argument("--trials", type=positive_int, default=None,
@@ -34,8 +35,10 @@ def run(args) -> int:
     from sweep.commands.launch import execute, writable_folder
     from sweep.settings import settings_from_config
     from sweep.study import feasible_pairs, load_existing
+    from trainers.hardware import set_threads
     from trainers.models import resolve_device
 
+    set_threads(args.threads)
     opened = load_existing(args.study, args.storage)  # reads only; each worker draws with its own seed
     config = opened.study.user_attrs["config"]
     settings = settings_from_config(config, name=args.study, storage=args.storage,
