@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# Float32 unless a test asks for bfloat16 (RANKSWEEP_CPU_BF16=1): the suite computes the same numbers on CPUs
+# with and without native bf16, and the tests of the bf16 paths force it on wherever they run.
+os.environ.setdefault("RANKSWEEP_CPU_BF16", "0")
 
 
 def run_cli(*args: str, cwd: str | Path | None = None, env: dict | None = None, timeout: float = 600):

@@ -42,6 +42,26 @@ def parse_answer(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+OPEN, CLOSE = "<answer>", "</answer>"
+
+
+def answer_is_hopeless(text: str) -> bool:
+    """True when `text`, a completion so far, has opened `<answer>` and written after it a character that no
+    continuation can turn into a number `parse_answer` accepts (a unit, a word): its grade is already decided,
+    so a decoder may stop it there. Looks at the last `<answer>` only, which can only miss a hopeless text."""
+    at = text.rfind(OPEN)
+    if at < 0:
+        return False
+    tail = text[at + len(OPEN):]
+    if CLOSE in tail:
+        return False
+    for n in range(min(len(CLOSE), len(tail)), 0, -1):  # a closing tag being written is not a character of the number
+        if CLOSE.startswith(tail[-n:]):
+            tail = tail[:-n]
+            break
+    return not all(c.isdigit() or c.isspace() or c in ".,+-eE_" for c in tail)
+
+
 def is_correct(answer: float | None, truth: float) -> bool:
     """The homework rule: within 5% of the truth after rounding both to 3 decimals (0.001 absolute at 0)."""
     if answer is None:
@@ -230,12 +250,14 @@ def grade_model(
     batch_size: int = BATCH_SIZE,
     progress: bool = True,
     max_new_tokens: int | None = None,
+    stop_hopeless: bool = True,
 ) -> Grade:
     """Greedy-answer the first `questions` rows (None = all) with the base model plus an optional adapter.
 
     The adapter is loaded into `loaded.model` for the duration and removed afterwards, leaving the base
     model as it was. Also measures the answer NLL (`answer_nll`; for an RFT adapter, after its own greedy
-    reasoning). `seconds` is the wall time of both.
+    reasoning). `seconds` is the wall time of both. `stop_hopeless`: a row stops at the first token its
+    answer cannot survive (answer_is_hopeless; same grade, less decoding); False decodes every row to its end.
     """
     from tqdm.auto import tqdm
 
@@ -260,9 +282,9 @@ def grade_model(
 
         start = time.perf_counter()
         with _attached_adapter(loaded.model, adapter_dir) as model:
-            completions = greedy(
-                model, loaded.tokenizer, prompts, max_new_tokens=budget, batch_size=batch_size, on_batch=advance
-            )
+            # A row whose answer can no longer parse is graded wrong whatever follows: it stops there.
+            completions = greedy(model, loaded.tokenizer, prompts, max_new_tokens=budget, batch_size=batch_size,
+                                 give_up=answer_is_hopeless if stop_hopeless else None, on_batch=advance)
             # An RFT adapter writes its reasoning first: its answer is scored after its own greedy chain.
             contexts = [_before_answer(c) for c in completions] if kind == "rft" else None
             nll, nll_se = answer_nll(model, loaded.tokenizer, asked, contexts=contexts, batch_size=batch_size)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from trainers.errors import RanksweepError
 
+# RANKSWEEP_CPU_BF16=1|0 forces bfloat16 weights on or off on a CPU (default: on only with native bf16 math).
+CPU_BF16_ENV = "RANKSWEEP_CPU_BF16"
 # RANKSWEEP_THREADS=N gives each process N torch threads (N workers on one machine: cores / N each).
 THREADS_ENV = "RANKSWEEP_THREADS"
 
@@ -38,6 +40,20 @@ def bf16_is_fast(device) -> bool:
     if kind == "cpu":
         return bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
     return False
+
+
+def use_bf16(device: str) -> bool:
+    """Whether a base model on `device` is held in bfloat16 and trained under bf16 autocast: on CUDA, and on
+    CPUs with native bf16 math; RANKSWEEP_CPU_BF16=1|0 forces the choice on a CPU (tests take both paths)."""
+    if device.startswith("cuda"):
+        return True
+    if device != "cpu":
+        return False
+    forced = os.environ.get(CPU_BF16_ENV)
+    if forced in ("0", "1"):
+        return forced == "1"
+    # Without avx512_bf16/AMX, torch emulates bf16 and a matmul gets several times slower than float32.
+    return bf16_is_fast("cpu")
 
 
 def autocast(device, enabled: bool):
