@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reports.frontier import MIB, adapter_table, budget_bytes, combined_frontier, load_trials, pick
+from reports.frontier import MIB, SEPARATE_ADVICE, adapter_table, budget_bytes, combined_frontier, load_trials, pick
 from reports.objective import objective_for
 from reports.report import Report
 from trainers.errors import RanksweepError
@@ -116,6 +116,5 @@ def summary(report: Report) -> str:
                      f"{rec.rft_alpha:g}, {rec.adapter_dtype}, {rec.size_bytes / MIB:.2f} MiB, {which}).")
         lines.append(f"Why: {rec.reason}")
         if rec.overlaps:
-            lines.append(f"Note: its 95% {report.goal.noun} {rec.overlaps}; grading more questions "
-                         "(--questions) would tell them apart.")
+            lines.append(f"Note: its 95% {report.goal.noun} {rec.overlaps}; {SEPARATE_ADVICE}.")
     return "\n".join(lines)

@@ -18,6 +18,12 @@ if TYPE_CHECKING:
 __all__ = ["Recommendation", "adapter_table", "combined_frontier", "load_trials", "pick", "recommend", "show_nll"]
 
 MIB = 1024 * 1024
+# What tells a pick from an overlapping smaller pair. A study grades every adapter on the same number of questions
+# for its whole life (a resume with another --questions is refused), so the way is a new study: the adapters it
+# shares with this one come from the artifact cache, and only their grading runs again.
+SEPARATE_ADVICE = ("grading more questions would tell them apart: launch a new --study with the same flags and a "
+                   "larger --questions (adapters already trained come from the artifact cache; only the grading "
+                   "runs again)")
 ADAPTER_COLUMNS = (
     "kind", "key", "rank", "alpha", "lr", "epochs", "adapter_dtype", "accuracy", "ci_low", "ci_high",
     "answer_rate", "questions", "points", "points_low", "points_high", "answer_nll", "answer_nll_se",
@@ -215,7 +221,7 @@ class Recommendation:
     points: float
     objective_value: float
     trial: int | None  # None when the pair was never sampled as one trial
-    overlaps: str | None  # the smallest smaller pair whose 95% range reaches this one's, or None
+    overlaps: str | None  # the smallest smaller pair whose 95% range reaches this one's, or None (SEPARATE_ADVICE)
     reason: str  # one sentence: why this pair
 
 

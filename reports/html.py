@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from html import escape
 from typing import TYPE_CHECKING
 
-from reports.frontier import MIB
+from reports.frontier import MIB, SEPARATE_ADVICE
 
 if TYPE_CHECKING:
     from reports.report import Report
@@ -89,8 +89,7 @@ def _pick(report: Report) -> str:
     body = "".join(f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in rows)
     note = ""
     if rec.overlaps:
-        note = (f"<p>Note: its 95% {escape(report.goal.noun)} {escape(rec.overlaps)}; grading more questions "
-                "would tell them apart.</p>")
+        note = f"<p>Note: its 95% {escape(report.goal.noun)} {escape(rec.overlaps)}; {escape(SEPARATE_ADVICE)}.</p>"
     return (f'<div class="pick"><p><b>SFT rank {rec.sft_rank}, RFT rank {rec.rft_rank}.</b> {escape(rec.reason)}</p>'
             f"{note}<table>{body}</table></div>")
 

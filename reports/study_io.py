@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import fields, replace
 from typing import TYPE_CHECKING, Any
 
 from sweep.records import KINDS, AdapterResult, TrialResult
-from sweep.storage import open_storage
+from sweep.storage import open_storage, ranksweep_config
 from trainers.errors import RanksweepError
 
 if TYPE_CHECKING:
@@ -49,7 +48,7 @@ def load_trials(storage: str | BaseStorage, study_name: str) -> tuple[pd.DataFra
         known = ", ".join(sorted(names)) if names else "none"
         raise RanksweepError(f"No study named '{study_name}' in {storage}; studies there: {known}.")
     study = optuna.load_study(study_name=study_name, storage=opened)
-    config = _config(study.user_attrs.get("config"), study_name)
+    config = ranksweep_config(study, storage if isinstance(storage, str) else "its storage")
 
     rows = []
     for trial in study.get_trials(deepcopy=False):
@@ -80,17 +79,3 @@ def load_trials(storage: str | BaseStorage, study_name: str) -> tuple[pd.DataFra
         if (numbers.dropna() % 1 == 0).all():
             frame[column] = numbers.astype("Int64")
     return frame.sort_values("trial", ignore_index=True), config
-
-
-def _config(raw: Any, study_name: str) -> dict[str, Any]:
-    """The study config as a dict; a study without one was not launched by ranksweep."""
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except json.JSONDecodeError:
-            raw = None
-    if not isinstance(raw, dict):
-        raise RanksweepError(
-            f"Study '{study_name}' has no ranksweep config; report only on studies made by `ranksweep launch`."
-        )
-    return raw

@@ -10,7 +10,10 @@ import sys
 import threading
 import time
 
-from sweep.records import INTERRUPTED, PARAMS, TrialResult, pair_of
+from sweep import bundle
+from sweep.builder import PairBuilder, PairOutcome
+from sweep.objective import objective_for
+from sweep.records import INTERRUPTED, PARAMS, Pair, TrialResult, pair_of
 from sweep.settings import StudySettings
 from trainers.errors import RanksweepError
 
@@ -52,14 +55,11 @@ class CtrlC:
 class Attempt:
     """The callable `study.optimize` runs for each trial; returns [objective, zipped bytes]."""
 
-    def __init__(self, opened, settings: StudySettings, rest_bytes: int, *, progress: bool = True):
-        from sweep.cache import ArtifactCache
+    def __init__(self, opened, settings: StudySettings, rest_bytes: int, builder: PairBuilder):
         from sweep.sizing import config_for
-        from sweep.trial import TrialContext, pair_builder
 
         self.opened, self.settings, self.rest_bytes = opened, settings, rest_bytes
-        self.ctx = TrialContext(settings, ArtifactCache(settings.artifacts), progress=progress)
-        self.build = pair_builder(settings)
+        self.builder = builder
         self.model_config = config_for(settings.base_model)
         self.choices = settings.space.dimensions()
         self.guard = CtrlC()
@@ -94,7 +94,7 @@ class Attempt:
             self.guard.armed = True
             if self.guard.pending:
                 raise KeyboardInterrupt
-            sft, rft = self.build(self.ctx, params)
+            outcome = self.builder.build(Pair.from_params(params))
             self.guard.armed = False
         except KeyboardInterrupt:
             self.guard.armed = False
@@ -111,10 +111,8 @@ class Attempt:
                   "the study goes on", file=sys.stderr)
             self.failed_pair = pair_of(params)
             raise TrialFailed(str(exc)) from exc
-        from sweep.trial import record_pair
-
         seconds = time.perf_counter() - started
-        result = record_pair(self.ctx, params, sft, rft, predicted, trial_seconds=round(seconds, 3), **owner)
+        result = record_pair(self.settings, params, outcome, predicted, trial_seconds=round(seconds, 3), **owner)
         self.write(trial, result)
         self.last_seconds = seconds
         return [result.score, result.size_bytes]
@@ -149,6 +147,23 @@ class Attempt:
         system_attrs = self.opened.storage.get_trial_system_attrs(self.opened.trial_id(trial.number))
         if "retry_of" not in trial.user_attrs and "failed_trial" not in system_attrs:  # a retry is not retried
             self.opened.study.enqueue_trial(params, user_attrs={"retry_of": trial.number})
+
+
+def record_pair(settings: StudySettings, params: dict, outcome: PairOutcome, predicted, **extra) -> TrialResult:
+    """The trial's record: the pair's zipped size (the builder's measured zip, else the measured parts added up:
+    the homework's rest, then each adapter, `bundle.combined_bytes`), its points and objective; `extra` adds
+    owner and timing fields."""
+    sft, rft = outcome.sft, outcome.rft
+    size_bytes = outcome.zip_bytes
+    if size_bytes is None:
+        size_bytes = bundle.combined_bytes(predicted.rest_bytes, sft.zip_bytes, rft.zip_bytes)
+    return TrialResult(
+        **{k: params[k] for k in PARAMS},
+        budget_bytes=settings.budget_bytes, size_bytes_predicted=predicted.total_compressed_bytes,
+        size_bytes=size_bytes, feasible=size_bytes <= settings.budget_bytes,
+        points=sft.points + rft.points, mean_accuracy=(sft.accuracy + rft.accuracy) / 2,
+        score=objective_for(settings.objective).value(sft, rft), device=outcome.device, sft=sft, rft=rft, **extra,
+    )
 
 
 def _busy_states():

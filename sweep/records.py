@@ -13,9 +13,35 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 KINDS = ("sft", "rft")
-# The Optuna params of a trial, in the order a pair is spelled.
-PARAMS = ("sft_rank", "rft_rank", "alpha_ratio", "lr", "epochs", "adapter_dtype")
 INTERRUPTED = "interrupted"  # how an `error` starts when the trial's process was stopped, not the trial itself
+
+
+@dataclass(frozen=True)
+class Pair:
+    """What a trial asks for: its six Optuna params (ranks, lora_alpha/rank, learning rate, epochs, dtype)."""
+
+    sft_rank: int
+    rft_rank: int
+    alpha_ratio: float
+    lr: float
+    epochs: float
+    adapter_dtype: str  # "fp32" | "fp16", how both adapters are stored
+
+    def rank(self, kind: str) -> int:
+        """The rank of the adapter of `kind`."""
+        return self.sft_rank if kind == "sft" else self.rft_rank
+
+    def params(self) -> dict[str, Any]:
+        """The Optuna params, in PARAMS order."""
+        return {k: getattr(self, k) for k in PARAMS}
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> Pair:
+        return cls(**{k: params[k] for k in PARAMS})
+
+
+# The Optuna params of a trial, in the order a pair is spelled.
+PARAMS = tuple(f.name for f in fields(Pair))
 
 
 def pair_of(params: dict) -> tuple:

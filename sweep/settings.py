@@ -32,7 +32,7 @@ class StudySettings:
     valid_path: Path
     rft_path: Path | None  # the user's rft.json; None: generate it by rejection sampling
     homework: Path | None  # counted in the zipped size when given
-    trainer: str = "ranksweep"  # what makes a trial's two adapters (sweep.trial.pair_builder)
+    trainer: str = "ranksweep"  # what makes a trial's two adapters (sweep.commands.running.builder_for)
     strategy: str = "independent"  # how the built-in trainer makes them (sweep.trial.build_pair)
     recover_steps: int = 0  # strategy "shrink": training steps at the target rank after the cut (sweep/strategies.py)
     prompt_template: str = "{question}"  # the text adapters are trained and graded on (trainers/prompts.py)
@@ -79,9 +79,29 @@ class StudySettings:
             "prompt_template": self.prompt_template,
         }
 
+    def effort_changes(self, config: dict) -> list[str]:
+        """How this run would train or grade differently from a stored config ("--questions 4, now 6", ...):
+        one study's adapters must all be trained and graded alike, so a resume refuses any of these."""
+        stored = {**config.get("effort", {}), **{k: config[k] for k in _HOW if k in config}}
+        wanted = {**asdict(self.effort), **{k: getattr(self, k) for k in _HOW}}
+        return [f"{_FLAGS.get(k, k)} {_shown(stored[k])}, now {_shown(v)}" for k, v in wanted.items()
+                if k in stored and stored[k] != v]
+
     def space_changes(self, config: dict) -> list[str]:
         """The search-space fields (`sft_ranks`, ...) whose values differ from a stored config's."""
         return [k for k, v in _space_config(self.space).items() if k in config and list(config[k]) != v]
+
+
+# How a study's adapters are made, beside its Effort; the flag that sets each (Effort fields without a flag are
+# named by field: a preset sets them).
+_HOW = ("trainer", "strategy", "recover_steps", "prompt_template")
+_FLAGS = {"max_examples": "--max-examples", "questions": "--questions", "batch_size": "--batch-size",
+          "rft_questions": "--rft-questions", "rft_samples": "--rft-samples", "trainer": "--trainer",
+          "strategy": "--strategy", "recover_steps": "--recover-steps", "prompt_template": "--prompt-template"}
+
+
+def _shown(value) -> str:
+    return "all" if value is None else repr(value) if isinstance(value, str) else str(value)
 
 
 def _space_config(space: SearchSpace) -> dict:

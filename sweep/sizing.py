@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache, partial
 
 from sweep.bundle import ZIP_END_RECORD
+from sweep.space import MAX_RANK
 from trainers.errors import RanksweepError
 
 MIB = 1024 * 1024
@@ -154,8 +155,8 @@ def _find_lora_shapes(config, targets) -> tuple[tuple[str, int, int], ...]:
 
 
 def _check_rank(rank) -> int:
-    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or rank < 1:
-        raise RanksweepError(f"LoRA rank {rank!r} is not valid: use a whole number of 1 or more.")
+    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or not 1 <= rank <= MAX_RANK:
+        raise RanksweepError(f"LoRA rank {rank!r} is not valid: use a whole number from 1 to {MAX_RANK}.")
     return int(rank)
 
 
@@ -304,6 +305,12 @@ def mib(n_bytes: int) -> float:
     return n_bytes / MIB
 
 
+def size_text(n_bytes: int) -> str:
+    """A size for a sentence: MiB to two decimals and the exact bytes, so that two sizes under 0.01 MiB apart
+    (or a budget of a few bytes) still read differently."""
+    return f"{mib(n_bytes):.2f} MiB ({int(n_bytes):,} bytes)"
+
+
 def check_budget(config, sft_ranks, rft_ranks, budget: int, dtype: str, rest_bytes: int = 0) -> None:
     """Raise RanksweepError if even the smallest SFT/RFT rank pair's zipped bound exceeds budget (bytes)."""
     if not sft_ranks or not rft_ranks:
@@ -318,7 +325,7 @@ def check_budget(config, sft_ranks, rft_ranks, budget: int, dtype: str, rest_byt
             advice += ", or save the adapters in fp16 (--adapter-dtype fp16)"
         raise RanksweepError(
             f"Even the smallest pair (SFT rank {smallest.sft.rank}, RFT rank {smallest.rft.rank}) may zip to "
-            f"{mib(smallest.total_compressed_bytes):.2f} MiB, over the {mib(budget):.2f} MiB budget: {advice}."
+            f"{size_text(smallest.total_compressed_bytes)}, over the {size_text(budget)} budget: {advice}."
         )
 
 
@@ -328,6 +335,8 @@ def _largest_rft_rank(layout: _Layout, sft_rank: int, budget: int, dtype: str, r
 
     if not fits(1):
         return 0
+    if fits(MAX_RANK):
+        return MAX_RANK
     low, high = 1, 2
     while fits(high):  # size grows with rank, so double until it does not fit, then bisect
         low, high = high, high * 2

@@ -8,6 +8,9 @@ from dataclasses import dataclass, replace
 from trainers.errors import RanksweepError
 
 DEFAULT_RANKS = (1, 2, 4, 8, 16, 32, 64)
+# The largest LoRA rank any command accepts (train, size, launch, export): past it a rank is a slip, and its
+# adapter would outweigh any model ranksweep sizes.
+MAX_RANK = 4096
 OBJECTIVES = ("points", "rft-accuracy", "sft-accuracy", "mean-accuracy", "answer-nll")
 DTYPES = ("fp32", "fp16")
 
@@ -84,12 +87,13 @@ PRESETS = {
 
 
 def parse_ranks(text: str) -> tuple[int, ...]:
-    """'1,2,4' -> (1, 2, 4); every rank a whole number >= 1."""
+    """'1,2,4' -> (1, 2, 4); every rank a whole number from 1 to MAX_RANK."""
     ranks = []
     for part in text.split(","):
         part = part.strip()
-        if not part.isdigit() or int(part) < 1:
-            raise RanksweepError(f"Rank list '{text}' must be whole numbers of 1 or more separated by commas.")
+        if not part.isdigit() or not 1 <= int(part) <= MAX_RANK:
+            raise RanksweepError(f"Rank list '{text}' must be whole numbers from 1 to {MAX_RANK} separated by "
+                                 "commas.")
         ranks.append(int(part))
     return tuple(sorted(set(ranks)))
 

@@ -1,4 +1,5 @@
-"""Opening an Optuna storage by URL: the one place that does it, for the study loop and for the readers.
+"""Opening an Optuna storage by URL: the one place that does it, for the study loop and for the readers; and
+telling a ranksweep study from any other study the storage holds (`ranksweep_config`).
 
 The loop's storage carries Optuna's heartbeat (`heartbeat_interval`, `grace_period`): while a trial runs,
 Optuna's own thread records a beat, and a RUNNING trial whose beat is older than the grace period is
@@ -25,6 +26,51 @@ HEARTBEAT_SECONDS = 10
 GRACE_BEATS = 4
 # Processes that open one brand-new SQLite file at once race to create its tables; a loser looks again.
 SQLITE_CREATE_TRIES = 8
+
+
+# A study ranksweep creates carries this user attr, {"version": MARKER_VERSION}; every command recognises its
+# studies by it alone (not by the name of an attribute another tool could also use).
+MARKER = "ranksweep"
+MARKER_VERSION = 1
+# Studies created before the marker (version 0): their `config` holds every key the first ranksweep wrote. Such a
+# study is read as before, and `launch` writes the marker when it resumes one.
+LEGACY_CONFIG_KEYS = ("base_model", "budget_bytes", "objective", "sft_ranks", "rft_ranks", "alpha_ratios", "lrs",
+                      "epochs", "adapter_dtypes", "effort", "trials", "seed", "preset", "artifacts", "train_path",
+                      "valid_path", "homework_rest_bytes")
+
+
+def mark_study(study) -> None:
+    """Write the ranksweep marker into a study (an optuna.Study) that ranksweep created or resumed."""
+    study.set_user_attr(MARKER, {"version": MARKER_VERSION})
+
+
+def marker_version(user_attrs: dict) -> int | None:
+    """The ranksweep marker version of a study's user attrs: 1.., 0 for a study made before the marker, None for
+    a study ranksweep did not make."""
+    marker = user_attrs.get(MARKER)
+    if isinstance(marker, dict) and isinstance(marker.get("version"), int) and not isinstance(
+            marker["version"], bool) and marker["version"] >= 1:
+        return marker["version"] if isinstance(user_attrs.get("config"), dict) else None
+    config = user_attrs.get("config")
+    if marker is None and isinstance(config, dict) and isinstance(config.get("effort"), dict) and all(
+            key in config for key in LEGACY_CONFIG_KEYS):
+        return 0
+    return None
+
+
+def ranksweep_config(study, storage_url: str) -> dict:
+    """The `config` of a study ranksweep made (an optuna.Study); for any other study the one sentence every
+    command gives (RanksweepError)."""
+    version = marker_version(study.user_attrs)
+    if version is None:
+        raise RanksweepError(f"Study '{study.study_name}' in {masked(storage_url)} was not made by ranksweep (it "
+                             f"carries no '{MARKER}' marker); ranksweep reads and runs only its own studies: give "
+                             "the --study name of a study `ranksweep launch` made, or a new name to launch one.")
+    if version > MARKER_VERSION:
+        raise RanksweepError(f"Study '{study.study_name}' in {masked(storage_url)} was made by a newer ranksweep "
+                             f"(study format {version}; this one reads up to {MARKER_VERSION}); upgrade ranksweep "
+                             "to use it.")
+    return study.user_attrs["config"]
 
 
 def module_installed(name: str) -> bool:

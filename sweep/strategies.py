@@ -32,6 +32,18 @@ DEFAULT_RECOVER_STEPS = 25
 # The cut itself (peft's conversion and the write) took 10-12 s there, while a training step took 1.8 s: charged
 # as this many steps when `auto` weighs a derivation against a training.
 CUT_STEPS = 6
+# Past this many recovery steps (hours of training per derived adapter) a number is a slip, as an epoch count
+# past sweep.commands.common.MAX_EPOCHS is.
+MAX_RECOVER_STEPS = 100_000
+
+
+def check_recover_steps(recover_steps) -> int:
+    """`recover_steps` when it is a whole number from 0 to MAX_RECOVER_STEPS, else a RanksweepError."""
+    if isinstance(recover_steps, bool) or not isinstance(recover_steps, int) or \
+            not 0 <= recover_steps <= MAX_RECOVER_STEPS:
+        raise RanksweepError(f"--recover-steps must be a whole number from 0 to {MAX_RECOVER_STEPS}, not "
+                             f"{recover_steps!r}.")
+    return recover_steps
 
 
 def check_strategy(strategy: str, recover_steps: int | None) -> None:
@@ -40,8 +52,7 @@ def check_strategy(strategy: str, recover_steps: int | None) -> None:
         raise RanksweepError(f"Unknown strategy '{strategy}': choose auto or one of {', '.join(STRATEGIES)}.")
     if recover_steps is None:
         return
-    if isinstance(recover_steps, bool) or not isinstance(recover_steps, int) or recover_steps < 0:
-        raise RanksweepError(f"--recover-steps must be a whole number of 0 or more, not {recover_steps!r}.")
+    check_recover_steps(recover_steps)
     if recover_steps and strategy not in ("shrink", "auto"):
         raise RanksweepError("--recover-steps applies to --strategy shrink only; drop it or choose shrink.")
 
@@ -152,24 +163,3 @@ def derive(spec: DerivedSpec, parent_dir, out_dir, loaded, examples, *, progress
     else:
         shrink_adapter(loaded, parent_dir, spec.rank, out_dir, recover_steps=spec.recover_steps,
                        examples=examples if spec.recover_steps else None, progress=progress, metadata=metadata)
-
-
-def ensure_strategy_adapter(ctx, kind: str, params: dict):
-    """The AdapterResult of one adapter of a pair, made the way `ctx.settings.strategy` says."""
-    from sweep.trial import adapter_spec, ensure_adapter
-
-    settings = ctx.settings
-    ranks = settings.space.sft_ranks if kind == "sft" else settings.space.rft_ranks
-    spec = spec_for(settings.strategy, adapter_spec(ctx, kind, params), ranks, settings.recover_steps)
-    if not isinstance(spec, DerivedSpec):
-        return ensure_adapter(ctx, spec, progress=ctx.progress)
-    examples = ctx.examples(kind)
-    parent_seconds = ensure_parent(ctx.cache, spec.parent, lambda: ctx.loaded, examples, progress=ctx.progress)
-    parent_dir = ctx.cache.adapter_dir(spec.parent)
-    result = ensure_adapter(
-        ctx, spec, progress=ctx.progress,
-        make=lambda folder: derive(spec, parent_dir, folder, ctx.loaded, examples, progress=ctx.progress),
-    )
-    # train_seconds: the parent's training when this trial ran it; derive_seconds: cutting (and recovering) it.
-    return replace(result, origin=spec.origin, parent_key=spec.parent.key, train_seconds=round(parent_seconds, 3),
-                   derive_seconds=result.train_seconds)

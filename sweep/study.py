@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from sweep.objective import metric_names, objective_for, study_directions
 from sweep.records import PARAMS, pair_of
 from sweep.settings import StudySettings
-from sweep.storage import open_storage
+from sweep.storage import mark_study, open_storage, ranksweep_config
 from trainers.errors import RanksweepError
 
 STARTUP_TRIALS = 4  # random pairs before TPE models the study
@@ -49,14 +49,6 @@ def _sampler(seed: int):
     return TPESampler(seed=seed, multivariate=True, n_startup_trials=STARTUP_TRIALS)
 
 
-def _ranksweep_config(study, storage_url: str) -> dict:
-    config = study.user_attrs.get("config")
-    if not isinstance(config, dict):
-        raise RanksweepError(f"Study '{study.study_name}' in {storage_url} was not made by ranksweep (it has no "
-                             "ranksweep config); give another --study name.")
-    return config
-
-
 def load_existing(name: str, storage_url: str, *, seed: int | None = None) -> Opened:
     """An existing ranksweep study, or a RanksweepError naming the studies the storage holds. Writes nothing."""
     import optuna
@@ -68,14 +60,16 @@ def load_existing(name: str, storage_url: str, *, seed: int | None = None) -> Op
         raise RanksweepError(f"Study '{name}' does not exist in {storage_url} (studies there: {known}).")
     seed = process_seed() if seed is None else seed
     study = optuna.load_study(study_name=name, storage=storage, sampler=_sampler(seed))
-    _ranksweep_config(study, storage_url)
+    ranksweep_config(study, storage_url)
     return Opened(study, storage, seed)
 
 
-def check_resume(settings: StudySettings, config: dict, directions: list, *, force: bool) -> None:
-    """Refuse to resume a study with another model or data (unless `force`), search space or direction."""
+def check_resume(settings: StudySettings, config: dict, directions: list, *, force: bool, graded: bool = True) -> None:
+    """Refuse to resume a study with another model or data (unless `force`), search space, training or grading
+    settings, or direction. A study with no COMPLETE trial (`graded` False: say its first launch failed while
+    sampling RFT data) holds no result to mix with, so it may change its model, data and settings."""
     changed = [k for k, v in settings.identity().items() if config.get(k) != v]
-    if changed and not force:
+    if changed and not force and graded:
         raise RanksweepError(f"Study '{settings.name}' was made with a different {', '.join(changed)}; "
                              "use another --study name, or --force to continue it anyway.")
     # Optuna fixes each param's choices for the life of a study: other choices would break every later trial.
@@ -84,6 +78,12 @@ def check_resume(settings: StudySettings, config: dict, directions: list, *, for
         was = "; ".join(f"{k} {','.join(map(str, config[k]))}" for k in spaced)
         raise RanksweepError(f"Study '{settings.name}' searches other values ({was}); resume it with the same "
                              "--preset and search flags, or give another --study name for the new space.")
+    # One frontier must not mix adapters trained on other rows or graded on other questions.
+    effort = settings.effort_changes(config)
+    if effort and graded:
+        raise RanksweepError(f"Study '{settings.name}' was made with other training or grading settings "
+                             f"({'; '.join(effort)}); resume it with the same flags, or give another --study name "
+                             "to train and grade this way (adapters already trained come from the artifact cache).")
     wanted = [d.lower() for d in study_directions(settings.objective)]
     if [d.name.lower() for d in directions] != wanted:
         raise RanksweepError(f"Study '{settings.name}' optimises its first value the other way; objective "
@@ -97,19 +97,22 @@ def open_study(settings: StudySettings, homework_rest_bytes: int, *, force: bool
     storage = open_storage(settings.storage, must_exist=False, heartbeat=True)
     if settings.name in optuna.get_all_study_names(storage):
         study = optuna.load_study(study_name=settings.name, storage=storage, sampler=_sampler(settings.seed))
-        check_resume(settings, _ranksweep_config(study, settings.storage), study.directions, force=force)
+        graded = bool(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+        check_resume(settings, ranksweep_config(study, settings.storage), study.directions, force=force,
+                     graded=graded)
     else:
         study = optuna.create_study(study_name=settings.name, storage=storage, sampler=_sampler(settings.seed),
                                     directions=study_directions(settings.objective))
         study.set_metric_names(metric_names(settings.objective))
     study.set_user_attr("config", settings.to_config(homework_rest_bytes))
+    mark_study(study)  # after the config: a study with the marker always has one
     return Opened(study, storage, settings.seed)
 
 
 def feasible_pairs(settings: StudySettings, rest_bytes: int) -> list[dict]:
     """The search space's pairs whose predicted zipped size fits the budget; a RanksweepError when none does
     (called before the study is touched, so an impossible budget or unknown model writes nothing)."""
-    from sweep.sizing import config_for, pair_size
+    from sweep.sizing import config_for, pair_size, size_text
 
     model_config = config_for(settings.base_model)
 
@@ -119,10 +122,10 @@ def feasible_pairs(settings: StudySettings, rest_bytes: int) -> list[dict]:
     feasible = [p for p in settings.space.points() if predict(p).total_compressed_bytes <= settings.budget_bytes]
     if not feasible:
         smallest = min(settings.space.points(), key=lambda p: predict(p).total_compressed_bytes)
-        size = predict(smallest).total_compressed_bytes / 2**20
         raise RanksweepError(
-            f"No pair fits the budget of {settings.budget_bytes / 2**20:.2f} MiB: the smallest, "
-            f"sft={smallest['sft_rank']}/rft={smallest['rft_rank']}, needs up to {size:.2f} MiB."
+            f"No pair fits the budget of {size_text(settings.budget_bytes)}: the smallest, "
+            f"sft={smallest['sft_rank']}/rft={smallest['rft_rank']}, needs up to "
+            f"{size_text(predict(smallest).total_compressed_bytes)}."
         )
     return feasible
 
@@ -158,8 +161,9 @@ class Progress:
         return len(self.completed) >= self.target or not (self.untried or self.waiting)
 
 
-def run_study(opened: Opened, settings: StudySettings, *, progress: bool = True) -> Progress:
-    """Run trials until `settings.trials` distinct pairs are complete or no feasible pair is left to try."""
+def run_study(opened: Opened, settings: StudySettings, builder, *, progress: bool = True) -> Progress:
+    """Run trials until `settings.trials` distinct pairs are complete or no feasible pair is left to try; each
+    trial's adapters come from `builder` (a sweep.builder.PairBuilder)."""
     import optuna
 
     from sweep.attempt import Attempt, CtrlC, TrialFailed
@@ -168,7 +172,7 @@ def run_study(opened: Opened, settings: StudySettings, *, progress: bool = True)
     study = opened.study
     rest = study.user_attrs["config"]["homework_rest_bytes"]
     state = Progress(feasible=feasible_pairs(settings, rest), target=settings.trials)
-    attempt = Attempt(opened, settings, rest, progress=progress)
+    attempt = Attempt(opened, settings, rest, builder)
     rng = random.Random(opened.seed)
     bar = StudyBar(settings, enabled=progress)
     with CtrlC() as ctrl_c, bar:

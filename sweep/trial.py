@@ -1,22 +1,18 @@
-"""One trial's work: make the pair's two adapters (trained and graded, or reused from the cache), then add
-up the pair's zipped size and its objective into a `TrialResult`.
-
-`pair_builder(settings)` picks the function that makes the two adapters (`settings.trainer`); the
-built-in one, `build_pair`, dispatches on `settings.strategy`. Another runner replaces that one step and
-returns the same `AdapterResult`s; everything after it (`record_pair`) is shared."""
+"""ranksweep's own trainer behind the runner's `PairBuilder` interface (sweep/builder.py): make the pair's two
+adapters in this process (trained and graded, or reused from the cache), the way `settings.strategy` says."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 from sweep import bundle
+from sweep.builder import PairOutcome
 from sweep.cache import AdapterSpec, ArtifactCache, file_lock
-from sweep.objective import objective_for
-from sweep.records import AdapterResult, TrialResult
+from sweep.records import AdapterResult, Pair
 from sweep.settings import StudySettings, file_hash
+from sweep.strategies import DerivedSpec, derive, ensure_parent, spec_for
 from trainers.errors import RanksweepError
 
 
@@ -27,7 +23,6 @@ class TrialContext:
     settings: StudySettings
     cache: ArtifactCache
     progress: bool = True  # per-training and grading progress bars
-    measured_zip_bytes: int | None = None  # set per trial by a builder that zips the real submission (homework)
     _loaded: object = None
     _rft_path: Path | None = None
     _rows: dict = field(default_factory=dict)
@@ -104,14 +99,14 @@ class TrialContext:
         return self._rows["valid"]
 
 
-def adapter_spec(ctx: TrialContext, kind: str, params: dict) -> AdapterSpec:
+def adapter_spec(ctx: TrialContext, kind: str, pair: Pair) -> AdapterSpec:
     """The cache identity of one adapter of a pair: its TrainConfig, the base model and its data's hash."""
     from trainers.training import TrainConfig
 
     s = ctx.settings
     data = s.train_path if kind == "sft" else ctx.rft_path()
-    config = TrainConfig(kind=kind, rank=params[f"{kind}_rank"], alpha_ratio=params["alpha_ratio"], lr=params["lr"],
-                         epochs=params["epochs"], adapter_dtype=params["adapter_dtype"],
+    config = TrainConfig(kind=kind, rank=pair.rank(kind), alpha_ratio=pair.alpha_ratio, lr=pair.lr,
+                         epochs=pair.epochs, adapter_dtype=pair.adapter_dtype,
                          batch_size=s.effort.batch_size, max_examples=s.effort.max_examples, seed=s.seed)
     data_sha256 = file_hash(data)
     if s.prompt_template != "{question}":  # the training text is the data put through the template
@@ -174,48 +169,42 @@ def _zip_bytes(kind: str, folder: Path) -> int:
     return bundle.submission_bytes(None, **{f"{kind}_dir": folder})
 
 
-PairBuilder = Callable[[TrialContext, dict], "tuple[AdapterResult, AdapterResult]"]
-
-
-def build_pair(ctx: TrialContext, params: dict) -> tuple[AdapterResult, AdapterResult]:
+def build_pair(ctx: TrialContext, pair: Pair) -> tuple[AdapterResult, AdapterResult]:
     """The pair's SFT and RFT adapters, made the way `settings.strategy` says."""
     if ctx.settings.strategy == "independent":  # each adapter trained on its own, at its own rank
-        return (ensure_adapter(ctx, adapter_spec(ctx, "sft", params), progress=ctx.progress),
-                ensure_adapter(ctx, adapter_spec(ctx, "rft", params), progress=ctx.progress))
+        return (ensure_adapter(ctx, adapter_spec(ctx, "sft", pair), progress=ctx.progress),
+                ensure_adapter(ctx, adapter_spec(ctx, "rft", pair), progress=ctx.progress))
     if ctx.settings.strategy in ("shrink", "nested"):  # every rank derived from one training per kind and setting
-        from sweep.strategies import ensure_strategy_adapter
-
-        return ensure_strategy_adapter(ctx, "sft", params), ensure_strategy_adapter(ctx, "rft", params)
+        return ensure_strategy_adapter(ctx, "sft", pair), ensure_strategy_adapter(ctx, "rft", pair)
     raise RanksweepError(f"Unknown adapter strategy '{ctx.settings.strategy}'.")
 
 
-def pair_builder(settings: StudySettings) -> PairBuilder:
-    """The function that makes a trial's two adapters, by `settings.trainer`."""
-    if settings.trainer == "ranksweep":
-        if settings.homework is not None:  # its first trained adapter is graded by the homework's code too
-            from sweep.homework_check import FirstAdapterCheck
-
-            return FirstAdapterCheck(build_pair, settings)
-        return build_pair
-    if settings.trainer == "homework":  # the user's own commands, in scratch copies of the tree
-        from sweep.homework_study import HomeworkTrainer
-
-        return HomeworkTrainer(settings)
-    raise RanksweepError(f"Unknown trainer '{settings.trainer}'.")
-
-
-def record_pair(ctx: TrialContext, params: dict, sft: AdapterResult, rft: AdapterResult, predicted,
-                **extra) -> TrialResult:
-    """The trial's record: the pair's zipped size from measured parts (the homework's rest, then each adapter,
-    `bundle.combined_bytes`), its points and objective; `extra` adds owner and timing fields."""
+def ensure_strategy_adapter(ctx: TrialContext, kind: str, pair: Pair) -> AdapterResult:
+    """The AdapterResult of one adapter of a pair, made the way `ctx.settings.strategy` says."""
     settings = ctx.settings
-    size_bytes = bundle.combined_bytes(predicted.rest_bytes, sft.zip_bytes, rft.zip_bytes)
-    if ctx.measured_zip_bytes is not None:
-        size_bytes, ctx.measured_zip_bytes = ctx.measured_zip_bytes, None
-    return TrialResult(
-        **{k: params[k] for k in ("sft_rank", "rft_rank", "alpha_ratio", "lr", "epochs", "adapter_dtype")},
-        budget_bytes=settings.budget_bytes, size_bytes_predicted=predicted.total_compressed_bytes,
-        size_bytes=size_bytes, feasible=size_bytes <= settings.budget_bytes,
-        points=sft.points + rft.points, mean_accuracy=(sft.accuracy + rft.accuracy) / 2,
-        score=objective_for(settings.objective).value(sft, rft), device=ctx.device, sft=sft, rft=rft, **extra,
+    ranks = settings.space.sft_ranks if kind == "sft" else settings.space.rft_ranks
+    spec = spec_for(settings.strategy, adapter_spec(ctx, kind, pair), ranks, settings.recover_steps)
+    if not isinstance(spec, DerivedSpec):
+        return ensure_adapter(ctx, spec, progress=ctx.progress)
+    examples = ctx.examples(kind)
+    parent_seconds = ensure_parent(ctx.cache, spec.parent, lambda: ctx.loaded, examples, progress=ctx.progress)
+    parent_dir = ctx.cache.adapter_dir(spec.parent)
+    result = ensure_adapter(
+        ctx, spec, progress=ctx.progress,
+        make=lambda folder: derive(spec, parent_dir, folder, ctx.loaded, examples, progress=ctx.progress),
     )
+    # train_seconds: the parent's training when this trial ran it; derive_seconds: cutting (and recovering) it.
+    return replace(result, origin=spec.origin, parent_key=spec.parent.key, train_seconds=round(parent_seconds, 3),
+                   derive_seconds=result.train_seconds)
+
+
+class RanksweepBuilder:
+    """ranksweep's own trainer as the runner's `PairBuilder`: trains (or reuses from the cache) and grades both
+    adapters in this process."""
+
+    def __init__(self, settings: StudySettings, *, progress: bool = True):
+        self.ctx = TrialContext(settings, ArtifactCache(settings.artifacts), progress=progress)
+
+    def build(self, pair: Pair) -> PairOutcome:
+        sft, rft = build_pair(self.ctx, pair)
+        return PairOutcome(sft, rft, device=self.ctx.device)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from sweep.bundle import combined_bytes
 from sweep.objective import metric_names, objective_for, study_directions
 from sweep.records import AdapterResult, TrialResult
+from sweep.storage import mark_study
 from trainers.grading import points, wilson_interval
 
 MIB = 1024 * 1024
@@ -146,6 +147,7 @@ def write_study(storage, name: str, specs: list[TrialSpec], *, budget: int = BUD
     study = optuna.create_study(study_name=name, storage=memory, directions=study_directions(objective))
     study.set_metric_names(metric_names(objective))
     study.set_user_attr("config", config(budget, objective))
+    mark_study(study)
     pairs = [{"sft_rank": s.sft_rank, "rft_rank": s.rft_rank, "alpha_ratio": s.alpha_ratio, "lr": s.lr,
               "epochs": s.epochs, "adapter_dtype": s.adapter_dtype} for s in specs]
     # Optuna wants one distribution per param for the whole study, as the runner's search space gives.

@@ -20,6 +20,8 @@ LAUNCH = ["launch", "--study", "s", "--base-model", "tiny", "--device", "cpu", "
           "--train-data", "train.json", "--valid-data", "valid.json", "--rft-data", "rft.json",
           "--artifacts", "art", "--no-progress"]
 TRAIN = ["train", "sft", "--rank", "4", "--out", "out", "--base-model", "tiny", "--device", "cpu"]
+FOREIGN = ("Study 'foreign' in sqlite:///studies.db was not made by ranksweep (it carries no 'ranksweep' marker); "
+           "ranksweep reads and runs only its own studies")
 
 
 def with_flag(args: list[str], flag: str, value: str) -> list[str]:
@@ -76,6 +78,12 @@ CASES = {
     "launch-alpha-huge": (LAUNCH + ["--alpha-ratios", "1e300"], "--alpha-ratios '1e300' is not valid: give a ratio"),
     "launch-budget-inf": (LAUNCH + ["--budget-mb", "inf"], "--budget-mb 'inf' is not valid: give a budget in MiB"),
     "launch-rank-huge": (LAUNCH + ["--sft-ranks", "2,100000"], "'100000' is not valid: give a rank of at most 4096"),
+    # one bound for ranks everywhere (the one `train` uses), and recovery steps bounded like epochs
+    "size-rank-huge": (["size", "--base-model", "smollm2-135m", "--sft-rank", "100000", "--rft-rank", "2"],
+                       "--sft-rank '100000' is not valid: give a rank of at most 4096"),
+    "train-rank-huge": (with_flag(TRAIN, "--rank", "4097"), "--rank '4097' is not valid: give a rank of at most 4096"),
+    "launch-recover-steps-huge": (LAUNCH + ["--strategy", "shrink", "--recover-steps", "4294967295"],
+                                  "--recover-steps '4294967295' is not valid: give a whole number from 0 to 100000"),
     "launch-homework-trainer-nll": (LAUNCH + ["--trainer", "homework", "--objective", "answer-nll"],
                                     "--objective answer-nll needs ranksweep's own grading"),
     "launch-seed-negative": (LAUNCH + ["--seed", "-1", "--storage", "sqlite:///new.db"],
@@ -90,6 +98,14 @@ CASES = {
     "launch-5000-digit-number": (with_flag(LAUNCH, "--train-data", "huge-number.json"),
                                  "huge-number.json' is not valid JSON (Exceeds the limit (4300 digits)"),
     "train-5000-digit-number": (TRAIN + ["--train-data", "huge-number.json"], "Exceeds the limit (4300 digits)"),
+    # a 4,000-digit integer: valid JSON, within Python's digit limit, past a float's range
+    "train-4000-digit-answer": (TRAIN + ["--train-data", "4000-digits.json"],
+                                "4000-digits.json' entry 0's answer is an integer of 4,000 digits, too large for a "
+                                "64-bit float"),
+    "launch-4000-digit-answer": (with_flag(LAUNCH, "--valid-data", "4000-digits.json"),
+                                 "entry 0's answer is an integer of 4,000 digits"),
+    "launch-4000-digit-rft-answer": (with_flag(LAUNCH, "--rft-data", "4000-digits-rft.json"),
+                                     "4000-digits-rft.json' entry 0's answer is an integer of 4,000 digits"),
     "launch-deep-nesting": (with_flag(LAUNCH, "--valid-data", "deep.json"),
                             "deep.json' is not valid JSON (nested too deeply)"),
     "train-rft-deep-nesting": (["train", "rft", "--rank", "1", "--out", "out", "--rft-data", "deep.json"],
@@ -131,6 +147,16 @@ CASES = {
     "storage-password-masked": (["report", "--study", "s", "--out", "new-report", "--storage",
                                  "postgresql://ranksweep:s3cret@127.0.0.1:{port}/db"],
                                 "postgresql+psycopg2://ranksweep:***@127.0.0.1"),
+    # a plain Optuna study that happens to hold a `config` attr: every command gives the one foreign-study sentence
+    "launch-resume-foreign-study": (with_flag(LAUNCH, "--study", "foreign"), FOREIGN),
+    "worker-foreign-study": (["worker", "--study", "foreign"], FOREIGN),
+    "status-foreign-study": (["status", "--study", "foreign"], FOREIGN),
+    "status-json-foreign-study": (["status", "--study", "foreign", "--json"], FOREIGN),
+    "report-foreign-study": (["report", "--study", "foreign", "--out", "new-report"], FOREIGN),
+    "export-foreign-study": (["export", "--study", "foreign", "--to", "ranks.json"], FOREIGN),
+    "export-homework-foreign-study": (["export", "--study", "foreign", "--homework", "hw-ranks"], FOREIGN),
+    "dashboard-foreign-study": (["dashboard", "--study", "foreign", "--port", "0"], FOREIGN),
+    "dashboard-read-only-foreign-study": (["dashboard", "--study", "foreign", "--port", "0", "--read-only"], FOREIGN),
     # study names that cannot name a report folder
     "launch-study-dots": (with_flag(LAUNCH, "--study", ".."), "--study .. is not a usable study name"),
     "launch-study-empty": (with_flag(LAUNCH, "--study", ""), "--study '' is not a usable study name (it is empty)"),
@@ -158,6 +184,9 @@ def workdir(tmp_path_factory) -> Path:
     (root / "blocker").write_text("a regular file, not a folder\n")
     (root / "hw" / "homework").mkdir(parents=True)
     (root / "hw" / "homework" / "sft.py").write_text("def train():\n    return None\n")
+    (root / "hw-ranks" / "homework").mkdir(parents=True)
+    (root / "hw-ranks" / "homework" / "sft.py").write_text("DEFAULT_LORA_RANK = 8\n")
+    (root / "hw-ranks" / "homework" / "rft.py").write_text("RFT_LORA_RANK = 16\n")
     (root / "huge-number.json").write_text('[["How many gram are there per 6 kg?", ' + "9" * 5000 + "]]")
     (root / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     (root / "text.gguf").write_text("not a model, just text\n")
@@ -168,7 +197,15 @@ def workdir(tmp_path_factory) -> Path:
     (root / "deep-adapter").mkdir()
     (root / "deep-adapter" / "adapter_config.json").write_text("{}")
     (root / "deep-adapter" / "ranksweep.json").write_text("[" * 100_000 + "]" * 100_000)
+    four_thousand = "7" * 4000
+    (root / "4000-digits.json").write_text(f'[["How many gram are there per 1 kg?", {four_thousand}]]')
+    (root / "4000-digits-rft.json").write_text(
+        f'[["How many gram are there per 1 kg?", {four_thousand}, "1 kg is 1000 g. <answer>1000</answer>"]]')
     write_single_trial_study(f"sqlite:///{root}/studies.db", "known")
+    import optuna
+
+    foreign = optuna.create_study(study_name="foreign", storage=f"sqlite:///{root}/studies.db")
+    foreign.set_user_attr("config", {"lr": 0.1})
     return root
 
 

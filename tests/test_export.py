@@ -16,6 +16,7 @@ from study_fixtures import (BUDGET_BYTES, SWEEP, TrialSpec, config, measured_byt
 from sweep.bundle import bundle_members
 from sweep.cli import main
 from sweep.commands.export import render_toml
+from sweep.storage import mark_study
 
 SFT = (b'"""SFT training of the homework model."""\n\nDEFAULT_LORA_RANK: int = 32  # rank of the adapter\n\n\n'
        b"def train_model(output_dir: str):\n    DEFAULT_LORA_RANK = 4  # a local of the same name\n"
@@ -352,6 +353,7 @@ def write_adapter_study(storage: str, sft_dir: Path, rft_dir: Path, base_model: 
     memory = optuna.storages.InMemoryStorage()
     study = optuna.create_study(study_name="tiny", storage=memory, directions=["maximize", "minimize"])
     study.set_user_attr("config", {**config(), "base_model": base_model})
+    mark_study(study)
     trial = study.ask()
     attrs, score, size = trial_attrs(TrialSpec(2, 4, 52, 66), BUDGET_BYTES)
     attrs.update(sft_dir=str(sft_dir), rft_dir=str(rft_dir))

@@ -74,8 +74,8 @@ def test_homework_grade_differs_with_the_format_and_agrees_with_the_template(cli
 
     # The same comparison through the functions the command calls (one model load fewer), for the adapter
     # trained on the homework's own text: both graders see what the user's code will see, and agree.
-    from sweep.homework_config import read_config
-    from sweep.homework_grade import grade_with_homework
+    from sweep.homework.config import read_config
+    from sweep.homework.grade import grade_with_homework
     from trainers.data import QA
     from trainers.grading import grade_model
     from trainers.prompts import read_adapter_template, render_prompt
@@ -134,7 +134,7 @@ def test_a_template_without_the_question_is_refused(cli, tmp_path):
 
 
 def test_a_timeout_stops_the_homework_command(tmp_path):
-    from sweep.homework_run import HomeworkCommandError, run_logged
+    from sweep.homework.run import HomeworkCommandError, run_logged
 
     with pytest.raises(HomeworkCommandError, match="ran past its timeout of 0.5 s") as caught:
         run_logged(["sh", "-c", "echo started; sleep 30"], cwd=tmp_path, log=tmp_path / "log", timeout=0.5,
@@ -143,7 +143,7 @@ def test_a_timeout_stops_the_homework_command(tmp_path):
 
 
 def test_the_checkpoint_string_is_rewritten_and_nothing_else(tmp_path):
-    from sweep.homework_tree import set_string_constant
+    from sweep.homework.tree import set_string_constant
 
     tree = homework_copy(tmp_path)
     source = tree / "homework" / "base_llm.py"

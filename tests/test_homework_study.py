@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -83,6 +85,10 @@ def test_a_failing_command_fails_its_trial_with_its_last_lines(ranksweep, tmp_pa
     for t in failed:
         assert "RFT training" in t.user_attrs["error"] and "exit code 3" in t.user_attrs["error"]
         assert "no rft data here" in t.user_attrs["error"]
+        # The label names the whole command, program included, quoted so that it pastes back into bash.
+        label = re.search(r"RFT training \((.*)\) failed with exit code 3", t.user_attrs["error"]).group(1)
+        pasted = subprocess.run(["bash", "-c", label], capture_output=True, text=True)
+        assert (pasted.returncode, pasted.stdout) == (3, "no rft data here\n")
     assert len(list((tmp_path / "artifacts" / "adapters").glob("sft-r2-*"))) == 1  # trained once, then cached
 
 
@@ -97,7 +103,7 @@ def test_a_command_that_cannot_start_is_refused_before_any_trial(ranksweep, tmp_
 
 
 def test_grader_lines_are_read_into_points_and_accuracies():
-    from sweep.homework_points import parse_grader_output
+    from sweep.homework.points import parse_grader_output
 
     scores = parse_grader_output(
         "SFT model\nLoading weights: 100%|##########| 20/20 [00:00<00:00]\n"
@@ -159,3 +165,33 @@ def test_ranksweep_trained_adapters_are_checked_with_the_homework_code(ranksweep
     assert matched.returncode == 0, matched.stderr
     trial = optuna.load_study(study_name="matched", storage=storage).best_trials[0]
     assert trial.user_attrs["sft_accuracy"] == 1.0
+
+
+def test_a_printed_homework_command_pastes_back_into_bash(tmp_path):
+    """The `$ command` line of a failing command's output is shlex-quoted: pasted into bash it runs the same words.
+    A command run without a lasting log names no log file in its error (its scratch log is gone by then)."""
+    from sweep.homework.run import HomeworkCommandError, run_logged
+
+    args = [sys.executable, "-c", "import sys; print('boom'); sys.exit(1)"]
+    try:
+        run_logged(args, cwd=tmp_path, log=None, timeout=60, what="The homework's check")
+    except HomeworkCommandError as exc:
+        message = str(exc)
+    else:
+        raise AssertionError("the command failed, so run_logged must raise")
+    assert message.startswith("The homework's check failed with exit code 1; its last lines:\n"), message
+    printed = next(line.strip()[2:] for line in message.splitlines() if line.strip().startswith("$ "))
+    pasted = subprocess.run(["bash", "-c", printed], capture_output=True, text=True)
+    assert (pasted.returncode, pasted.stdout) == (1, "boom\n")
+    assert "boom" in message and not list(tmp_path.iterdir())  # nothing left behind, no path named
+
+
+def test_a_failing_bundle_while_measuring_the_tree_prints_its_output_not_a_deleted_log(ranksweep, tmp_path):
+    tree = user_tree(tmp_path)
+    (tree / "ranksweep.toml").write_text(
+        "[homework]\nbundle = \"{python} -c 'import sys; print(\\\"bundle broke\\\"); sys.exit(4)'\"\n")
+    result = ranksweep(*launch_args(tmp_path, tree, "nobundle", trials=1))
+    assert result.returncode == 2
+    assert "Measuring the homework without adapters" in result.stderr and "bundle broke" in result.stderr
+    assert "exit code 4" in result.stderr
+    assert ".log" not in result.stderr and "ranksweep-rest-" not in result.stderr  # no path to a deleted scratch log

@@ -193,9 +193,46 @@ def test_a_study_ranksweep_did_not_make_is_refused(ranksweep, workdir, command):
         "worker", "--study", "foreign", "--storage", url, "--device", "cpu", "--no-progress"]
     result = ranksweep(*args)
     assert result.returncode == 2
-    assert result.stderr == (f"ranksweep: error: Study 'foreign' in {url} was not made by ranksweep (it has no "
-                             "ranksweep config); give another --study name.\n")
+    assert result.stderr == (f"ranksweep: error: Study 'foreign' in {url} was not made by ranksweep (it carries no "
+                             "'ranksweep' marker); ranksweep reads and runs only its own studies: give the --study "
+                             "name of a study `ranksweep launch` made, or a new name to launch one.\n")
     assert snapshot(workdir, "foreign") == before
+
+
+@pytest.mark.parametrize("flag, value, named", [
+    ("--max-examples", "8", "--max-examples 16, now 8"),
+    ("--questions", "6", "--questions 4, now 6"),
+    ("--strategy", "shrink", "--strategy 'independent', now 'shrink'"),
+])
+def test_resume_with_other_training_or_grading_is_refused(ranksweep, workdir, flag, value, named):
+    """One frontier must not mix adapters trained on 16 and 8 rows or graded on 4 and 6 questions."""
+    args = launch_args(workdir, "s1", trials=4)
+    if flag in args:
+        args[args.index(flag) + 1] = value
+    else:
+        args += [flag, value]
+    before = snapshot(workdir, "s1")
+    result = ranksweep(*args)
+    assert result.returncode == 2, result.stderr
+    assert named in result.stderr and "another --study name" in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert snapshot(workdir, "s1") == before  # the config was not rewritten, no trial was added
+
+
+def test_a_study_made_before_the_marker_is_still_read(ranksweep, workdir):
+    """A study whose config holds every key the first ranksweep wrote, and no marker (version 0), is read; a
+    plain Optuna study with a `config` attr is not (test_bad_input's foreign cases)."""
+    from sweep.storage import MARKER, marker_version
+
+    url = f"sqlite:///{workdir}/studies.db"
+    config = load(workdir, "s1").user_attrs["config"]
+    if "old" not in optuna.get_all_study_names(url):
+        old = optuna.create_study(study_name="old", storage=url, directions=["maximize", "minimize"])
+        old.set_user_attr("config", config)
+    assert MARKER not in load(workdir, "old").user_attrs and marker_version(load(workdir, "old").user_attrs) == 0
+    assert marker_version({"config": {"lr": 0.1}}) is None
+    result = ranksweep("status", "--study", "old", "--storage", url)
+    assert result.returncode == 0, result.stderr
 
 
 def test_the_loop_uses_no_private_optuna_parts():
@@ -209,3 +246,20 @@ def test_the_loop_uses_no_private_optuna_parts():
             for folder in ("sweep", "reports", "trainers") for path in sorted((root / folder).rglob("*.py"))
             for n, line in enumerate(path.read_text().splitlines(), 1) if private.search(line)]
     assert hits == []
+
+
+def test_a_first_launch_that_failed_sampling_rft_data_accepts_the_corrected_rerun(ranksweep, workdir):
+    """The tiny model answers nothing right, so rejection sampling keeps no chain: the first launch stops with one
+    sentence and leaves a study with a FAIL trial; the rerun that brings its own --rft-data resumes it (nothing
+    was graded, so nothing can be mixed) where it used to be refused as a 'different rft_sha256'."""
+    args = launch_args(workdir, "sampling", trials=1)
+    at = args.index("--rft-data")
+    without_rft = args[:at] + args[at + 2:] + ["--rft-questions", "2", "--rft-samples", "1"]
+    first = ranksweep(*without_rft)
+    assert first.returncode == 2 and "Rejection sampling kept none" in first.stderr, first.stderr
+    states = [t.state.name for t in load(workdir, "sampling").get_trials()]
+    assert "FAIL" in states and "COMPLETE" not in states  # (an over-budget pair is PRUNED before it)
+    rerun = ranksweep(*without_rft, "--rft-data", workdir / "rft.json")
+    assert rerun.returncode == 0, rerun.stderr
+    study = load(workdir, "sampling")
+    assert len(completed(study)) == 1 and study.user_attrs["config"]["rft_path"] == str(workdir / "rft.json")

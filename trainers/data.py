@@ -62,16 +62,31 @@ def _load_list(path: Path) -> list:
     return data
 
 
-def _number(value) -> float | None:
+def checked_number(value, where: str) -> float:
+    """A number read from a data or config file as a finite float, or a RanksweepError whose sentence names
+    `where` (e.g. "Data file 'x.json' entry 3 answer"): booleans, strings, integers past a float's range
+    (JSON has no limit) and NaN/infinity are refused. The one conversion every numeric field goes through."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
+        raise RanksweepError(f"{where} is {_shown(value)}, not a number; write a plain number there.")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise RanksweepError(f"{where} is an integer of {len(str(value)):,} digits, too large for a 64-bit float "
+                             "(at most about 1.8e308); write a smaller number there.") from None
+    if not math.isfinite(number):
+        raise RanksweepError(f"{where} is {_shown(value)}, not a finite number; write a plain number there.")
+    return number
+
+
+def _shown(value) -> str:
+    try:
+        return json.dumps(value)[:120]
+    except ValueError:  # an integer past Python's digit limit for str()
+        return "an integer too long to print"
 
 
 def _bad(path: Path, index: int, entry, expected: str) -> RanksweepError:
-    shown = json.dumps(entry)[:120]
-    return RanksweepError(f"Data file '{path}' entry {index} is {shown}, expected {expected}.")
+    return RanksweepError(f"Data file '{path}' entry {index} is {_shown(entry)}, expected {expected}.")
 
 
 def read_qa(path: str | Path) -> list[QA]:
@@ -80,10 +95,9 @@ def read_qa(path: str | Path) -> list[QA]:
     rows = []
     for i, entry in enumerate(_load_list(path)):
         ok = isinstance(entry, list) and len(entry) >= 2 and isinstance(entry[0], str) and entry[0].strip()
-        answer = _number(entry[1]) if ok else None
-        if answer is None:
+        if not ok:
             raise _bad(path, i, entry, "[question, number]")
-        rows.append(QA(entry[0], answer))
+        rows.append(QA(entry[0], checked_number(entry[1], f"Data file '{path}' entry {i}'s answer")))
     return rows
 
 
@@ -100,10 +114,9 @@ def read_rft(path: str | Path) -> list[RFTRow]:
             and isinstance(entry[2], str)
             and entry[2].strip()
         )
-        answer = _number(entry[1]) if ok else None
-        if answer is None:
+        if not ok:
             raise _bad(path, i, entry, "[question, number, reasoning]")
-        rows.append(RFTRow(entry[0], answer, entry[2]))
+        rows.append(RFTRow(entry[0], checked_number(entry[1], f"Data file '{path}' entry {i}'s answer"), entry[2]))
     return rows
 
 

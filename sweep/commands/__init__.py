@@ -7,7 +7,7 @@ import pkgutil
 
 # The order `ranksweep --help` lists them in; a module not named here is listed after these.
 ORDER = ["train", "rft_data", "grade", "size", "launch", "worker", "status", "report", "export"]
-HELPERS = {"common"}
+HELPERS = {"common", "running"}
 
 
 def command_modules() -> list[str]:

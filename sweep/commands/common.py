@@ -8,6 +8,9 @@ import os
 import shlex
 from pathlib import Path
 
+from sweep.shell import command  # noqa: F401  (the CLI's printed commands use the one quoting rule)
+from sweep.space import MAX_RANK
+
 DEFAULT_STORAGE = "sqlite:///studies.db"
 # Bounds that catch typos and overflow (1e30, inf) long before an hour of training would: a learning rate
 # above 1 diverges every LoRA run, and past these an epoch count or ratio is a slip, not a setting.
@@ -15,7 +18,6 @@ MAX_LR = 1.0
 MAX_EPOCHS = 1000.0
 MAX_ALPHA_RATIO = 1000.0
 MAX_BUDGET_MB = 1e9  # a petabyte; above it the budget in bytes overflows a float
-MAX_RANK = 4096
 MAX_SEED = 2**32 - 1  # numpy and torch seeds are unsigned 32-bit
 MAX_STUDY_NAME_BYTES = 200  # the report folder is named after the study and file names stop at 255 bytes
 
@@ -73,11 +75,25 @@ def budget_mb(text: str) -> float:
 
 
 def rank_arg(text: str) -> int:
-    """argparse type: a LoRA rank, 1..4096."""
+    """argparse type: a LoRA rank, 1..MAX_RANK (sweep.space, the one bound every command uses)."""
     value = positive_int(text)
     if value > MAX_RANK:
         raise argparse.ArgumentTypeError(f"'{text}' is not valid: give a rank of at most {MAX_RANK}")
     return value
+
+
+def recover_steps_arg(text: str) -> int:
+    """argparse type: training steps after a cut, 0..MAX_RECOVER_STEPS (sweep.strategies, which checks it)."""
+    from sweep.strategies import check_recover_steps
+    from trainers.errors import RanksweepError
+
+    try:
+        return check_recover_steps(int(text))
+    except (ValueError, RanksweepError):
+        from sweep.strategies import MAX_RECOVER_STEPS
+
+        raise argparse.ArgumentTypeError(f"'{text}' is not valid: give a whole number from 0 to "
+                                         f"{MAX_RECOVER_STEPS}") from None
 
 
 def seed_arg(text: str) -> int:
@@ -144,11 +160,6 @@ def mask_url(text: str) -> str:
     from sweep.storage import masked
 
     return masked(text)
-
-
-def command(*words) -> str:
-    """A command line to print that pastes safely into a shell: every word quoted where it needs to be."""
-    return " ".join(shlex.quote(str(word)) for word in words)
 
 
 def writable(path: Path) -> bool:

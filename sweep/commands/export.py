@@ -82,16 +82,17 @@ def export_homework(args: argparse.Namespace) -> int:
 
     check = zip_check(root, budget, pending=changes)  # measured before anything is written
     if check.over and changes and not args.dry_run and not args.force:
-        mib = 1024 * 1024
-        raise RanksweepError(f"This export would make the submission zip {check.size_bytes / mib:.2f} MiB, over the "
-                             f"{budget / mib:.2f} MiB budget, so nothing was written: export a smaller pair "
+        from sweep.sizing import size_text
+
+        raise RanksweepError(f"This export would make the submission zip {size_text(check.size_bytes)}, over the "
+                             f"{size_text(budget)} budget, so nothing was written: export a smaller pair "
                              "(ranksweep report lists them), or pass --force to write it anyway.")
     print(choice.summary())
     _report_changes(changes, args.dry_run, lambda: apply(root, changes), root)
     if changes and not args.with_adapters:
         print("adapters not copied (use --with-adapters): retrain them with the new ranks before you submit")
-    if args.with_adapters:  # graded again by the homework's own code, where the tree can (sweep/homework_check.py)
-        from sweep.homework_check import export_warnings
+    if args.with_adapters:  # graded again by the homework's own code, where the tree can (sweep/homework/check.py)
+        from sweep.homework.check import export_warnings
 
         for warning in export_warnings(root, args.storage, choice.study, choice):
             print(f"warning: {warning}")

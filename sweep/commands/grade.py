@@ -79,8 +79,8 @@ def run(args) -> int:
     template = _prompt_template(args, adapter)
     homework_config = None
     if args.homework is not None:
-        from sweep.homework_config import read_config
-        from sweep.homework_tree import check_homework
+        from sweep.homework.config import read_config
+        from sweep.homework.tree import check_homework
 
         if adapter is None:
             raise RanksweepError("--homework grades an adapter through the homework's loader: pass --adapter DIR.")
@@ -97,7 +97,7 @@ def run(args) -> int:
 
     theirs = None
     if homework_config is not None:  # first: the user's code is the likelier one to fail
-        from sweep.homework_grade import grade_with_homework
+        from sweep.homework.grade import grade_with_homework
 
         theirs = grade_with_homework(args.homework, adapter, kind, questions=questions, config=homework_config,
                                      base_model=args.base_model)
@@ -130,7 +130,7 @@ def run(args) -> int:
 
 
 def _print_comparison(ours, theirs, template: str, homework: Path) -> None:
-    from sweep.homework_grade import disagree
+    from sweep.homework.grade import disagree
     from trainers.grading import points
 
     def row(label, acc, correct, n, low, high, rate, seconds):

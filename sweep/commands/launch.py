@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 from sweep.commands.common import add_base_model, add_device, add_storage, add_threads, positive_int, questions_arg
-from sweep.commands.common import (alpha_ratio, budget_mb, comma_list, epochs_arg, learning_rate, rank_arg, seed_arg,
-                                   study_name)
-
+from sweep.commands.common import (alpha_ratio, budget_mb, comma_list, epochs_arg, learning_rate, rank_arg,
+                                   recover_steps_arg, seed_arg, study_name)
+from sweep.commands.running import execute, writable_folder
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -72,7 +72,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "steps where a training is longer than those steps plus the cut (~6 steps), else independent. "
                    "Rule: the cheapest strategy whose accuracy at every rank stays inside independent's 95%% "
                    "interval; measured, only shrink+25 did, 1.46x cheaper (README: 'Every rank from one training')")
-    p.add_argument("--recover-steps", type=seed_arg, default=None,
+    p.add_argument("--recover-steps", type=recover_steps_arg, default=None,
                    help="with --strategy shrink or auto: training steps at each rank after the cut (default: 25)")
     p.add_argument("--max-examples", type=positive_int, help="training rows per adapter (default: the preset's)")
     p.add_argument("--batch-size", type=positive_int, help="training batch size (default: 16)")
@@ -108,22 +108,6 @@ def _data_paths(args) -> tuple[Path, Path, Path | None]:
         if path is not None and not path.is_file():
             raise RanksweepError(f"Data file '{path}' does not exist.")
     return train, valid, rft
-
-
-def writable_folder(folder: Path, flag: str) -> Path:
-    """Refuse a folder that cannot be created (a path under a regular file, a read-only parent) before the
-    study is created or anything trained; nothing is written here."""
-    import os
-
-    from trainers.errors import RanksweepError
-
-    existing = folder.absolute()
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise RanksweepError(f"Cannot write to {flag} '{folder}': '{existing}' is not a writable folder; "
-                             "choose another path.")
-    return folder
 
 
 def _level(args) -> str:
@@ -206,34 +190,6 @@ def _strategy(args, train_rows: int, rft_rows: int | None, preset) -> dict:
     return {"strategy": strategy, "recover_steps": steps}
 
 
-def execute(opened, settings, *, progress: bool) -> int:
-    """Run the study loop and print where it stands; shared by launch and worker."""
-    from sweep.study import run_study
-
-    from sweep.commands.common import command, mask_url
-
-    storage = mask_url(settings.storage)  # printed commands are quoted for pasting, passwords masked
-    resume = command("ranksweep", "launch", "--study", settings.name, "--storage", storage)
-    try:
-        state = run_study(opened, settings, progress=progress)
-    except KeyboardInterrupt:
-        print(f"\nStopped: the running trial was marked failed and will be retried. Resume with: {resume} "
-              "(same flags)", file=sys.stderr)
-        return 130
-    done = len(state.completed)
-    if done >= settings.trials:
-        print(f"Study '{settings.name}': {done} pairs trained and graded.")
-    elif state.running:
-        print(f"Study '{settings.name}': {done} pairs complete; the last {len(state.running)} are running in other "
-              "processes.")
-    else:
-        print(f"Study '{settings.name}': every feasible pair has been tried ({done} complete, "
-              f"{settings.trials} asked for).")
-    print(f"See it with: {command('ranksweep', 'status', '--study', settings.name, '--storage', storage)}   "
-          f"and: {command('ranksweep', 'report', '--study', settings.name, '--storage', storage)}")
-    return 0
-
-
 def run(args) -> int:
     from sweep import bundle
     from sweep.study import feasible_pairs, open_study
@@ -243,7 +199,7 @@ def run(args) -> int:
     settings = build_settings(args)
     rest = bundle.rest_bytes(settings.homework) if settings.homework else 0
     if settings.trainer == "homework":  # its commands checked, and its rest measured by its own bundle.py
-        from sweep.homework_study import check_homework_trainer, homework_rest_bytes
+        from sweep.homework.study import check_homework_trainer, homework_rest_bytes
 
         rest = homework_rest_bytes(settings, check_homework_trainer(settings))
     feasible_pairs(settings, rest)  # an impossible budget or unknown model is refused before the study exists

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from sweep.commands.common import add_base_model, positive_float, positive_int
+from sweep.commands.common import add_base_model, positive_float, rank_arg
 from trainers.errors import RanksweepError
 
 DEFAULT_BUDGET_MB = 50.0
@@ -21,8 +21,8 @@ def add_parser(subparsers):
         "whose dimensions are built in (no download).",
     )
     add_base_model(parser)
-    parser.add_argument("--sft-rank", type=positive_int, metavar="R", help="LoRA rank of the SFT adapter")
-    parser.add_argument("--rft-rank", type=positive_int, metavar="R", help="LoRA rank of the RFT adapter")
+    parser.add_argument("--sft-rank", type=rank_arg, metavar="R", help="LoRA rank of the SFT adapter")
+    parser.add_argument("--rft-rank", type=rank_arg, metavar="R", help="LoRA rank of the RFT adapter")
     parser.add_argument(
         "--budget-mb", type=positive_float, metavar="MB", default=DEFAULT_BUDGET_MB, help="zip budget in MiB (default: 50)"
     )

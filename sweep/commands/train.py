@@ -6,6 +6,7 @@ from pathlib import Path
 
 from sweep.commands.common import (add_base_model, add_device, alpha_ratio, check_output, epochs_arg, learning_rate,
                                    positive_int, rank_arg, seed_arg)
+from sweep.space import MAX_RANK
 from trainers.training import ADAPTER_DTYPES, KINDS, TrainConfig
 
 DEFAULTS = TrainConfig(kind="sft", rank=1)
@@ -22,7 +23,7 @@ def add_parser(subparsers):
     )
     parser.add_argument("kind", choices=KINDS, help="sft or rft")
     parser.add_argument("--rank", required=True, type=rank_arg, metavar="R",
-                        help="LoRA rank (a whole number from 1 to 4096)")
+                        help=f"LoRA rank (a whole number from 1 to {MAX_RANK})")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR",
                         help="adapter folder to write: a new or empty folder, or an adapter folder with --force")
     parser.add_argument("--force", action="store_true", help="replace the adapter already in --out")

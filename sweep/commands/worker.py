@@ -32,7 +32,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     from dataclasses import replace
 
-    from sweep.commands.launch import execute, writable_folder
+    from sweep.commands.running import execute, writable_folder
     from sweep.settings import settings_from_config
     from sweep.study import feasible_pairs, load_existing
     from trainers.hardware import set_threads

@@ -12,6 +12,7 @@ import shlex
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from trainers.data import checked_number
 from trainers.errors import RanksweepError
 
 CONFIG_FILE = "ranksweep.toml"
@@ -78,9 +79,9 @@ def read_config(root: Path) -> HomeworkConfig:
     for key, value in table.items():
         default = getattr(HomeworkConfig, key)
         if isinstance(default, float):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            value = checked_number(value, f"{path}: {key}")
+            if not value > 0:
                 raise RanksweepError(f"{path}: {key} must be a number of seconds greater than 0, not {value!r}.")
-            value = float(value)
         elif not isinstance(value, str) or not value.strip():
             raise RanksweepError(f"{path}: {key} must be a non-empty string, not {value!r}.")
         values[key] = value

@@ -20,12 +20,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sweep import bundle
-from sweep.cache import AdapterSpec
-from sweep.homework_config import HomeworkConfig, read_config
-from sweep.homework_run import HomeworkCommandError, run_logged, tail
-from sweep.homework_tree import (ADAPTER_HOMES, base_model_path, check_homework, code_fingerprint, place_adapter,
+from sweep.builder import PairOutcome
+from sweep.cache import AdapterSpec, ArtifactCache
+from sweep.homework.config import HomeworkConfig, read_config
+from sweep.homework.run import HomeworkCommandError, last_lines, run_logged
+from sweep.homework.tree import (ADAPTER_HOMES, base_model_path, check_homework, code_fingerprint, place_adapter,
                                  scratch_copy, set_string_constant)
-from sweep.records import AdapterResult
+from sweep.records import AdapterResult, Pair
+from sweep.shell import command
+from trainers.data import checked_number
 from trainers.errors import RanksweepError
 
 TRAINER = "homework"
@@ -105,59 +108,64 @@ def homework_rest_bytes(settings, config: HomeworkConfig) -> int:
         for home in ADAPTER_HOMES.values():
             shutil.rmtree(tree / home, ignore_errors=True)
         try:
-            return _bundle(tree, config, Path(scratch) / "bundle.log")
+            return _bundle(tree, config, None)  # a scratch tree: an error carries the output, names no log
         except HomeworkCommandError as exc:
             raise RanksweepError(f"Measuring the homework without adapters: {exc}") from None
 
 
-def _bundle(tree: Path, config: HomeworkConfig, log: Path) -> int:
-    """Build the submission zip in `tree` (its bundle.py, else ranksweep's rules); its size in bytes."""
+def _bundle(tree: Path, config: HomeworkConfig, log: Path | None) -> int:
+    """Build the submission zip in `tree` (its bundle.py, else ranksweep's rules); its size in bytes. `log`: where
+    the bundle command's output is kept (None: nowhere)."""
     target = tree / f"{ZIP_NAME}.zip"
     if (tree / "bundle.py").is_file():
         args = config.command("bundle", python=_python(), zip=target.name, name=ZIP_NAME)
-        run_logged(args, cwd=tree, log=log, timeout=config.grader_timeout_s, what="The homework's bundle command")
+        what = f"The homework's bundle command ({command(*args)})"
+        run = run_logged(args, cwd=tree, log=log, timeout=config.grader_timeout_s, what=what)
         if not target.is_file():
-            raise HomeworkCommandError(f"The homework's bundle command wrote no {target.name}; its last lines "
-                                       f"({log}):\n{tail(log.read_text(errors='replace'))}")
+            raise HomeworkCommandError(f"{what} wrote no {target.name}; {last_lines(run.output(), log)}")
         return target.stat().st_size
     return bundle.write_zip(bundle.bundle_members(tree), target)
 
 
-class HomeworkTrainer:
-    """The pair builder for `settings.trainer == "homework"` (see sweep.trial.pair_builder)."""
+class HomeworkBuilder:
+    """The `PairBuilder` (sweep/builder.py) of `--trainer homework`: the user's commands make and grade the pair."""
 
     def __init__(self, settings):
+        from trainers.models import resolve_device
+
         self.settings = settings
+        self.cache = ArtifactCache(settings.artifacts)
+        self.device = resolve_device(settings.device)
         self.config = check_homework_trainer(settings)
         self.root = settings.homework
         # Hashed once: the user's tree must not change under a running study (a new hash would mean new adapters).
         self.tree_sha256 = code_fingerprint(self.root)
 
-    def spec(self, kind: str, params: dict) -> HomeworkSpec:
+    def spec(self, kind: str, pair: Pair) -> HomeworkSpec:
         from trainers.training import TrainConfig
 
         # The tree's own code decides alpha, lr and epochs; its hash (data/ included) stands for them.
-        config = TrainConfig(kind=kind, rank=params[f"{kind}_rank"], adapter_dtype=params["adapter_dtype"])
+        config = TrainConfig(kind=kind, rank=pair.rank(kind), adapter_dtype=pair.adapter_dtype)
         return HomeworkSpec(config=config, base_model=self.settings.base_model, data_sha256=self.tree_sha256,
                             tree_sha256=self.tree_sha256, command=getattr(self.config, f"train_{kind}"))
 
-    def trial_dir(self, params: dict) -> Path:
-        label = f"sft{params['sft_rank']}-rft{params['rft_rank']}"
-        digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
+    def trial_dir(self, pair: Pair) -> Path:
+        label = f"sft{pair.sft_rank}-rft{pair.rft_rank}"
+        digest = hashlib.sha256(json.dumps(pair.params(), sort_keys=True).encode()).hexdigest()[:8]
         return self.settings.artifacts / TRIALS_FOLDER / self.settings.name / f"{label}-{digest}"
 
-    def __call__(self, ctx, params: dict) -> tuple[AdapterResult, AdapterResult]:
-        folder = self.trial_dir(params)
+    def build(self, pair: Pair) -> PairOutcome:
+        folder = self.trial_dir(pair)
         if folder.exists():
             shutil.rmtree(folder)  # a retried pair starts clean
         folder.mkdir(parents=True)
         try:
-            adapters = {kind: self.ensure(ctx, kind, params, folder) for kind in ("sft", "rft")}
-            return self.grade_pair(ctx, params, adapters, folder)
+            adapters = {kind: self.ensure(kind, pair, folder) for kind in ("sft", "rft")}
+            return self.grade_pair(pair, adapters, folder)
         except HomeworkCommandError as exc:
             raise HomeworkTrialFailed(str(exc)) from None
 
-    def _scratch(self, folder: Path, params: dict) -> Path:
+    def _scratch(self, folder: Path, pair: Pair) -> Path:
         """A fresh copy of the tree in the trial folder, with the pair's ranks and the study's base model."""
         from sweep.export import apply, parse_var, rank_changes
 
@@ -166,26 +174,26 @@ class HomeworkTrainer:
             shutil.rmtree(tree)
         scratch_copy(self.root, tree)
         changes = rank_changes(tree, parse_var(self.config.sft_rank), parse_var(self.config.rft_rank),
-                               params["sft_rank"], params["rft_rank"])
+                               pair.sft_rank, pair.rft_rank)
         apply(tree, changes, backup=False)
         set_string_constant(tree, self.config.checkpoint, base_model_path(self.settings.base_model))
         return tree
 
-    def ensure(self, ctx, kind: str, params: dict, folder: Path) -> tuple[HomeworkSpec, float, bool]:
+    def ensure(self, kind: str, pair: Pair, folder: Path) -> tuple[HomeworkSpec, float, bool]:
         """The cached adapter of this kind and rank, trained by the homework's command when missing."""
         import time
 
-        spec = self.spec(kind, params)
-        cache = ctx.cache
+        spec = self.spec(kind, pair)
+        cache = self.cache
         entry = cache.adapter_dir(spec)
         with cache.lock(spec):
             if cache.verify(spec) is not None:
                 return spec, 0.0, True
-            tree = self._scratch(folder, params)
+            tree = self._scratch(folder, pair)
             args = self.config.command(f"train_{kind}", python=_python(), zip="", name="")
             started = time.perf_counter()
             run_logged(args, cwd=tree, log=folder / f"train-{kind}.log", timeout=self.config.train_timeout_s,
-                       what=f"The homework's {kind.upper()} training ({' '.join(args[1:]) or args[0]})")
+                       what=f"The homework's {kind.upper()} training ({command(*args)})")
             seconds = time.perf_counter() - started
             trained = tree / ADAPTER_HOMES[kind]
             missing = [n for n in bundle.ADAPTER_FILES if not (trained / n).is_file()]
@@ -202,16 +210,15 @@ class HomeworkTrainer:
             shutil.rmtree(tree)
         return spec, seconds, False
 
-    def grade_pair(self, ctx, params: dict, adapters: dict, folder: Path) -> tuple[AdapterResult, AdapterResult]:
-        """Build the real submission with both adapters and grade it; the AdapterResults carry the real zip's
-        size on the pair (see `real_zip_bytes`)."""
+    def grade_pair(self, pair: Pair, adapters: dict, folder: Path) -> PairOutcome:
+        """Build the real submission with both adapters and grade it; the outcome carries the real zip's size."""
         import time
 
-        from sweep.homework_grade import grade_with_homework
-        from sweep.homework_points import parse_grader_output
+        from sweep.homework.grade import grade_with_homework
+        from sweep.homework.points import parse_grader_output
         from trainers.grading import points, wilson_interval
 
-        tree = self._scratch(folder, params)
+        tree = self._scratch(folder, pair)
         for kind, (spec, _, _) in adapters.items():
             place_adapter(tree, kind, self._entry(spec))
         zip_size = _bundle(tree, self.config, folder / "bundle.log")
@@ -222,12 +229,12 @@ class HomeworkTrainer:
         if (tree / "grader").is_dir():
             args = self.config.command("grader", python=_python(), zip=str(zip_path.resolve()), name=ZIP_NAME)
             run = run_logged(args, cwd=tree, log=folder / "grader.log", timeout=self.config.grader_timeout_s,
-                             what="The homework's grader")
+                             what=f"The homework's grader ({command(*args)})")
             scores = parse_grader_output(run.output())
             for kind in adapters:
                 if kind not in scores:
                     raise HomeworkCommandError(f"The homework's grader printed no `N / M` line for {kind.upper()}; "
-                                               f"its last lines ({folder / 'grader.log'}):\n{tail(run.output())}")
+                                               f"{last_lines(run.output(), run.log)}")
                 score = scores[kind]
                 grades[kind] = {"accuracy": score.accuracy, "points": score.points, "ci_low": None, "ci_high": None,
                                 "answer_rate": None, "questions": None}
@@ -242,26 +249,26 @@ class HomeworkTrainer:
         grade_seconds = time.perf_counter() - started
         shutil.rmtree(tree)
         (folder / "trial.json").write_text(json.dumps({"zip_bytes": zip_size, "grades": grades}, indent=1))
-        ctx.measured_zip_bytes = zip_size  # record_pair records the real zip, not the sum of its parts
-        return tuple(self._result(kind, params, *adapters[kind], grades[kind], grade_seconds / len(adapters))
-                     for kind in ("sft", "rft"))
+        sft, rft = (self._result(kind, pair, *adapters[kind], grades[kind], grade_seconds / len(adapters))
+                    for kind in ("sft", "rft"))
+        # The real zip, not the sum of its parts: the tree's own bundle.py decides what goes in.
+        return PairOutcome(sft, rft, zip_bytes=zip_size, device=self.device)
 
     def _entry(self, spec: HomeworkSpec) -> Path:
-        from sweep.cache import ArtifactCache
+        return self.cache.adapter_dir(spec)
 
-        return ArtifactCache(self.settings.artifacts).adapter_dir(spec)
-
-    def _result(self, kind, params, spec, train_seconds, cache_hit, grade, grade_seconds) -> AdapterResult:
+    def _result(self, kind, pair: Pair, spec, train_seconds, cache_hit, grade, grade_seconds) -> AdapterResult:
         from sweep.sizing import adapter_size, config_for
         from trainers.grading import points
 
         entry = self._entry(spec)
         adapter_config = json.loads((entry / "adapter_config.json").read_text(encoding="utf-8"))
-        predicted = adapter_size(config_for(self.settings.base_model), spec.rank, params["adapter_dtype"])
+        predicted = adapter_size(config_for(self.settings.base_model), spec.rank, pair.adapter_dtype)
         ci_low, ci_high = grade["ci_low"], grade["ci_high"]
         return AdapterResult(
-            kind=kind, rank=int(adapter_config.get("r", spec.rank)), alpha=float(adapter_config.get("lora_alpha", 0)),
-            lr=params["lr"], epochs=params["epochs"], dtype=params["adapter_dtype"], accuracy=grade["accuracy"],
+            kind=kind, rank=int(checked_number(adapter_config.get("r", spec.rank), f"{entry}/adapter_config.json r")),
+            alpha=checked_number(adapter_config.get("lora_alpha", 0), f"{entry}/adapter_config.json lora_alpha"),
+            lr=pair.lr, epochs=pair.epochs, dtype=pair.adapter_dtype, accuracy=grade["accuracy"],
             key=spec.key, dir=str(entry.resolve()), params=predicted.params,
             raw_bytes_predicted=predicted.raw_bytes, raw_bytes=(entry / "adapter_model.safetensors").stat().st_size,
             zip_bytes=bundle.submission_bytes(None, **{f"{kind}_dir": entry}), ci_low=ci_low, ci_high=ci_high,

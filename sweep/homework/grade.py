@@ -9,9 +9,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from sweep.homework_config import HomeworkConfig
-from sweep.homework_run import HomeworkCommandError, run_logged
-from sweep.homework_tree import base_model_path, place_adapter, scratch_copy, set_string_constant
+from sweep.homework.config import HomeworkConfig
+from sweep.homework.run import HomeworkCommandError, run_logged
+from sweep.homework.tree import base_model_path, place_adapter, scratch_copy, set_string_constant
 from trainers.errors import RanksweepError
 from trainers.grading import wilson_interval
 
@@ -66,7 +66,7 @@ def grade_with_homework(root: Path, adapter: Path, kind: str, *, questions: int 
         limit = str(questions if questions is not None else 10**9)
         args = [sys.executable, "-c", RUNNER, loader, config.dataset, config.split, config.benchmark, limit, str(out)]
         what = f"The homework's own {kind.upper()} grading ({loader}, then {config.benchmark})"
-        run = run_logged(args, cwd=tree, log=log or Path(scratch) / "grade.log", timeout=config.grade_timeout_s,
+        run = run_logged(args, cwd=tree, log=log, timeout=config.grade_timeout_s,
                          what=what)
         try:
             record = json.loads(out.read_text(encoding="utf-8"))

@@ -9,7 +9,7 @@ import ast
 from dataclasses import dataclass
 from pathlib import Path
 
-from sweep.homework_config import HomeworkConfig, read_config
+from sweep.homework.config import HomeworkConfig, read_config
 from trainers.errors import RanksweepError
 
 
@@ -71,7 +71,7 @@ class Agreement:
 def compare(root: Path, adapter: Path, kind: str, *, accuracy: float, ci_low: float, ci_high: float,
             questions: int | None, base_model: str, config: HomeworkConfig) -> Agreement:
     """Grade `adapter` with the homework's code on the same questions and put it next to ranksweep's numbers."""
-    from sweep.homework_grade import grade_with_homework
+    from sweep.homework.grade import grade_with_homework
 
     theirs = grade_with_homework(root, adapter, kind, questions=questions, config=config, base_model=base_model)
     return Agreement(kind, accuracy, ci_low, ci_high, theirs.accuracy, theirs.answer_rate, theirs.questions)
@@ -115,16 +115,16 @@ def export_warnings(root: Path, storage: str, study: str, choice) -> list[str]:
 
 
 class FirstAdapterCheck:
-    """Wraps a pair builder: after the first pair this process trains, grade its SFT adapter (else RFT) with the
-    homework's code once, and stop the study when the two graders disagree."""
+    """Wraps a `PairBuilder` (sweep/builder.py): after the first pair this process trains, grade its SFT adapter
+    (else RFT) with the homework's code once, and stop the study when the two graders disagree."""
 
-    def __init__(self, build, settings):
-        self.build, self.settings, self.done = build, settings, False
+    def __init__(self, builder, settings):
+        self.builder, self.settings, self.done = builder, settings, False
 
-    def __call__(self, ctx, params):
-        sft, rft = self.build(ctx, params)
+    def build(self, pair):
+        outcome = self.builder.build(pair)
         if not self.done:
-            for adapter in (sft, rft):
+            for adapter in (outcome.sft, outcome.rft):
                 config = grading_available(self.settings.homework, adapter.kind)
                 if config is None or adapter.ci_low is None:
                     continue
@@ -136,4 +136,4 @@ class FirstAdapterCheck:
                     raise RanksweepError(f"Stopped: {result.sentence()}, so this study would rank pairs by numbers "
                                          f"your code will not reproduce; {ADVICE}.")
                 break
-        return sft, rft
+        return outcome
