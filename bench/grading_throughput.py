@@ -107,6 +107,8 @@ def compare_dtypes(args) -> None:
              "now: bf16 weights, stop hopeless answers": (now, True)}
     report = {}
     for kind, adapter in adapters.items():
+        if args.kinds and kind not in args.kinds.split(","):
+            continue
         texts, seconds = {}, {}
         for rep in range(args.repeats):
             for name in (list(sides) if rep % 2 == 0 else list(sides)[::-1]):
@@ -150,8 +152,9 @@ def compare_dtypes(args) -> None:
                     ["side", "median_seconds", "questions_per_s", "accuracy", "answer_rate"]))
         print(f"{kind}: speedup {r['speedup']:.2f}x; same answer {r['same_parsed_answer']:.1%}, same verdict "
               f"{r['same_verdict']:.1%}; right only before {r['right_only_before']}, only now {r['right_only_now']}")
-    print("wrote", write_result("grading_dtype", args, {"model": args.model, "questions": len(rows),
-                                                          "adapters": report}))
+        # Written after each adapter, so a long run that is stopped keeps what it measured.
+        path = write_result("grading_dtype" + (f"_{args.label}" if args.label else ""), args, {"model": args.model, "questions": len(rows), "adapters": report})
+    print("wrote", path)
 
 
 def main() -> None:
@@ -160,6 +163,8 @@ def main() -> None:
     parser.add_argument("--sft-adapter", type=Path, default=None)
     parser.add_argument("--rft-adapter", type=Path, default=None)
     parser.add_argument("--rft-questions", type=int, default=96, help="dtype: questions sampled for the RFT adapter")
+    parser.add_argument("--kinds", default=None, help="dtype: comma list of adapter kinds to grade (default: both)")
+    parser.add_argument("--label", default=None, help="dtype: suffix of the result file")
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--questions", type=int, default=48)
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="the grader's batch size (its default)")

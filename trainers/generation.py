@@ -211,7 +211,8 @@ class SharedPrefix:
         self.ids = ids
         self.cache = DynamicCache(config=core.config)
         cache_kw, _ = _forward_names(core)
-        core(input_ids=torch.tensor([ids], device=_device(core)), use_cache=True, **{cache_kw: self.cache})
+        decoder = core.get_decoder()  # the cache is all that is kept: no logits for the prefix's positions
+        decoder(input_ids=torch.tensor([ids], device=_device(core)), use_cache=True, **{cache_kw: self.cache})
 
     @staticmethod
     def length(rows: list[list[int]]) -> int:
@@ -257,9 +258,8 @@ def _decode_batch(model, tokenizer, prompts: list[str], repeats: int, max_new_to
         cache = copy.deepcopy(prefix.cache)
         cache.batch_repeat_interleave(len(prompts))
         mask = torch.cat([mask.new_ones((len(prompts), shared)), mask], dim=-1)
-    out = core(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
-               **{cache_kw: cache}, **extra)
-    logits = out.logits[:, -1, :]
+    logits = _last_logits(core, input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                          **{cache_kw: cache}, **extra)
     if repeats > 1:
         # The k samples of a prompt share its prefill: copy the cache rather than re-encode the prompt.
         cache.batch_repeat_interleave(repeats)
@@ -290,10 +290,26 @@ def _decode_batch(model, tokenizer, prompts: list[str], repeats: int, max_new_to
             live = [live[slot] for slot in keep]
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
         last_position = last_position + 1
-        out = core(input_ids=tokens[:, None], attention_mask=mask, position_ids=last_position, use_cache=True,
-                   **{cache_kw: cache})
-        logits = out.logits[:, -1, :]
+        logits = _last_logits(core, input_ids=tokens[:, None], attention_mask=mask, position_ids=last_position,
+                              use_cache=True, **{cache_kw: cache})
     return [_cut(tokenizer.decode(ids, skip_special_tokens=True), stop) for ids in generated]
+
+
+def _last_logits(core, **inputs):
+    """Next-token logits of each row's last position, the LM head applied to those positions alone.
+
+    The head gets a contiguous (rows, hidden) matrix: given the last position of a (rows, length, hidden)
+    batch whose layout torch cannot fold into a matrix (what a bf16 model with LoRA layers produced on a CPU),
+    matmul copied the 49k-wide head once per row: 3.6 GB and seconds per prefill of 64 rows (docs/benchmarks.md).
+    """
+    from trainers.training import head_is_plain
+
+    decoder, head = core.get_decoder(), core.get_output_embeddings()
+    if decoder is not core and head is not None and head_is_plain(core):
+        inputs.pop("logits_to_keep", None)
+        hidden = decoder(**inputs).last_hidden_state
+        return head(hidden[:, -1, :].contiguous())
+    return core(**inputs).logits[:, -1, :]
 
 
 def _cut(text: str, stop: str) -> str:

@@ -320,7 +320,9 @@ def _attached_adapter(model, adapter_dir: str | Path | None):
         with warnings.catch_warnings():
             # PEFT trips transformers deprecation notices that say nothing to the user.
             warnings.simplefilter("ignore", FutureWarning)
-            peft_model = PeftModel.from_pretrained(model, folder)
+            # The adapter in the base's dtype: float32 LoRA layers on a bf16 base (peft's default upcast) made a
+            # CPU forward pass 2x slower than float32 and grew it by gigabytes (docs/benchmarks.md §10).
+            peft_model = PeftModel.from_pretrained(model, folder, autocast_adapter_dtype=False)
     except Exception as exc:  # PEFT raises several types for a damaged or mismatched adapter
         _strip_lora(model, had_peft_config, state)
         first_line = (str(exc).strip().splitlines() or [""])[0][:200]

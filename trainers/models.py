@@ -212,15 +212,14 @@ def _not_found(name: str, exc: Exception | None) -> str:
     return f"Base model '{name}' was not found{reason}: tried {tried}."
 
 
-def _load_weights(name: str, dtype=None):
-    """Model and tokenizer; folders are read straight into `dtype` (no float32 copy of a bf16 model)."""
+def _load_weights(name: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if name == "tiny":
         return _tiny()
     if name == "embedded":
         folder = embedded_model_dir()
-        return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype), AutoTokenizer.from_pretrained(folder)
+        return AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
@@ -229,7 +228,7 @@ def _load_weights(name: str, dtype=None):
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise RanksweepError(f"Folder '{name}' has no config.json, so it is not a model folder.")
-        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype), AutoTokenizer.from_pretrained(path)
+        return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
     if _looks_like_hub_id(name):
         try:
             return _from_hub(AutoModelForCausalLM, name), _from_hub(AutoTokenizer, name)
@@ -243,8 +242,8 @@ def load_model(name: str, device: str = "auto") -> LoadedModel:
     math (trainers.hardware.use_bf16), float32 elsewhere.
 
     One copy serves training (its LoRA weights stay float32), grading and RFT sampling. In bf16 a decode
-    step ran 2.6x faster than float32 on an avx512_bf16 CPU and the model takes half the memory; greedy
-    answers agreed with float32's (docs/benchmarks.md).
+    step ran 2.6x faster than float32 on an avx512_bf16 CPU and the model takes half the memory; how often
+    greedy answers agree with float32's: docs/benchmarks.md §10.
     """
     import torch
 
@@ -254,12 +253,17 @@ def load_model(name: str, device: str = "auto") -> LoadedModel:
     dtype = torch.bfloat16 if use_bf16(resolved) else torch.float32
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model, tokenizer = _load_weights(name, dtype)
+        model, tokenizer = _load_weights(name)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     # Generation pads on the left so every row's last token is its prompt's last token.
     tokenizer.padding_side = "left"
-    model = model.to(device=resolved, dtype=dtype)
+    model = model.to(device=resolved)
+    with torch.no_grad():
+        # Weights only: buffers such as the rotary inverse frequencies stay float32 (in bf16 their rounding
+        # shifts the angle of position 400 by up to a radian).
+        for param in model.parameters():
+            param.data = param.data.to(dtype)
     model.config.pad_token_id = tokenizer.pad_token_id
     model.eval()  # trainers switch to train mode for themselves and back
     return LoadedModel(model=model, tokenizer=tokenizer, device=resolved, name=name)
