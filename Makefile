@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ranksweep-installed
 STUDY ?= demo
 
-.PHONY: install demo test clean
+.PHONY: install demo test test-fast clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,8 +25,13 @@ demo: install
 	$(VENV)/bin/ranksweep launch --study $(STUDY) --preset quick --base-model embedded
 	$(VENV)/bin/ranksweep report --study $(STUDY)
 
-test: install
-	$(VENV)/bin/pytest -q
+# Two floors: `fast` tests build no model (under a minute); the integration floor trains real LoRA adapters on
+# `tiny`. `make test` runs the fast floor first, so a broken loop or report fails in seconds, not minutes.
+test-fast: install
+	$(VENV)/bin/pytest -q -m fast
+
+test: test-fast
+	$(VENV)/bin/pytest -q -m "not fast"
 
 clean:
 	rm -rf $(VENV) runs studies.db

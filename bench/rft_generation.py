@@ -54,7 +54,7 @@ def previous_sampler(loaded, prompts, k, temperature, max_new_tokens, per_batch,
     """RFT sampling as it ran before: trainers.generation's decode loop, float32, 16 sequences wide."""
     import torch
 
-    from trainers.generation import _decode_batch, _eval_mode, _length_batches
+    from trainers.generation import _decode_batch, eval_mode, _length_batches
 
     generator = torch.Generator().manual_seed(seed)
 
@@ -62,7 +62,7 @@ def previous_sampler(loaded, prompts, k, temperature, max_new_tokens, per_batch,
         return torch.multinomial(torch.softmax(logits.float() / temperature, dim=-1), 1, generator=generator).squeeze(-1)
 
     out: list[list[str]] = [[] for _ in prompts]
-    with torch.inference_mode(), _eval_mode(loaded.model):
+    with torch.inference_mode(), eval_mode(loaded.model):
         for indices in _length_batches(loaded.tokenizer, prompts, per_batch):
             texts = _decode_batch(loaded.model, loaded.tokenizer, [prompts[i] for i in indices], k, max_new_tokens,
                                   STOP, pick)

@@ -8,7 +8,9 @@ from datetime import datetime, timezone
 from html import escape
 from typing import TYPE_CHECKING
 
-from reports.frontier import MIB, SEPARATE_ADVICE
+from reports.tables import readable_adapters, readable_frontier, state_counts
+from sweep.frontier import SEPARATE_ADVICE
+from sweep.sizing import MIB
 
 if TYPE_CHECKING:
     from reports.report import Report
@@ -26,8 +28,6 @@ img { max-width: 100%; height: auto; } code { background: #f3f3f3; padding: 0 3p
 
 def report_html(report: Report, pareto_png: bytes, ranks_png: bytes) -> str:
     """The page as a string; every value from the study is escaped."""
-    from reports.tables import readable_adapters, readable_frontier, state_counts
-
     states = escape(state_counts(report.trials))
     trials = "1 trial" if len(report.trials) == 1 else f"{len(report.trials)} trials"
     running = int((report.trials["state"] == "RUNNING").sum())
@@ -64,7 +64,7 @@ def report_html(report: Report, pareto_png: bytes, ranks_png: bytes) -> str:
         "<h2>Accuracy against rank</h2>",
         _img(ranks_png, "Accuracy against LoRA rank for SFT and RFT adapters"),
         "<h2>Study configuration</h2>",
-        _config(report.config),
+        _config(report.config.to_attrs()),
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"
@@ -90,6 +90,13 @@ def _pick(report: Report) -> str:
     note = ""
     if rec.overlaps:
         note = f"<p>Note: its 95% {escape(report.goal.noun)} {escape(rec.overlaps)}; {escape(SEPARATE_ADVICE)}.</p>"
+    if report.margins:  # the pick against its rivals, paired on the same questions (sweep/verdict.py)
+        note += ("<p>Margins (paired: the same questions, points difference with a 95% bootstrap interval):</p><ul>"
+                 + "".join(f"<li>{escape(m.relation)}: {escape(m.sentence())}</li>" for m in report.margins)
+                 + "</ul>")
+    if report.rank_steps:
+        note += ("<p>Neighbouring ranks (paired on the same questions, larger rank minus smaller):</p><ul>"
+                 + "".join(f"<li>{escape(step.sentence())}</li>" for step in report.rank_steps) + "</ul>")
     return (f'<div class="pick"><p><b>SFT rank {rec.sft_rank}, RFT rank {rec.rft_rank}.</b> {escape(rec.reason)}</p>'
             f"{note}<table>{body}</table></div>")
 

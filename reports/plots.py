@@ -10,8 +10,11 @@ import io
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from reports.frontier import MIB
-from reports.objective import Objective
+from sweep.sizing import MIB
+from sweep.objective import Objective
+from sweep.settings import StudyConfig
+from trainers.grading import point_marks
+from trainers.training import KINDS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -24,8 +27,6 @@ RANKS_INCHES = (11.0, 4.8)
 PARETO_PIXELS = (int(PARETO_INCHES[0] * DPI), int(PARETO_INCHES[1] * DPI))  # width, height
 RANKS_PIXELS = (int(RANKS_INCHES[0] * DPI), int(RANKS_INCHES[1] * DPI))
 EMPTY = "no graded trials yet"
-# Accuracy (percent) where each kind's points start, fill, and (RFT) reach full extra credit.
-POINT_MARKS = {"sft": {40: "0 pts", 60: "25 pts"}, "rft": {60: "0 pts", 70: "25 pts", 80: "30 pts"}}
 
 
 def png_bytes(fig: Figure) -> bytes:
@@ -90,7 +91,9 @@ def pareto_data(pairs: pd.DataFrame, trials: pd.DataFrame, goal: Objective, budg
     else:
         y, low, high = (pairs[c] * goal.scale for c in ("objective", "objective_low", "objective_high"))
     columns = ["size_mib", "on_frontier", "feasible", "sampled", "sft_rank", "rft_rank", "sft_alpha", "rft_alpha"]
-    table = pairs[columns].assign(y=y, y_low=low, y_high=high)
+    # The pick and the rivals the paired test cannot tell from it (reports.build.marked_pairs), where marked.
+    marks = {c: pairs[c].astype(bool) if c in pairs else False for c in ("is_pick", "indistinct")}
+    table = pairs[columns].assign(y=y, y_low=low, y_high=high, **marks)
     drawable = table["y"].notna()
     skipped = trials[trials["skipped"] == "over-budget"]
     pruned = pd.to_numeric(skipped["size_bytes_predicted"], errors="coerce").dropna() / MIB
@@ -172,6 +175,13 @@ def draw_pareto(data: ParetoData, title: str) -> Figure:
     sampled = pairs[pairs["sampled"] | pairs["on_frontier"]]
     ax.errorbar(sampled["size_mib"], sampled["y"], yerr=[sampled["y"] - sampled["y_low"], sampled["y_high"] - sampled["y"]],
                 fmt="none", ecolor="#9aa9c4", elinewidth=1, capsize=2, zorder=2, label=axis.range_label)
+    for column, label, style in (("indistinct", "not told apart from the pick (paired test)",
+                                  dict(marker="o", facecolors="none", edgecolors="#e67e22", s=140, linewidths=1.5)),
+                                 ("is_pick", "recommended pair", dict(marker="*", color="#f1c40f", s=260,
+                                                                       edgecolors="#7d6608", linewidths=0.8))):
+        rows = pairs[pairs[column]]
+        if not rows.empty:
+            ax.scatter(rows["size_mib"], rows["y"], label=label, zorder=7, **style)
     texts = []
     if front.empty:
         _note(ax, "no pair fits the budget", top=True)
@@ -260,14 +270,14 @@ def _pruned_rug(ax: Axes, sizes: list[float]) -> float:
     return max(sizes, default=0.0)
 
 
-def ranks_figure(adapters: pd.DataFrame, config: dict) -> Figure:
+def ranks_figure(adapters: pd.DataFrame, config: StudyConfig) -> Figure:
     """Accuracy (%) against rank (log2 axis) for SFT and RFT adapters with 95% Wilson bars; the right axis
     marks the accuracies where homework points start and fill."""
     fig = _figure(RANKS_INCHES)
     axes = fig.subplots(1, 2, sharey=True)
-    for ax, kind in zip(axes, ("sft", "rft")):
+    for ax, kind in zip(axes, KINDS):
         rows = adapters[adapters["kind"] == kind]
-        ranks = sorted({int(r) for r in config.get(f"{kind}_ranks") or []} | {int(r) for r in rows["rank"]}) or [1]
+        ranks = sorted({int(r) for r in getattr(config, f"{kind}_ranks") or []} | {int(r) for r in rows["rank"]}) or [1]
         ax.set_xscale("log", base=2)
         ax.set_xlim(min(ranks) / 1.5, max(ranks) * 1.5)
         ax.set_xticks(ranks, [str(r) for r in ranks])
@@ -276,7 +286,8 @@ def ranks_figure(adapters: pd.DataFrame, config: dict) -> Figure:
         ax.set_xlabel(f"{kind.upper()} LoRA rank (log2 scale)")
         ax.set_title(f"{kind.upper()} adapters", loc="left")
         ax.grid(alpha=0.25)
-        marks = POINT_MARKS[kind]
+        # Accuracy (percent) where the kind's points start, fill, and (RFT) reach full extra credit.
+        marks = {round(100 * acc): f"{total:g} pts" for acc, total in point_marks(kind)}
         for level in marks:
             ax.axhline(level, color="#999999", linestyle=":", linewidth=1)
         twin = ax.twinx()

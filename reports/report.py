@@ -3,11 +3,11 @@ HTML page, the dashboard's note) read. Its own module, so that views need not im
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from reports.frontier import Recommendation
-from reports.objective import Objective
+from sweep.frontier import Recommendation
+from sweep.objective import Objective
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -19,11 +19,14 @@ class Report:
 
     study: str
     storage: str
-    config: dict
+    config: StudyConfig
     goal: Objective
     budget_bytes: int
-    trials: pd.DataFrame  # one row per trial (reports.study_io.load_trials)
+    trials: pd.DataFrame  # one row per trial (sweep.study_io.load_trials)
     adapters: pd.DataFrame  # one row per graded adapter
-    pairs: pd.DataFrame  # every SFT×RFT pair (reports.frontier.combined_frontier)
+    pairs: pd.DataFrame  # every SFT×RFT pair (sweep.frontier.combined_frontier)
     recommendation: Recommendation | None
     problem: str | None  # why there is no recommendation
+    margins: tuple = ()  # sweep.verdict.Margin: the pick against its rivals, paired on the same questions
+    decision: object = None  # sweep.evidence.DecisionRecord, when the decision phase ran on the study
+    rank_steps: tuple = ()  # sweep.verdict.RankStep: neighbouring ranks of one kind, paired

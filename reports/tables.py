@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from reports.frontier import MIB, show_nll
-from reports.objective import Objective
+from sweep.frontier import show_nll
+from sweep.sizing import MIB
+from sweep.objective import Objective
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -52,6 +53,28 @@ def trial_table(trials: pd.DataFrame, budget_bytes: int) -> pd.DataFrame:
 def frontier_table(pairs: pd.DataFrame) -> pd.DataFrame:
     """The non-dominated feasible pairs, smallest first (`trial` empty where never trained together)."""
     return pairs[pairs["on_frontier"]].reindex(columns=list(FRONTIER_CSV)).reset_index(drop=True)
+
+
+def margin_table(margins) -> pd.DataFrame:
+    """margins.csv: the pick against each rival (sweep.verdict.Margin): points and answer-NLL differences (pick
+    minus rival) with their paired 95% intervals, the verdict and the sentence."""
+    import pandas as pd
+
+    rows = []
+    for m in margins:
+        p, n = m.points, m.nll
+        rows.append({
+            "pick": m.pick, "rival": m.other, "relation": m.relation, "extra_mib": m.extra_bytes / MIB,
+            "points_diff": p and p.estimate, "points_low": p and p.low, "points_high": p and p.high,
+            "questions": p and p.questions, "seed_spread": p and p.seed_spread, "method": p and p.method,
+            "nll_diff": n and n.estimate, "nll_low": n and n.low, "nll_high": n and n.high,
+            "decisive": m.decisive, "more_questions": m.more_questions, "more_minutes": m.more_minutes,
+            "verdict": m.sentence(),
+        })
+    columns = ["pick", "rival", "relation", "extra_mib", "points_diff", "points_low", "points_high", "questions",
+               "seed_spread", "method", "nll_diff", "nll_low", "nll_high", "decisive", "more_questions",
+               "more_minutes", "verdict"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def readable_frontier(pairs: pd.DataFrame, goal: Objective) -> pd.DataFrame:

@@ -5,19 +5,41 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 import threading
 import time
 
 from sweep import bundle
 from sweep.builder import PairBuilder, PairOutcome
+from sweep.constraint import write_size_constraint
 from sweep.objective import objective_for
 from sweep.records import INTERRUPTED, PARAMS, Pair, TrialResult, pair_of
 from sweep.settings import StudySettings
+from sweep.sizing import config_for, fits, predicted_pair
 from trainers.errors import RanksweepError
+from trainers.processes import alive, host, start_time
 
-SIZE_CONSTRAINT = "size"  # zipped bytes over the budget: <= 0 is feasible
+TARGET_REACHED = "target-reached"  # a skip: the study's target of pairs was complete or in flight elsewhere
+
+
+def this_process() -> dict:
+    """The owner attrs a trial records (TrialResult's host, pid, pid_started): this host and this process."""
+    pid = os.getpid()
+    owner = {"host": host(), "pid": pid, "pid_started": start_time(pid)}
+    return {k: v for k, v in owner.items() if v is not None}
+
+
+def owner_gone(result: TrialResult) -> bool:
+    """Whether a trial's process is known to be gone: it ran on this host, and its pid is absent or now names a
+    process that started later. Another host's trial cannot be judged here (its heartbeat tells)."""
+    return result.host == host() and isinstance(result.pid, int) and not alive(result.pid, result.pid_started)
+
+
+def pairs_taken(trials: list, below: int | None = None) -> int:
+    """Distinct complete pairs plus trials in flight (RUNNING; with `below`, only those numbered below it): what
+    counts toward a study's target, so that every process sharing the study stops at its total."""
+    complete = {pair_of(t.params) for t in trials if t.state.name == "COMPLETE"}
+    return len(complete) + sum(t.state.name == "RUNNING" and (below is None or t.number < below) for t in trials)
 
 
 class TrialFailed(Exception):
@@ -56,8 +78,6 @@ class Attempt:
     """The callable `study.optimize` runs for each trial; returns [objective, zipped bytes]."""
 
     def __init__(self, opened, settings: StudySettings, rest_bytes: int, builder: PairBuilder):
-        from sweep.sizing import config_for
-
         self.opened, self.settings, self.rest_bytes = opened, settings, rest_bytes
         self.builder = builder
         self.model_config = config_for(settings.base_model)
@@ -68,17 +88,14 @@ class Attempt:
         self.last_seconds = None  # wall time of the last trained trial
 
     def predict(self, params: dict):
-        from sweep.sizing import pair_size
-
-        return pair_size(self.model_config, params["sft_rank"], params["rft_rank"], params["adapter_dtype"],
-                         rest_bytes=self.rest_bytes)
+        return predicted_pair(self.model_config, params, self.rest_bytes)
 
     def __call__(self, trial) -> list[float]:
         import optuna
 
         self.failed_pair, self.last_seconds = None, None
         params = {name: trial.suggest_categorical(name, list(self.choices[name])) for name in PARAMS}
-        owner = {"host": socket.gethostname(), "pid": os.getpid(), "sampler_seed": self.opened.seed}
+        owner = {**this_process(), "sampler_seed": self.opened.seed}
         for key, value in owner.items():
             trial.set_user_attr(key, value)
         predicted = self.predict(params)
@@ -87,7 +104,7 @@ class Attempt:
             self.write(trial, TrialResult(**params, **owner, skipped=skip, budget_bytes=self.settings.budget_bytes,
                                           size_bytes_predicted=predicted.total_compressed_bytes,
                                           feasible=False if skip == "over-budget" else None))
-            self.steer = True
+            self.steer = skip != TARGET_REACHED
             raise optuna.TrialPruned(skip)
         started = time.perf_counter()
         try:
@@ -118,34 +135,38 @@ class Attempt:
         return [result.score, result.size_bytes]
 
     def skip_reason(self, trial, params: dict, predicted_bytes: int) -> str | None:
-        """Why this pair is not trained now: over the budget, already complete, or running in another process.
+        """Why this pair is not trained now: over the budget, already complete, running in another process, or the
+        study's target already complete or in flight.
 
         Each trial writes its params before it reads the others', so of two trials that take one pair at once
-        at least one sees the other: both may step aside, never both train it."""
-        if predicted_bytes > self.settings.budget_bytes:
+        at least one sees the other: both may step aside, never both train it. Of two trials started at once when
+        one pair is left to the target, the one numbered first goes on (it existed before the other read)."""
+        if not fits(predicted_bytes, self.settings.budget_bytes):
             return "over-budget"
         reasons = {"COMPLETE": "duplicate", "RUNNING": "running-elsewhere"}
-        for other in self.opened.study.get_trials(deepcopy=False, states=_busy_states()):
+        others = self.opened.study.get_trials(deepcopy=False, states=_busy_states())
+        for other in others:
             if other.number != trial.number and pair_of(other.params) == pair_of(params):
                 return reasons[other.state.name]
+        if pairs_taken(others, below=trial.number) >= self.opened.config.trials:
+            return TARGET_REACHED
         return None
 
     def write(self, trial, result: TrialResult) -> None:
-        """Record the trial's attrs, then its size constraint (measured, else predicted) in both of Optuna's
-        forms: `constraints:size`, which `Trial.set_constraint` writes and TPE reads, and the list-valued
-        `constraints`, which TPE also reads and optuna-dashboard 0.21 reads alone."""
+        """Record the trial's attrs, then its size constraint (measured, else predicted: sweep/constraint.py)."""
         for key, value in result.to_attrs().items():
             trial.set_user_attr(key, value)
-        size = result.size_bytes if result.size_bytes is not None else result.size_bytes_predicted
-        over = float(size - self.settings.budget_bytes)
-        trial.set_constraint(SIZE_CONSTRAINT, over)
-        self.opened.storage.set_trial_system_attr(self.opened.trial_id(trial.number), "constraints", [over])
+        write_size_constraint(trial, self.opened.storage, self.opened.trial_id(trial.number),
+                              float(result.size - self.settings.budget_bytes))
 
     def interrupted(self, trial, params: dict) -> None:
         """Ctrl-C: the trial is marked with why it stopped, and its pair enqueued once for the next run."""
         trial.set_user_attr("error", f"{INTERRUPTED}: stopped by the user (Ctrl-C)")
-        system_attrs = self.opened.storage.get_trial_system_attrs(self.opened.trial_id(trial.number))
-        if "retry_of" not in trial.user_attrs and "failed_trial" not in system_attrs:  # a retry is not retried
+        from optuna.storages import RetryFailedTrialCallback  # heavy: optuna loads with the study, not the CLI
+
+        frozen = self.opened.storage.get_trial(self.opened.trial_id(trial.number))
+        retried = "retry_of" in trial.user_attrs or RetryFailedTrialCallback.retried_trial_number(frozen) is not None
+        if not retried:  # a retry (of a Ctrl-C, or of Optuna's stale-heartbeat rule) is not retried again
             self.opened.study.enqueue_trial(params, user_attrs={"retry_of": trial.number})
 
 
@@ -160,7 +181,7 @@ def record_pair(settings: StudySettings, params: dict, outcome: PairOutcome, pre
     return TrialResult(
         **{k: params[k] for k in PARAMS},
         budget_bytes=settings.budget_bytes, size_bytes_predicted=predicted.total_compressed_bytes,
-        size_bytes=size_bytes, feasible=size_bytes <= settings.budget_bytes,
+        size_bytes=size_bytes, feasible=fits(size_bytes, settings.budget_bytes),
         points=sft.points + rft.points, mean_accuracy=(sft.accuracy + rft.accuracy) / 2,
         score=objective_for(settings.objective).value(sft, rft), device=outcome.device, sft=sft, rft=rft, **extra,
     )

@@ -18,8 +18,9 @@ from pathlib import Path
 from trainers.errors import RanksweepError
 
 HOMEWORK = "homework"
-SFT_FOLDER = "homework/sft_model"
-RFT_FOLDER = "homework/rft_model"
+# Where the homework keeps each kind's adapter, relative to its root: what the submission zips and its loaders read.
+ADAPTER_HOMES = {"sft": f"{HOMEWORK}/sft_model", "rft": f"{HOMEWORK}/rft_model"}
+SFT_FOLDER, RFT_FOLDER = ADAPTER_HOMES["sft"], ADAPTER_HOMES["rft"]
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 ZIP_END_RECORD = 22  # bytes of a zip's end-of-central-directory record (no comment)
 

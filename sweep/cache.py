@@ -18,9 +18,10 @@ import hashlib
 import json
 import shutil
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 from trainers.data import file_sha256, write_json_atomic
 
@@ -64,6 +65,39 @@ class AdapterSpec:
         return self.config.alpha
 
 
+@dataclass(frozen=True)
+class Manifest:
+    """A sealed entry's manifest.json: its files' hashes, the spec it was made from, and facts recorded when it
+    was sealed (None where not recorded: entries of older versions, derivation parents)."""
+
+    key: str
+    hashes: dict[str, str]  # file name -> sha256, for HASHED_FILES
+    spec: dict[str, Any]  # the TrainConfig's fields, base_model, data_sha256
+    zip_bytes: int | None = None  # the folder deflated alone, under its submission arcnames
+    train_seconds: float | None = None  # recorded by trainers that time their own command (homework mode)
+    trainer: str | None = None  # who trained it, when not ranksweep
+
+    def to_json(self) -> dict:
+        facts = {k: v for k, v in (("zip_bytes", self.zip_bytes), ("train_seconds", self.train_seconds),
+                                   ("trainer", self.trainer)) if v is not None}
+        return {**self.hashes, **facts, "spec": self.spec, "key": self.key}
+
+    @classmethod
+    def from_json(cls, raw: dict) -> Manifest:
+        """KeyError or TypeError when `raw` is not a manifest."""
+        return cls(key=raw["key"], hashes={name: raw[name] for name in HASHED_FILES}, spec=raw["spec"],
+                   zip_bytes=raw.get("zip_bytes"), train_seconds=raw.get("train_seconds"), trainer=raw.get("trainer"))
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A verified cache entry, and what this process spent making it (0 seconds when it was reused)."""
+
+    manifest: Manifest
+    seconds: float
+    cache_hit: bool
+
+
 @contextlib.contextmanager
 def file_lock(path: Path):
     """An exclusive advisory lock on a file, held for the duration of the with-block."""
@@ -89,7 +123,7 @@ class ArtifactCache:
         """Hold an exclusive lock on one adapter's entry while it is checked, trained or graded."""
         return file_lock(self.root / "locks" / f"{spec.key}.lock")
 
-    def verify(self, spec: AdapterSpec) -> dict | None:
+    def verify(self, spec: AdapterSpec) -> Manifest | None:
         """The entry's manifest when the entry is complete and its files hash to what the manifest recorded.
 
         An entry that exists but does not verify is removed (with a warning) so that it is retrained.
@@ -97,8 +131,8 @@ class ArtifactCache:
         """
         folder = self.adapter_dir(spec)
         try:
-            recorded = json.loads((folder / MANIFEST).read_text())
-            if all(file_sha256(folder / name) == recorded[name] for name in HASHED_FILES):
+            recorded = Manifest.from_json(json.loads((folder / MANIFEST).read_text()))
+            if all(file_sha256(folder / name) == recorded.hashes[name] for name in HASHED_FILES):
                 return recorded
         except (OSError, ValueError, KeyError, TypeError):
             pass
@@ -108,15 +142,29 @@ class ArtifactCache:
             shutil.rmtree(folder, ignore_errors=True)
         return None
 
-    def seal(self, spec: AdapterSpec, **facts) -> dict:
-        """Record the hashes of a freshly trained entry (and `facts` about it, such as its zipped size);
-        until then it does not count as cached. Returns the manifest."""
+    def seal(self, spec: AdapterSpec, **facts) -> Manifest:
+        """Record the hashes of a freshly trained entry (and `facts` about it: Manifest's zip_bytes,
+        train_seconds, trainer); until then it does not count as cached. Returns the manifest."""
         folder = self.adapter_dir(spec)
-        hashes = {name: file_sha256(folder / name) for name in HASHED_FILES}
-        manifest = {**hashes, **facts, "spec": {**asdict(spec.config), "base_model": spec.base_model,
-                                                    "data_sha256": spec.data_sha256}, "key": spec.key}
-        write_json_atomic(folder / MANIFEST, manifest)
+        manifest = Manifest(key=spec.key, hashes={name: file_sha256(folder / name) for name in HASHED_FILES},
+                            spec={**asdict(spec.config), "base_model": spec.base_model,
+                                  "data_sha256": spec.data_sha256}, **facts)
+        write_json_atomic(folder / MANIFEST, manifest.to_json())
         return manifest
+
+    def ensure(self, spec: AdapterSpec, make: Callable[[Path], Any],
+               facts: Callable[[Path], dict] | None = None) -> Entry:
+        """The verified entry of `spec`. Under its lock: reuse it when it verifies, else `make(folder)` writes it
+        (timed) and it is sealed with `facts(folder)` (untimed: zipping a 40 MB adapter takes a second)."""
+        folder = self.adapter_dir(spec)
+        with self.lock(spec):
+            manifest = self.verify(spec)
+            if manifest is not None:
+                return Entry(manifest, 0.0, True)
+            start = time.perf_counter()
+            make(folder)
+            seconds = time.perf_counter() - start
+            return Entry(self.seal(spec, **(facts(folder) if facts else {})), seconds, False)
 
     def grade_path(self, spec: AdapterSpec, grading_key: str) -> Path:
         return self.adapter_dir(spec) / f"grade-{grading_key}.json"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from sweep.files import nearest_existing, writable
 from trainers.data import scratch_file
 from trainers.errors import RanksweepError
 
@@ -55,12 +56,6 @@ def target(root: Path, relpath: str) -> Path:
     return path.resolve() if path.is_symlink() else path
 
 
-def _writable(path: Path) -> bool:
-    from sweep.commands.common import writable
-
-    return writable(path)
-
-
 def check_writes(root: Path, changes: list[Change], *, backup: bool) -> None:
     """Refuse, before anything is written, a change that cannot be written: a read-only file, a dangling link,
     a folder in the way, or a folder ranksweep may not write in (the backup folder included)."""
@@ -72,15 +67,13 @@ def check_writes(root: Path, changes: list[Change], *, backup: bool) -> None:
                                  "again.")
         if path.exists() and not path.is_file():
             raise RanksweepError(f"{change.path} is not a regular file; move it away and export again.")
-        if path.exists() and not _writable(path):
+        if path.exists() and not writable(path):
             raise RanksweepError(f"{change.path} is read-only, so nothing was written; make it writable (chmod u+w) "
                                  "and export again, or use --dry-run and edit it by hand.")
         folders.append(path.parent)
     for folder in folders:
-        existing = folder
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        if not existing.is_dir() or not _writable(existing):
+        existing = nearest_existing(folder)
+        if not existing.is_dir() or not writable(existing):
             shown = existing.relative_to(root) if existing.is_relative_to(root) else existing
             raise RanksweepError(f"Cannot write in '{shown}' (read-only or not a folder), so nothing was written; "
                                  "make it writable and export again.")

@@ -13,13 +13,18 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from sweep.bundle import ADAPTER_FILES, ADAPTER_HOMES, bundle_members, zip_bytes
 from sweep.changeset import Change, apply, inside as _inside
+from sweep.frontier import recommend
 from sweep.rank_constants import is_identifier, set_constant
+from sweep.sizing import fits, mib
+from sweep.storage import open_storage
+from sweep.study_io import load_trials
+from trainers.data import parse_json
 from trainers.errors import RanksweepError
 
 DEFAULT_SFT_VAR = "homework/sft.py:DEFAULT_LORA_RANK"
 DEFAULT_RFT_VAR = "homework/rft.py:RFT_LORA_RANK"
-ADAPTER_HOMES = {"sft": "homework/sft_model", "rft": "homework/rft_model"}
 
 
 @dataclass(frozen=True)
@@ -70,8 +75,6 @@ def study_name(storage: str, name: str | None) -> str:
     """--study, or the storage's only study when it holds exactly one."""
     import optuna
 
-    from sweep.storage import open_storage
-
     if name is not None:
         return name
     names = sorted(optuna.get_all_study_names(open_storage(storage)))
@@ -83,11 +86,8 @@ def study_name(storage: str, name: str | None) -> str:
 
 def choose(storage: str, study: str, trial: int | None = None) -> Choice:
     """The pair to export: the study's recommendation, or the COMPLETE trial numbered `trial`."""
-    from reports.frontier import recommend
-    from reports.study_io import load_trials
-
     trials, config = load_trials(storage, study)
-    common = {"study": study, "base_model": config.get("base_model"), "budget_bytes": config.get("budget_bytes")}
+    common = {"study": study, "base_model": config.base_model, "budget_bytes": config.budget_bytes}
     if trial is None:
         rec = recommend(storage, study)
         return Choice(**common, trial=rec.trial, sft_rank=rec.sft_rank, rft_rank=rec.rft_rank,
@@ -146,8 +146,6 @@ def _adapter_base(folder: Path) -> str | None:
     config = folder / "adapter_config.json"
     if not config.is_file():
         return None
-    from trainers.data import parse_json
-
     try:
         return parse_json(config.read_bytes()).get("base_model_name_or_path") or None
     except (ValueError, AttributeError):
@@ -180,8 +178,6 @@ def check_base_model(root: Path, choice: Choice, base_model: str | None) -> None
 
 def adapter_changes(root: Path, choice: Choice) -> list[Change]:
     """Copies of the pair's adapter files into homework/sft_model and homework/rft_model (only what differs)."""
-    from sweep.bundle import ADAPTER_FILES
-
     changes = []
     for kind, source in (("sft", choice.sft_dir), ("rft", choice.rft_dir)):
         missing = [f for f in ADAPTER_FILES if source is None or not (source / f).is_file()]
@@ -207,21 +203,18 @@ class ZipCheck:
 
     @property
     def over(self) -> bool:
-        return self.size_bytes > self.budget_bytes
+        return not fits(self.size_bytes, self.budget_bytes)
 
     def line(self) -> str:
         """The size in MiB (bytes/1024/1024, as the homework reports it) and the verdict."""
-        mib = 1024 * 1024
-        verdict = (f"OVER by {(self.size_bytes - self.budget_bytes) / mib:.2f} MiB; export a smaller pair "
+        verdict = (f"OVER by {mib(self.size_bytes - self.budget_bytes):.2f} MiB; export a smaller pair "
                    f"(ranksweep report lists them)") if self.over else "fits"
-        return (f"submission zip{' after export' if self.planned else ''}: {self.size_bytes / mib:.2f} MiB "
-                f"({self.size_bytes:,} bytes) of the {self.budget_bytes / mib:.2f} MiB budget: {verdict}")
+        return (f"submission zip{' after export' if self.planned else ''}: {mib(self.size_bytes):.2f} MiB "
+                f"({self.size_bytes:,} bytes) of the {mib(self.budget_bytes):.2f} MiB budget: {verdict}")
 
 
 def zip_check(root: Path, budget: int, pending: list[Change]) -> ZipCheck:
     """Build the submission zip in memory by the bundle rules; pending changes are measured as if written."""
-    from sweep.bundle import bundle_members, zip_bytes
-
     members = dict(bundle_members(root))
     if not pending:
         return ZipCheck(zip_bytes(sorted(members.items())), budget, planned=False)

@@ -10,9 +10,12 @@ frontier reads it, so adding a minimised objective is one more case below. Stand
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainers.errors import RanksweepError
+
+if TYPE_CHECKING:
+    from sweep.settings import StudyConfig
 
 MAXIMIZE, MINIMIZE = "maximize", "minimize"
 SIZE_METRIC = "zipped bytes"  # the study's second value: the zipped submission, always minimised
@@ -90,9 +93,9 @@ def _tie_break(sft: Any, rft: Any, mean_accuracy: Any) -> Any:
     return bonus if bonus == bonus else mean_accuracy / 100  # NaN check for floats
 
 
-def objective_for(name: str | None, config: dict | None = None) -> Objective:
+def objective_for(name: str | None, config: StudyConfig | None = None) -> Objective:
     """The objective named (on the command line), else the study config's, else points."""
-    chosen = name or (config or {}).get("objective") or "points"
+    chosen = name or (config.objective if config is not None else None) or "points"
     if chosen not in OBJECTIVES:
         raise RanksweepError(f"Unknown objective '{chosen}'; use one of {', '.join(OBJECTIVES)}.")
     return OBJECTIVES[chosen]

@@ -3,16 +3,16 @@
 These two classes are the only code that spells a trial attr's key: the loop writes `to_attrs()`,
 `status`, `report`, the progress bar and the tests read `from_attrs()`. Keys are flat JSON scalars
 (`sft_rank`, `rft_accuracy`, ...) so that optuna-dashboard and studies made by earlier versions read the
-same way; a key an older study lacks reads as the field's default. Standard library only: `reports`
-reads studies through this module without importing `trainers`.
+same way; a key an older study lacks reads as the field's default. `reports` reads studies through this
+module; it imports nothing heavy (trainers' modules load torch inside their functions).
 """
 
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
-KINDS = ("sft", "rft")
+from trainers.training import KINDS
 INTERRUPTED = "interrupted"  # how an `error` starts when the trial's process was stopped, not the trial itself
 
 
@@ -111,7 +111,7 @@ class AdapterResult:
 class TrialResult:
     """One trial: the pair it asked for, how it ended, and its two adapters when both were graded.
 
-    `skipped` says why a pair was not trained (`over-budget`, `duplicate`, `running-elsewhere`); `error` why a
+    `skipped` says why a pair was not trained (`over-budget`, `duplicate`, `running-elsewhere`, `target-reached`); `error` why a
     trial failed. Sizes are bytes of the zipped submission; `score` is the objective the study maximises.
     """
 
@@ -133,10 +133,16 @@ class TrialResult:
     sampler_seed: int | None = None  # the seed of the process that drew this pair
     host: str | None = None
     pid: int | None = None
+    pid_started: int | None = None  # when that process started (clock ticks since boot): a reused pid differs
     skipped: str | None = None
     error: str | None = None
     sft: AdapterResult | None = field(default=None)
     rft: AdapterResult | None = field(default=None)
+
+    @property
+    def size(self) -> int | None:
+        """The zipped size that counts for this trial (bytes): measured, else predicted."""
+        return self.size_bytes if self.size_bytes is not None else self.size_bytes_predicted
 
     @property
     def pair(self) -> tuple:
@@ -163,13 +169,11 @@ class TrialResult:
 
     @classmethod
     def from_trial(cls, trial) -> TrialResult:
-        """From an Optuna FrozenTrial. A FAIL trial without an `error` was failed by Optuna's heartbeat
-        check: its process stopped beating (killed, or the machine went down)."""
+        """From an Optuna FrozenTrial. A FAIL trial without an `error` was failed because its process stopped: gone
+        from this host (sweep.study.fail_orphaned_trials) or silent past Optuna's heartbeat grace period."""
         result = cls.from_attrs(trial.user_attrs, trial.params)
         if trial.state.name == "FAIL" and result.error is None:
-            from dataclasses import replace
-
-            result = replace(result, error=f"{INTERRUPTED}: its process stopped (no heartbeat)")
+            result = replace(result, error=f"{INTERRUPTED}: its process stopped (killed, or its machine went down)")
         return result
 
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache, partial
 
-from sweep.bundle import ZIP_END_RECORD
-from sweep.space import MAX_RANK
+from sweep.bundle import ADAPTER_FILES, ADAPTER_HOMES, ZIP_END_RECORD
 from trainers.errors import RanksweepError
+from trainers.models import resolve_config
+from trainers.training import MAX_RANK, is_rank
 
 MIB = 1024 * 1024
 DTYPES = {"fp32": ("F32", 4), "fp16": ("F16", 2)}  # our name -> (safetensors dtype code, bytes per value)
@@ -46,7 +46,7 @@ ZIP_MEMBER_SLACK = 64
 # adapter_config.json is about 1.3 KB of JSON and deflates to about 0.6 KB; a long base-model path or an
 # explicit target list adds to it, hence the allowance per listed target.
 ADAPTER_CONFIG_BOUND = 2048
-ADAPTER_MEMBERS = ("homework/sft_model/adapter_model.safetensors", "homework/sft_model/adapter_config.json")
+ADAPTER_MEMBERS = tuple(f"{ADAPTER_HOMES['sft']}/{name}" for name in ADAPTER_FILES)
 MEMBER_OVERHEAD = sum(ZIP_MEMBER_FIXED + ZIP_MEMBER_SLACK + 2 * len(name) for name in ADAPTER_MEMBERS)
 
 
@@ -93,8 +93,6 @@ def config_for(name: str):
     """A model config without weights: a SHAPES name, else anything --base-model accepts."""
     if name in SHAPES:
         return SHAPES[name]()
-    from trainers.models import resolve_config
-
     return resolve_config(name)
 
 
@@ -155,7 +153,7 @@ def _find_lora_shapes(config, targets) -> tuple[tuple[str, int, int], ...]:
 
 
 def _check_rank(rank) -> int:
-    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or not 1 <= rank <= MAX_RANK:
+    if not is_rank(rank):
         raise RanksweepError(f"LoRA rank {rank!r} is not valid: use a whole number from 1 to {MAX_RANK}.")
     return int(rank)
 
@@ -283,6 +281,11 @@ def pair_size(
     return _pair_size(layout, _check_rank(sft_rank), _check_rank(rft_rank), _check_dtype(dtype), rest_bytes)
 
 
+def predicted_pair(config, params, rest_bytes: int = 0) -> PairSize:
+    """`pair_size` of a trial's params (a mapping holding sft_rank, rft_rank and adapter_dtype)."""
+    return pair_size(config, params["sft_rank"], params["rft_rank"], params["adapter_dtype"], rest_bytes=rest_bytes)
+
+
 def _pair_size(layout: _Layout, sft_rank: int, rft_rank: int, dtype: str, rest_bytes: int) -> PairSize:
     if isinstance(rest_bytes, bool) or not isinstance(rest_bytes, int) or rest_bytes < 0:
         raise RanksweepError(f"The rest of the homework cannot weigh {rest_bytes!r} bytes; pass 0 or more.")
@@ -293,11 +296,22 @@ def _pair_size(layout: _Layout, sft_rank: int, rft_rank: int, dtype: str, rest_b
     return PairSize(sft, rft, rest_bytes, total_raw_bytes=sft.raw_bytes + rft.raw_bytes, total_compressed_bytes=total)
 
 
+DEFAULT_BUDGET_MB = 50.0  # the course's limit on the submission zip, in its "MB" (MiB)
+MAX_BUDGET_MB = 1e9  # a petabyte; above it the budget in bytes overflows a float
+
+
 def budget_bytes(budget_mb: float) -> int:
     """A budget in the homework's "MB" (bytes/1024/1024, i.e. MiB) as whole bytes."""
-    if isinstance(budget_mb, bool) or not isinstance(budget_mb, (int, float)) or not 0 < budget_mb < math.inf:
-        raise RanksweepError(f"Budget {budget_mb!r} MB is not valid: give a positive number of MB (bytes/1024/1024).")
+    if isinstance(budget_mb, bool) or not isinstance(budget_mb, (int, float)) or not 0 < budget_mb <= MAX_BUDGET_MB:
+        raise RanksweepError(f"Budget {budget_mb!r} MB is not valid: give a number of MB (bytes/1024/1024) greater "
+                             f"than 0 and at most {MAX_BUDGET_MB:g}.")
     return math.floor(budget_mb * MIB)
+
+
+def fits(size_bytes, budget_bytes):
+    """Whether a zipped size fits the budget (both bytes; a size equal to the budget fits). Works elementwise on
+    pandas Series too (the report's pairs)."""
+    return size_bytes <= budget_bytes
 
 
 def mib(n_bytes: int) -> float:
@@ -317,7 +331,7 @@ def check_budget(config, sft_ranks, rft_ranks, budget: int, dtype: str, rest_byt
         raise RanksweepError("The rank lists are empty: give at least one SFT rank and one RFT rank.")
     _check_budget_bytes(budget)
     smallest = pair_size(config, min(sft_ranks), min(rft_ranks), dtype, rest_bytes)
-    if smallest.total_compressed_bytes > budget:
+    if not fits(smallest.total_compressed_bytes, budget):
         advice = "raise the budget"
         if smallest.sft.rank + smallest.rft.rank > 2:
             advice += ", lower the smallest ranks"
@@ -330,19 +344,19 @@ def check_budget(config, sft_ranks, rft_ranks, budget: int, dtype: str, rest_byt
 
 
 def _largest_rft_rank(layout: _Layout, sft_rank: int, budget: int, dtype: str, rest_bytes: int) -> int:
-    def fits(rft_rank: int) -> bool:
-        return _pair_size(layout, sft_rank, rft_rank, dtype, rest_bytes).total_compressed_bytes <= budget
+    def fits_at(rft_rank: int) -> bool:
+        return fits(_pair_size(layout, sft_rank, rft_rank, dtype, rest_bytes).total_compressed_bytes, budget)
 
-    if not fits(1):
+    if not fits_at(1):
         return 0
-    if fits(MAX_RANK):
+    if fits_at(MAX_RANK):
         return MAX_RANK
     low, high = 1, 2
-    while fits(high):  # size grows with rank, so double until it does not fit, then bisect
+    while fits_at(high):  # size grows with rank, so double until it does not fit, then bisect
         low, high = high, high * 2
     while high - low > 1:
         middle = (low + high) // 2
-        low, high = (middle, high) if fits(middle) else (low, middle)
+        low, high = (middle, high) if fits_at(middle) else (low, middle)
     return low
 
 

@@ -6,13 +6,9 @@ import itertools
 from dataclasses import dataclass, replace
 
 from trainers.errors import RanksweepError
+from trainers.training import ADAPTER_DTYPES, MAX_RANK, is_rank
 
 DEFAULT_RANKS = (1, 2, 4, 8, 16, 32, 64)
-# The largest LoRA rank any command accepts (train, size, launch, export): past it a rank is a slip, and its
-# adapter would outweigh any model ranksweep sizes.
-MAX_RANK = 4096
-OBJECTIVES = ("points", "rft-accuracy", "sft-accuracy", "mean-accuracy", "answer-nll")
-DTYPES = ("fp32", "fp16")
 
 
 @dataclass(frozen=True)
@@ -91,7 +87,7 @@ def parse_ranks(text: str) -> tuple[int, ...]:
     ranks = []
     for part in text.split(","):
         part = part.strip()
-        if not part.isdigit() or not 1 <= int(part) <= MAX_RANK:
+        if not part.isdigit() or not is_rank(int(part)):
             raise RanksweepError(f"Rank list '{text}' must be whole numbers from 1 to {MAX_RANK} separated by "
                                  "commas.")
         ranks.append(int(part))
@@ -114,8 +110,8 @@ def with_overrides(preset: Preset, **fields) -> Preset:
     space_fields = {k: v for k, v in fields.items() if k in SearchSpace.__dataclass_fields__ and v is not None}
     effort_fields = {k: v for k, v in fields.items() if k in Effort.__dataclass_fields__ and v is not None}
     for dtype in space_fields.get("adapter_dtypes", ()):
-        if dtype not in DTYPES:
-            raise RanksweepError(f"Adapter dtype '{dtype}' is not one of {', '.join(DTYPES)}.")
+        if dtype not in ADAPTER_DTYPES:
+            raise RanksweepError(f"Adapter dtype '{dtype}' is not one of {', '.join(ADAPTER_DTYPES)}.")
     return replace(
         preset,
         space=replace(preset.space, **space_fields),

@@ -9,12 +9,16 @@ failed by the next process that starts a trial, which re-enqueues its pair once
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import os
 import re
+import sqlite3
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, TYPE_CHECKING
 
+from sweep.settings import StudyConfig
 from trainers.errors import RanksweepError
 
 if TYPE_CHECKING:
@@ -58,7 +62,30 @@ def marker_version(user_attrs: dict) -> int | None:
     return None
 
 
-def ranksweep_config(study, storage_url: str) -> dict:
+def stored_config(study) -> StudyConfig:
+    """The typed `config` of a study (an optuna.Study) already known to be ranksweep's."""
+    return StudyConfig.from_attrs(study.user_attrs["config"])
+
+
+def write_config(study, config: StudyConfig) -> None:
+    """Store `config` as the study's `config` user attr."""
+    study.set_user_attr("config", config.to_attrs())
+
+
+def load_ranksweep_study(storage, study_name: str, storage_url: str, *, sampler=None):
+    """The ranksweep study `study_name` (an optuna.Study) of an opened storage, and its config; for a missing or
+    foreign study the one sentence every command gives (RanksweepError). Writes nothing."""
+    import optuna  # heavy: loaded when a study is opened, not when the CLI starts
+
+    names = optuna.get_all_study_names(storage)
+    if study_name not in names:
+        known = ", ".join(sorted(names)) if names else "none"
+        raise RanksweepError(f"No study named '{study_name}' in {masked(storage_url)}; studies there: {known}.")
+    study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler)
+    return study, ranksweep_config(study, storage_url)
+
+
+def ranksweep_config(study, storage_url: str) -> StudyConfig:
     """The `config` of a study ranksweep made (an optuna.Study); for any other study the one sentence every
     command gives (RanksweepError)."""
     version = marker_version(study.user_attrs)
@@ -70,7 +97,7 @@ def ranksweep_config(study, storage_url: str) -> dict:
         raise RanksweepError(f"Study '{study.study_name}' in {masked(storage_url)} was made by a newer ranksweep "
                              f"(study format {version}; this one reads up to {MARKER_VERSION}); upgrade ranksweep "
                              "to use it.")
-    return study.user_attrs["config"]
+    return stored_config(study)
 
 
 def module_installed(name: str) -> bool:
@@ -130,9 +157,46 @@ def heartbeat_seconds() -> int:
     return HEARTBEAT_SECONDS
 
 
-def open_storage(storage: str | BaseStorage, *, must_exist: bool = True, heartbeat: bool = False) -> BaseStorage:
+def read_only_refusal(url: str) -> str:
+    """The sentence that refuses a storage which takes no writes, naming the commands that still read it."""
+    return (f"The storage {masked(url)} is read-only (its file or folder cannot be written): launch, worker and "
+            "dashboard need to write to it; status, report, export and dashboard --read-only still read it.")
+
+
+def check_sqlite_writable(database: str, url: str) -> None:
+    """Refuse a SQLite file, or the folder of a new one, that takes no writes (a read-only file or folder, an
+    immutable one), before anything is done. The probe is a write transaction that rewrites SQLite's own
+    `user_version` with its value and is rolled back: the file is left byte for byte as it was."""
+    path = Path(database)
+    if not path.is_file():
+        folder = path.absolute().parent
+        if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+            raise RanksweepError(read_only_refusal(url))
+        return
+    try:
+        con = sqlite3.connect(path, timeout=60, isolation_level=None)
+    except sqlite3.Error:
+        return  # not openable at all: the storage's own open says why
+    try:
+        version = con.execute("PRAGMA user_version").fetchone()[0]
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            con.execute(f"PRAGMA user_version = {int(version)}")
+        finally:
+            con.execute("ROLLBACK")
+    except sqlite3.Error as exc:
+        # READONLY: the file; CANTOPEN at the first write: the folder, where the rollback journal cannot be made.
+        if getattr(exc, "sqlite_errorname", "").startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN")):
+            raise RanksweepError(read_only_refusal(url)) from None
+    finally:
+        con.close()
+
+
+def open_storage(storage: str | BaseStorage, *, must_exist: bool = True, heartbeat: bool = False,
+                 writes: bool = False) -> BaseStorage:
     """An Optuna RDB storage for a URL; with `must_exist`, a missing SQLite file is a user error (nothing is
-    created); with `heartbeat`, the study loop's heartbeat and stale-trial retry. Errors are one sentence."""
+    created); with `heartbeat`, the study loop's heartbeat and stale-trial retry; with `writes`, a SQLite storage
+    that takes no writes is refused first. Errors are one sentence."""
     import optuna
     import sqlalchemy.exc
 
@@ -150,15 +214,15 @@ def open_storage(storage: str | BaseStorage, *, must_exist: bool = True, heartbe
             raise RanksweepError(
                 f"No study storage at {database}; pass --storage with the URL the study was launched with."
             )
+        if writes and database and database != ":memory:":
+            check_sqlite_writable(database, storage)
         # SQLite allows one writer at a time: workers on one machine wait for the lock instead of failing
         # with "database is locked" (the default wait is 5 s, shorter than a busy study's writes can take).
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
     if heartbeat:
-        from optuna.storages import RetryHeartbeatStaleTrialCallback
-
         beat = heartbeat_seconds()
         kwargs.update(heartbeat_interval=beat, grace_period=GRACE_BEATS * beat,
-                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
+                      heartbeat_stale_trial_callback=retry_once)
     try:
         return _rdb_storage(storage, kwargs)
     except ImportError as exc:
@@ -171,12 +235,21 @@ def open_storage(storage: str | BaseStorage, *, must_exist: bool = True, heartbe
                              "URL.") from None
 
 
+def retry_once(study, trial) -> None:
+    """Enqueue a failed trial's pair once more (Optuna's `RetryHeartbeatStaleTrialCallback(max_retry=1)`), without
+    the failed trial's user attrs: the retry must not show the dead process as its owner before it records its
+    own, or the next process would take it for an orphan too."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    trial = copy.deepcopy(trial)
+    trial.user_attrs = {}
+    RetryHeartbeatStaleTrialCallback(max_retry=1)(study, trial)
+
+
 def _rdb_storage(url: str, kwargs: dict):
     """RDBStorage(url), retried when another process is creating the same new SQLite file's tables at this
     moment ("table studies already exists", "UNIQUE constraint failed: alembic_version"): they exist once it
     is done, and the next look finds them."""
-    import time
-
     import optuna
     import sqlalchemy.exc
 

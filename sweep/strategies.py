@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from dataclasses import dataclass, replace
 
 from sweep.cache import AdapterSpec, ArtifactCache
 from trainers.errors import RanksweepError
+from trainers.nested import prefix_adapter, train_nested
+from trainers.shrink import shrink_adapter
+from trainers.training import train_adapter
 
 STRATEGIES = ("independent", "shrink", "nested")
 DERIVE_VERSION = 1  # bump when a derivation changes in a way that changes its adapters
@@ -134,29 +136,18 @@ def ensure_parent(cache: ArtifactCache, spec: AdapterSpec, loaded, examples, *, 
 
     `loaded` is called only when a training is needed (a study whose parents are cached never loads the model).
     """
-    from trainers.nested import train_nested
-    from trainers.training import train_adapter
-
-    folder = cache.adapter_dir(spec)
-    with cache.lock(spec):
-        if cache.verify(spec) is not None:
-            return 0.0
-        start = time.perf_counter()
+    def train(folder) -> None:
         metadata = {"key": spec.key, "data_sha256": spec.data_sha256}
         if isinstance(spec, NestedParentSpec):
             train_nested(loaded(), examples, spec.config, folder, spec.ranks, progress=progress, metadata=metadata)
         else:
             train_adapter(loaded(), examples, spec.config, folder, progress=progress, metadata=metadata)
-        seconds = time.perf_counter() - start
-        cache.seal(spec)
-    return seconds
+
+    return cache.ensure(spec, train).seconds
 
 
 def derive(spec: DerivedSpec, parent_dir, out_dir, loaded, examples, *, progress: bool) -> None:
     """Write the derived adapter `spec` from the parent folder into out_dir."""
-    from trainers.nested import prefix_adapter
-    from trainers.shrink import shrink_adapter
-
     metadata = {"key": spec.key, "parent_key": spec.parent.key, "data_sha256": spec.data_sha256}
     if spec.origin == "nested":
         prefix_adapter(loaded, parent_dir, spec.rank, out_dir, metadata=metadata)

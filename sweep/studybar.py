@@ -8,6 +8,7 @@ import sys
 
 from sweep.objective import objective_for
 from sweep.records import TrialResult
+from sweep.sizing import mib
 
 
 class StudyBar:
@@ -32,7 +33,7 @@ class StudyBar:
         if best is None:
             return "best: none feasible yet"
         return (f"best: sft={best.sft_rank}/rft={best.rft_rank} {best.points:.1f} pts "
-                f"(acc {best.sft.accuracy:.0%}/{best.rft.accuracy:.0%}) {best.size_bytes / 2**20:.1f} MiB")
+                f"(acc {best.sft.accuracy:.0%}/{best.rft.accuracy:.0%}) {mib(best.size_bytes):.1f} MiB")
 
     def update(self, state, trials: list, seconds: float | None = None) -> None:
         """Redraw from the study loop's snapshot of the trials; `seconds` is the trial that just finished."""

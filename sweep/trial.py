@@ -3,17 +3,23 @@ adapters in this process (trained and graded, or reused from the cache), the way
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from sweep import bundle
-from sweep.builder import PairOutcome
+from sweep.builder import PairOutcome, adapter_result, adapter_zip_bytes
 from sweep.cache import AdapterSpec, ArtifactCache, file_lock
 from sweep.records import AdapterResult, Pair
 from sweep.settings import StudySettings, file_hash
 from sweep.strategies import DerivedSpec, derive, ensure_parent, spec_for
+from trainers.data import QA, read_qa, read_rft
 from trainers.errors import RanksweepError
+from trainers.grading import grade_model
+from trainers.models import load_model, resolve_device
+from trainers.prompts import DEFAULT_PROMPT_TEMPLATE, render_prompt, templated
+from trainers.rft_data import RFTSettings, ensure_rft_data
+from trainers.training import TrainConfig, rft_examples, sft_examples, train_adapter
 
 
 @dataclass
@@ -31,15 +37,11 @@ class TrialContext:
     def loaded(self):
         # Loaded on first need: a trial whose adapters are all cached never pays for it.
         if self._loaded is None:
-            from trainers.models import load_model
-
             self._loaded = load_model(self.settings.base_model, self.settings.device)
         return self._loaded
 
     @property
     def device(self) -> str:
-        from trainers.models import resolve_device
-
         return self._loaded.device if self._loaded is not None else resolve_device(self.settings.device)
 
     def rft_path(self) -> Path:
@@ -47,8 +49,6 @@ class TrialContext:
         if self.settings.rft_path is not None:
             return self.settings.rft_path
         if self._rft_path is None:
-            from trainers.rft_data import RFTSettings, ensure_rft_data
-
             effort = self.settings.effort
             rft_settings = RFTSettings(
                 questions=effort.rft_questions,
@@ -74,11 +74,6 @@ class TrialContext:
     def examples(self, kind: str):
         """Training examples for one kind, read once per process."""
         if kind not in self._rows:
-            from trainers.data import read_qa, read_rft
-            from trainers.training import rft_examples, sft_examples
-
-            from trainers.prompts import templated
-
             if kind == "sft":
                 rows = sft_examples(read_qa(self.settings.train_path))
             else:
@@ -88,11 +83,6 @@ class TrialContext:
 
     def valid_rows(self):
         if "valid" not in self._rows:
-            from trainers.data import read_qa
-
-            from trainers.data import QA
-            from trainers.prompts import render_prompt
-
             template = self.settings.prompt_template
             self._rows["valid"] = [QA(render_prompt(template, r.question), r.answer)
                                    for r in read_qa(self.settings.valid_path)]
@@ -101,17 +91,13 @@ class TrialContext:
 
 def adapter_spec(ctx: TrialContext, kind: str, pair: Pair) -> AdapterSpec:
     """The cache identity of one adapter of a pair: its TrainConfig, the base model and its data's hash."""
-    from trainers.training import TrainConfig
-
     s = ctx.settings
     data = s.train_path if kind == "sft" else ctx.rft_path()
     config = TrainConfig(kind=kind, rank=pair.rank(kind), alpha_ratio=pair.alpha_ratio, lr=pair.lr,
                          epochs=pair.epochs, adapter_dtype=pair.adapter_dtype,
                          batch_size=s.effort.batch_size, max_examples=s.effort.max_examples, seed=s.seed)
     data_sha256 = file_hash(data)
-    if s.prompt_template != "{question}":  # the training text is the data put through the template
-        import hashlib
-
+    if s.prompt_template != DEFAULT_PROMPT_TEMPLATE:  # the training text is the data put through the template
         data_sha256 = hashlib.sha256(f"{data_sha256}\0{s.prompt_template}".encode()).hexdigest()
     return AdapterSpec(config=config, base_model=s.base_model, data_sha256=data_sha256)
 
@@ -121,26 +107,17 @@ def ensure_adapter(ctx: TrialContext, spec: AdapterSpec, *, progress: bool = Tru
 
     `make(folder)` writes the adapter instead of training it (a derived adapter, sweep/strategies.py).
     """
-    from sweep.sizing import adapter_size, config_for
-    from trainers.grading import grade_model, points
-    from trainers.training import train_adapter
-
     cache = ctx.cache
+
+    def train(folder: Path) -> None:
+        train_adapter(ctx.loaded, ctx.examples(spec.kind), spec.config, folder, progress=progress,
+                      metadata={"key": spec.key, "data_sha256": spec.data_sha256})
+
+    # Zipped once when sealed, not in every trial that reuses the adapter (a second for a 40 MB one).
+    entry = cache.ensure(spec, make or train, facts=lambda folder: {"zip_bytes": adapter_zip_bytes(spec.kind, folder)})
     folder = cache.adapter_dir(spec)
-    train_seconds = grade_seconds = 0.0
+    grade_seconds = 0.0
     with cache.lock(spec):
-        manifest = cache.verify(spec)
-        cache_hit = manifest is not None
-        if not cache_hit:
-            start = time.perf_counter()
-            if make is not None:
-                make(folder)
-            else:
-                train_adapter(ctx.loaded, ctx.examples(spec.kind), spec.config, folder, progress=progress,
-                              metadata={"key": spec.key, "data_sha256": spec.data_sha256})
-            train_seconds = time.perf_counter() - start
-            # Zipped once here, not in every trial that reuses the adapter (a second for a 40 MB one).
-            manifest = cache.seal(spec, zip_bytes=_zip_bytes(spec.kind, folder))
         grade = cache.load_grade(spec, ctx.settings.grading_key)
         if grade is None:
             start = time.perf_counter()
@@ -149,24 +126,7 @@ def ensure_adapter(ctx: TrialContext, spec: AdapterSpec, *, progress: bool = Tru
             grade_seconds = time.perf_counter() - start
             grade = result.to_json()
             cache.save_grade(spec, ctx.settings.grading_key, grade)
-    predicted = adapter_size(config_for(ctx.settings.base_model), spec.rank, spec.config.adapter_dtype)
-    return AdapterResult(
-        kind=spec.kind, rank=spec.rank, alpha=spec.alpha, lr=spec.config.lr, epochs=spec.config.epochs,
-        dtype=spec.config.adapter_dtype, accuracy=grade["accuracy"], key=spec.key, dir=str(folder.resolve()),
-        params=predicted.params, raw_bytes_predicted=predicted.raw_bytes,
-        raw_bytes=(folder / "adapter_model.safetensors").stat().st_size,
-        zip_bytes=manifest.get("zip_bytes") or _zip_bytes(spec.kind, folder),  # entries sealed without it
-        ci_low=grade["ci_low"], ci_high=grade["ci_high"], answer_rate=grade["answer_rate"],
-        questions=grade["questions"], points=grade["points"],
-        points_low=points(spec.kind, grade["ci_low"]), points_high=points(spec.kind, grade["ci_high"]),
-        answer_nll=grade.get("answer_nll"), answer_nll_se=grade.get("answer_nll_se"),
-        train_seconds=round(train_seconds, 3), grade_seconds=round(grade_seconds, 3), cache_hit=cache_hit,
-    )
-
-
-def _zip_bytes(kind: str, folder: Path) -> int:
-    """The adapter folder zipped alone, under the arcnames it has in the submission (homework/<kind>_model/)."""
-    return bundle.submission_bytes(None, **{f"{kind}_dir": folder})
+    return adapter_result(spec, folder, entry, grade, ctx.settings.base_model, grade_seconds=grade_seconds)
 
 
 def build_pair(ctx: TrialContext, pair: Pair) -> tuple[AdapterResult, AdapterResult]:

@@ -1,59 +1,61 @@
-"""Shared fixtures: the CLI as a user runs it, and the tiny model loaded once per session."""
+"""Shared fixtures: the CLI as a user runs it, the tiny model loaded once per session, and the two floors.
+
+A test marked `fast` builds no model (the guard below fails it if it tries) and gets a 30 s timeout; every
+other test is marked `integration`. `make test-fast` runs the first floor, `make test` both."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from cli_runner import run_cli, run_main
+
+FAST_TIMEOUT_S = 30
 # Float32 unless a test asks for bfloat16 (RANKSWEEP_CPU_BF16=1): the suite computes the same numbers on CPUs
 # with and without native bf16, and the tests of the bf16 paths force it on wherever they run.
 os.environ.setdefault("RANKSWEEP_CPU_BF16", "0")
 
 
-def run_cli(*args: str, cwd: str | Path | None = None, env: dict | None = None, timeout: float = 600):
-    """Run `python -m sweep ARGS` in a subprocess and return the CompletedProcess (text mode)."""
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "sweep", *map(str, args)],
-        cwd=cwd or ROOT,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("fast") is None:
+            item.add_marker(pytest.mark.integration)
+        elif item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(FAST_TIMEOUT_S))
 
 
-def run_main(*args: str, cwd: str | Path | None = None, env: dict | None = None, timeout: float = 0):
-    """`ranksweep ARGS` in this process (`sweep.cli.main`, what `python -m sweep` runs), as a CompletedProcess.
+class ModelBuiltInFastTest(AssertionError):
+    """A test marked `fast` reached a model loader: it belongs to the integration floor."""
 
-    No interpreter start, no second torch import and the tiny model's files stay cached: several seconds less
-    per call than `run_cli`, for tests that need the command's behaviour but not a process of its own."""
-    import contextlib
-    import io
 
-    from sweep.cli import main
+@pytest.fixture(autouse=True)
+def _no_model_in_fast_tests(request, monkeypatch):
+    """Holds the `fast` marker to its promise: asking for the tiny model or the CLI in a process of its own,
+    calling the model loader or constructing a model with weights fails the test. A model on the meta device (a module tree without
+    weights, what sweep/sizing.py reads LoRA shapes from) is allowed."""
+    if request.node.get_closest_marker("fast") is None:
+        return
 
-    out, err = io.StringIO(), io.StringIO()
-    saved_env, saved_cwd = dict(os.environ), os.getcwd()
-    os.environ.update(env or {})
-    try:
-        if cwd is not None:
-            os.chdir(cwd)
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = main([str(a) for a in args])
-            except SystemExit as exc:  # usage errors exit from the parser
-                code = exc.code if isinstance(exc.code, int) else 2
-    finally:
-        os.chdir(saved_cwd)
-        os.environ.clear()
-        os.environ.update(saved_env)
-    return subprocess.CompletedProcess(["ranksweep", *map(str, args)], code, out.getvalue(), err.getvalue())
+    def refuse(*args, **kwargs):
+        raise ModelBuiltInFastTest(f"{request.node.nodeid} is marked fast but builds a model")
+
+    if "tiny" in request.fixturenames or "cli" in request.fixturenames:  # a process of its own is not guarded
+        refuse()
+    import trainers.models
+
+    monkeypatch.setattr(trainers.models, "load_model", refuse)
+    import torch
+    import transformers  # a model built through transformers directly, not through the loader
+
+    construct = transformers.PreTrainedModel.__init__
+
+    def weightless_only(self, *args, **kwargs):
+        if torch.get_default_device().type != "meta":
+            refuse()
+        construct(self, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.PreTrainedModel, "__init__", weightless_only)
 
 
 @pytest.fixture(scope="session")

@@ -4,10 +4,11 @@ Trials are made the way the study loop makes them (sweep/study.py, sweep/attempt
 categorical params, the record (sweep.records.TrialResult.to_attrs) written once both adapters are graded,
 the size constraint, `tell` with [score, zipped bytes]; pruned trials carry `skipped`,
 `size_bytes_predicted` and the constraint, failed ones `error`, running ones only host/pid. Scores come
-from the project's own objective (sweep.objective), pair sizes from sweep.bundle.combined_bytes. Sizes follow the 360M model's measured figures (docs: PRODUCT.md), grades
-come from the real grader's Wilson interval and points. A study is built in memory, then copied into
-the target storage with `optuna.copy_study`: one write per trial instead of one per attr, so a test
-storage takes about a second per study instead of ten.
+from the project's own objective (sweep.objective), pair sizes from sweep.bundle.combined_bytes. Sizes
+follow the 360M model (542,720 LoRA parameters per rank, as sweep/sizing.py counts them; zip ratios as
+docs/benchmarks.md §5 measured them), grades come from the real grader's Wilson interval and points. A study
+is built in memory, then copied into the target storage with `optuna.copy_study`: one write per trial instead
+of one per attr, so a test storage takes about a second per study instead of ten.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def measured_bytes(spec: TrialSpec) -> int:
     return combined_bytes(REST_BYTES, zip_bytes("sft", spec), zip_bytes("rft", spec))
 
 
-def trial_result(spec: TrialSpec, budget: int, objective: str = "points") -> TrialResult:
+def trial_result(spec: TrialSpec, budget: int, objective: str = "points", artifacts: str = "/cache") -> TrialResult:
     """The record of a completed trial, built as sweep/trial.py's record_pair builds it."""
     adapters = {}
     for kind, rank, correct in (("sft", spec.sft_rank, spec.sft_correct), ("rft", spec.rft_rank, spec.rft_correct)):
@@ -96,7 +97,7 @@ def trial_result(spec: TrialSpec, budget: int, objective: str = "points") -> Tri
         adapters[kind] = AdapterResult(
             kind=kind, rank=rank, alpha=spec.alpha_ratio * rank, lr=spec.lr, epochs=spec.epochs,
             dtype=spec.adapter_dtype, accuracy=acc, key=adapter_key(kind, spec),
-            dir=f"/cache/adapters/{adapter_key(kind, spec)}", params=PARAMS_PER_RANK * rank,
+            dir=f"{artifacts}/adapters/{adapter_key(kind, spec)}", params=PARAMS_PER_RANK * rank,
             raw_bytes_predicted=raw_bytes(rank, spec.adapter_dtype), raw_bytes=raw_bytes(rank, spec.adapter_dtype),
             zip_bytes=zip_bytes(kind, spec), ci_low=low, ci_high=high, answer_rate=min(1.0, acc + 0.2),
             questions=QUESTIONS, points=points(kind, acc), points_low=points(kind, low), points_high=points(kind, high),
@@ -120,20 +121,20 @@ def trial_attrs(spec: TrialSpec, budget: int) -> tuple[dict, float, int]:
     return result.to_attrs(), result.score, result.size_bytes
 
 
-def config(budget: int = BUDGET_BYTES, objective: str = "points") -> dict:
+def config(budget: int = BUDGET_BYTES, objective: str = "points", artifacts: str = "/cache") -> dict:
     """A study config as `ranksweep launch` stores it."""
     return {
         "base_model": "HuggingFaceTB/SmolLM2-360M-Instruct", "train_sha256": "a" * 64, "valid_sha256": "b" * 64,
         "rft_sha256": None, "budget_bytes": budget, "objective": objective,
         "sft_ranks": [1, 2, 4, 8, 16, 32], "rft_ranks": [2, 4, 8, 16, 32], "alpha_ratios": [2.0, 4.0],
         "lrs": [1e-3], "epochs": [1.0], "adapter_dtypes": ["fp32"], "questions": QUESTIONS, "trials": 12,
-        "seed": 0, "preset": "homework", "artifacts": "/cache", "homework": "/home/me/homework3",
+        "seed": 0, "preset": "homework", "artifacts": artifacts, "homework": "/home/me/homework3",
         "homework_rest_bytes": REST_BYTES,
     }
 
 
 def write_study(storage, name: str, specs: list[TrialSpec], *, budget: int = BUDGET_BYTES,
-                objective: str = "points") -> str:
+                objective: str = "points", artifacts: str = "/cache") -> str:
     """Write a study named `name` holding `specs` (in order) into `storage` (a URL or an Optuna storage,
     which saves reconnecting when writing several); returns the name."""
     import dataclasses
@@ -146,7 +147,7 @@ def write_study(storage, name: str, specs: list[TrialSpec], *, budget: int = BUD
     memory = optuna.storages.InMemoryStorage()
     study = optuna.create_study(study_name=name, storage=memory, directions=study_directions(objective))
     study.set_metric_names(metric_names(objective))
-    study.set_user_attr("config", config(budget, objective))
+    study.set_user_attr("config", config(budget, objective, artifacts))
     mark_study(study)
     pairs = [{"sft_rank": s.sft_rank, "rft_rank": s.rft_rank, "alpha_ratio": s.alpha_ratio, "lr": s.lr,
               "epochs": s.epochs, "adapter_dtype": s.adapter_dtype} for s in specs]
@@ -173,7 +174,7 @@ def write_study(storage, name: str, specs: list[TrialSpec], *, budget: int = BUD
             trial.set_user_attr("error", "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB")
             study.tell(trial, state=TrialState.FAIL)
         elif spec.outcome == "complete":
-            result = trial_result(spec, budget, objective)
+            result = trial_result(spec, budget, objective, artifacts)
             hits = {kind: getattr(result, kind).key in cache_hits for kind in ("sft", "rft")}
             cache_hits.update(a.key for a in result.adapters())
             result = dataclasses.replace(result, sft=dataclasses.replace(result.sft, cache_hit=hits["sft"]),

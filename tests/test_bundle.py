@@ -12,6 +12,8 @@ from sweep.bundle import (ADAPTER_FILES, ZIP_END_RECORD, bundle_members, combine
                           submission_bytes, write_zip, zip_bytes)
 from trainers.errors import RanksweepError
 
+pytestmark = pytest.mark.fast  # no test here builds a model
+
 KEPT = [
     "homework/__init__.py",
     "homework/base_llm.py",

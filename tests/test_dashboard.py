@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from conftest import ROOT, run_cli
+from cli_runner import ROOT, run_cli
 from small_data import write_small_data
 from study_fixtures import write_sweep_study
 
@@ -89,7 +90,7 @@ def study_detail(base: str, study_url: str) -> dict:
 
 
 def test_dashboard_serves_trials_constraints_names_note_and_figures(tiny_study):
-    from reports.frontier import recommend
+    from sweep.frontier import recommend
 
     root, url = tiny_study
     study = optuna.load_study(study_name="t", storage=url)
@@ -153,8 +154,9 @@ def test_read_only_writes_nothing_and_keeps_names_a_study_already_has(tmp_path):
     assert "**SFT rank 8, RFT rank 16**" in detail["note"]["body"]
 
 
+@pytest.mark.fast
 def test_user_text_below_the_note_survives_and_a_foreign_note_is_kept():
-    from sweep.dashboard import NOTE_END, merged_note
+    from reports.dashboard import NOTE_END, merged_note
 
     ours = "## ranksweep: recommended pair\n\nnew\n\n" + NOTE_END
     assert merged_note(ours, "## ranksweep: old\n" + NOTE_END + "\nmy remarks") == ours + "\nmy remarks"
@@ -173,3 +175,55 @@ def test_missing_storage_or_study_is_one_sentence(tmp_path, case):
     expected = "No study storage at" if case == "no storage file" else "No study named 'nope'"
     assert expected in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ([] if case == "no storage file" else ["studies.db"])
+
+
+def http(method: str, url: str, body: dict | None = None) -> int:
+    """The status of one real HTTP request (an error status is returned, not raised)."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_read_only_refuses_every_request_that_could_change_the_study(tmp_path):
+    url = f"sqlite:///{tmp_path}/studies.db"
+    write_sweep_study(url)
+    study = optuna.load_study(study_name="sweep", storage=url)
+    storage = optuna.storages.RDBStorage(url)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name("sweep"), 0)
+    attrs, user_attrs = study_system_attrs(url, "sweep"), [t.user_attrs for t in study.trials]
+    with dashboard(url, "sweep", tmp_path, "--read-only") as (base, study_url, _, _):
+        sid = int(study_url.rsplit("/", 1)[1])
+        writes = [
+            ("DELETE", f"/api/studies/{sid}", None),
+            ("PUT", f"/api/studies/{sid}/note", {"version": 1, "body": "changed"}),
+            ("POST", "/api/studies", {"study_name": "new", "directions": ["minimize"]}),
+            ("POST", f"/api/studies/{sid}/rename", {"study_name": "renamed"}),
+            ("POST", f"/api/trials/{trial_id}/user-attrs", {"user_attrs": {"changed": 1}}),
+            ("PUT", f"/api/studies/{sid}/{trial_id}/note", {"version": 1, "body": "changed"}),
+            ("POST", f"/api/trials/{trial_id}/tell", {"state": "Fail"}),
+        ]
+        assert [http(method, base + path, body) for method, path, body in writes] == [405] * len(writes)
+        assert http("GET", f"{base}/api/studies/{sid}") == 200  # reading still works
+    assert optuna.get_all_study_names(url) == ["sweep"]
+    assert study_system_attrs(url, "sweep") == attrs
+    assert [t.user_attrs for t in optuna.load_study(study_name="sweep", storage=url).trials] == user_attrs
+
+
+def test_a_port_in_use_fails_before_anything_is_written(tmp_path):
+    import socket
+
+    url = f"sqlite:///{tmp_path}/studies.db"
+    write_sweep_study(url)
+    attrs = study_system_attrs(url, "sweep")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("dashboard", "--study", "sweep", "--storage", url, "--port", port, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and f"Port {port}" in result.stderr
+    assert study_system_attrs(url, "sweep") == attrs  # no names, no note, no artifact records
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["studies.db"]  # no figures folder

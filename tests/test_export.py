@@ -94,6 +94,7 @@ def test_export_rewrites_only_the_rank_literals_and_backs_up(cli, hw, storage, t
     assert not any(arc.startswith(".ranksweep") or not arc.startswith("homework/") for arc, _ in bundle_members(hw))
 
 
+@pytest.mark.fast
 def test_second_export_changes_nothing(capsys, hw, storage):
     assert export(capsys, "--homework", hw, "--storage", storage, "--study", "sweep")[0] == 0
     before = snapshot(hw)
@@ -102,6 +103,7 @@ def test_second_export_changes_nothing(capsys, hw, storage):
     assert snapshot(hw) == before and len(backups(hw)) == 1
 
 
+@pytest.mark.fast
 def test_dry_run_writes_nothing(capsys, hw, storage):
     before = snapshot(hw)
     code, out, _ = export(capsys, "--homework", hw, "--storage", storage, "--study", "sweep", "--dry-run")
@@ -109,6 +111,7 @@ def test_dry_run_writes_nothing(capsys, hw, storage):
     assert snapshot(hw) == before
 
 
+@pytest.mark.fast
 def test_over_budget_writes_nothing_unless_forced(capsys, hw, storage):
     before = snapshot(hw)
     args = ("--homework", hw, "--storage", storage, "--study", "sweep", "--budget-mb", "0.001")
@@ -123,6 +126,7 @@ def test_over_budget_writes_nothing_unless_forced(capsys, hw, storage):
     assert (hw / "homework" / "sft.py").read_bytes() == SFT_AFTER
 
 
+@pytest.mark.fast
 def test_a_read_only_rank_file_is_refused_before_anything_is_written(capsys, hw, storage):
     (hw / "homework" / "rft.py").chmod(0o444)
     before = snapshot(hw)
@@ -133,6 +137,7 @@ def test_a_read_only_rank_file_is_refused_before_anything_is_written(capsys, hw,
     assert snapshot(hw) == before and backups(hw) == []
 
 
+@pytest.mark.fast
 def test_a_rank_file_in_a_read_only_folder_is_refused_before_the_other_is_written(capsys, hw, storage):
     (hw / "locked").mkdir()
     (hw / "locked" / "rft.py").write_bytes(RFT)
@@ -149,6 +154,7 @@ def test_a_rank_file_in_a_read_only_folder_is_refused_before_the_other_is_writte
         (hw / "locked").chmod(0o755)
 
 
+@pytest.mark.fast
 def test_a_write_that_fails_midway_puts_back_the_files_already_written(capsys, monkeypatch, hw, storage):
     import errno
 
@@ -170,6 +176,7 @@ def test_a_write_that_fails_midway_puts_back_the_files_already_written(capsys, m
     assert (hw / "homework" / "rft.py").read_bytes() == RFT
 
 
+@pytest.mark.fast
 def test_a_backup_that_fails_leaves_no_half_backup_and_changes_nothing(capsys, monkeypatch, hw, storage):
     import errno
 
@@ -192,6 +199,7 @@ def test_a_backup_that_fails_leaves_no_half_backup_and_changes_nothing(capsys, m
     assert snapshot(hw) == before and backups(hw) == [earlier]
 
 
+@pytest.mark.fast
 def test_a_symlinked_rank_file_stays_a_link(capsys, hw, storage):
     (hw / "shared").mkdir()
     (hw / "shared" / "ranks.py").write_bytes(RFT)
@@ -205,6 +213,7 @@ def test_a_symlinked_rank_file_stays_a_link(capsys, hw, storage):
     assert (backup / "homework" / "rft.py").read_bytes() == RFT
 
 
+@pytest.mark.fast
 def test_config_file_in_a_read_only_folder_is_refused_before_the_study_is_read(capsys, tmp_path):
     (tmp_path / "ro").mkdir()
     (tmp_path / "ro").chmod(0o555)
@@ -216,6 +225,7 @@ def test_config_file_in_a_read_only_folder_is_refused_before_the_study_is_read(c
         (tmp_path / "ro").chmod(0o755)
 
 
+@pytest.mark.fast
 def test_a_second_module_level_assignment_is_refused_with_both_lines(capsys, hw, storage):
     (hw / "homework" / "rft.py").write_bytes(RFT + b"if True:\r\n    RFT_LORA_RANK = 32\r\n")
     before = snapshot(hw)
@@ -225,6 +235,7 @@ def test_a_second_module_level_assignment_is_refused_with_both_lines(capsys, hw,
     assert snapshot(hw) == before  # the valid SFT edit was not written either
 
 
+@pytest.mark.fast
 def test_a_non_literal_rank_is_refused(capsys, hw, storage):
     (hw / "homework" / "sft.py").write_bytes(b"import os\nDEFAULT_LORA_RANK = int(os.environ['R'])\n")
     before = snapshot(hw)
@@ -233,6 +244,7 @@ def test_a_non_literal_rank_is_refused(capsys, hw, storage):
     assert snapshot(hw) == before
 
 
+@pytest.mark.fast
 def test_other_spellings_in_one_file(capsys, tmp_path, storage):
     root = tmp_path / "proj"
     (root / "homework").mkdir(parents=True)
@@ -243,6 +255,7 @@ def test_other_spellings_in_one_file(capsys, tmp_path, storage):
     assert (root / "homework" / "ranks.py").read_bytes() == b"SFT_R = 4\nRFT_R = 16  # rft\n"  # trial 6 is 4/16
 
 
+@pytest.mark.fast
 def test_not_a_homework_tree_is_refused(capsys, tmp_path, hw, storage):
     (tmp_path / "empty" / "homework").mkdir(parents=True)
     code, _, err = export(capsys, "--homework", tmp_path / "empty", "--storage", storage, "--study", "sweep")
@@ -264,11 +277,13 @@ def test_missing_study_or_storage_exits_2(cli, tmp_path, storage):
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+@pytest.mark.fast
 def test_incomplete_trial_is_refused(capsys, tmp_path, storage):
     code, _, err = export(capsys, "--to", tmp_path / "r.json", "--storage", storage, "--study", "sweep", "--trial", "2")
     assert code == 2 and "Trial 2 of study 'sweep' is PRUNED" in err
 
 
+@pytest.mark.fast
 def test_study_may_be_left_out_only_when_it_is_the_only_one(capsys, tmp_path, storage):
     single = f"sqlite:///{tmp_path}/one.db"
     write_single_trial_study(single)
@@ -279,6 +294,7 @@ def test_study_may_be_left_out_only_when_it_is_the_only_one(capsys, tmp_path, st
     assert code == 2 and "Name the study to export with --study" in err and "single, sweep" in err
 
 
+@pytest.mark.fast
 def test_config_files_round_trip(capsys, tmp_path, storage):
     expected = {"sft": {"rank": 8, "lora_alpha": 32}, "rft": {"rank": 16, "lora_alpha": 64}, "adapter_dtype": "fp32",
                 "study": "sweep", "trial": 1, "size_bytes": measured_bytes(SWEEP[1])}
@@ -293,6 +309,7 @@ def test_config_files_round_trip(capsys, tmp_path, storage):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lora.json", "lora.toml"]
 
 
+@pytest.mark.fast
 def test_a_pair_never_trained_together_has_no_trial(capsys, tmp_path):
     url = f"sqlite:///{tmp_path}/u.db"
     write_unsampled_best_study(url)
@@ -303,17 +320,20 @@ def test_a_pair_never_trained_together_has_no_trial(capsys, tmp_path):
     assert "trial" not in tomllib.loads((tmp_path / "u.toml").read_text())  # TOML has no null
 
 
+@pytest.mark.fast
 def test_toml_strings_are_escaped():
     payload = {"study": 'a "q" \\ tab\t ☃ \x7f', "points": 1e-05, "sft": {"rank": 2, "lora_alpha": 7.5}}
     assert tomllib.loads(render_toml(payload)) == payload
 
 
+@pytest.mark.fast
 def test_homework_flags_are_refused_with_to(capsys, tmp_path, storage):
     code, _, err = export(capsys, "--to", tmp_path / "r.json", "--storage", storage, "--with-adapters")
     assert code == 2 and "Drop --with-adapters: with --to FILE only" in err
     assert not (tmp_path / "r.json").exists()
 
 
+@pytest.mark.fast
 def test_config_file_with_other_settings_is_not_overwritten(capsys, tmp_path, storage):
     target = tmp_path / "train.toml"
     target.write_text('lr = 0.001\n[sft]\nrank = 2\n')
@@ -371,6 +391,7 @@ def adapter_storage(tmp_path_factory) -> tuple[str, Path]:
     return url, folder
 
 
+@pytest.mark.fast
 def test_with_adapters_copies_adapter_files_and_dry_run_predicts_the_zip(capsys, hw, adapter_storage, tmp_path):
     url, artifacts = adapter_storage
     old_sft = write_adapter(hw / "homework" / "sft_model", 8, 3, "tiny").joinpath("adapter_model.safetensors")
@@ -399,6 +420,7 @@ def test_with_adapters_copies_adapter_files_and_dry_run_predicts_the_zip(capsys,
     assert code == 0 and "already up to date" in out and snapshot(hw) == before
 
 
+@pytest.mark.fast
 def test_with_adapters_refuses_another_base_model(capsys, hw, adapter_storage):
     url, _ = adapter_storage
     folder = hw / "homework" / "sft_model"
@@ -415,6 +437,7 @@ def test_with_adapters_refuses_another_base_model(capsys, hw, adapter_storage):
     assert export(capsys, "--homework", hw, "--storage", url, "--with-adapters", "--base-model", "tiny")[0] == 0
 
 
+@pytest.mark.fast
 def test_with_adapters_refuses_a_pair_whose_folders_are_gone(capsys, hw, storage):
     before = snapshot(hw)
     code, _, err = export(capsys, "--homework", hw, "--storage", storage, "--study", "sweep", "--with-adapters")

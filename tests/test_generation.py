@@ -157,6 +157,7 @@ def test_sampled_rows_stop_at_the_stop_string(tiny):
     assert all(len(tiny.tokenizer(t, add_special_tokens=False)["input_ids"]) >= 10 for t in running)
 
 
+@pytest.mark.fast
 def test_bf16_choice_follows_the_cpu_flags():
     from pathlib import Path
 

@@ -43,6 +43,7 @@ from trainers.grading import (
         ("<answer>nan</answer>", None),
     ],
 )
+@pytest.mark.fast
 def test_parse_answer(text, expected):
     assert parse_answer(text) == expected
 
@@ -88,10 +89,12 @@ def tiny_adapter(tiny, tmp_path_factory):
         (None, 5.0, False),
     ],
 )
+@pytest.mark.fast
 def test_is_correct(answer, truth, expected):
     assert is_correct(answer, truth) is expected
 
 
+@pytest.mark.fast
 def test_is_correct_compares_rounded_values_for_small_truths():
     # 0.0254 rounds to 0.025, so the tolerance is 5% of 0.025 = 0.00125 around 0.025.
     assert is_correct(0.0254, 0.0254)
@@ -107,6 +110,7 @@ def _wilson_by_hand(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return centre - half, centre + half
 
 
+@pytest.mark.fast
 def test_wilson_interval_known_values():
     assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
     assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
@@ -116,6 +120,7 @@ def test_wilson_interval_known_values():
     assert wilson_interval(0, 0) == (0.0, 1.0)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     "acc, sft, rft",
     [
@@ -137,11 +142,13 @@ def test_points(acc, sft, rft):
     assert points("rft", acc) == pytest.approx(rft)
 
 
+@pytest.mark.fast
 def test_points_unknown_kind_is_a_user_error():
     with pytest.raises(RanksweepError):
         points("dpo", 0.5)
 
 
+@pytest.mark.fast
 def test_score_counts_hand_written_completions():
     completions = [
         "<answer>6000</answer>",  # right
@@ -163,6 +170,7 @@ def test_score_counts_hand_written_completions():
     assert score("rft", completions, [6000.0] * 4 + [-3.0]).points == pytest.approx(0.0)
 
 
+@pytest.mark.fast
 def test_mean_and_standard_error_by_hand():
     mean, se = mean_and_standard_error([1.0, 2.0, 3.0, 4.0])
     # sample variance (2.25 + 0.25 + 0.25 + 2.25) / 3 = 5/3; SE = sqrt(5/3 / 4)
@@ -211,6 +219,7 @@ def test_answer_nll_batched_equals_one_row_at_a_time_by_hand(tiny):
     assert nll > 5  # random weights: far from a model that knows the answer
 
 
+@pytest.mark.fast
 def test_read_adapter_kind(tmp_path):
     assert read_adapter_kind(tmp_path) is None
     (tmp_path / "ranksweep.json").write_text(json.dumps({"kind": "rft", "rank": 4}))

@@ -3,40 +3,13 @@ ranksweep's grade, and the prompt template that makes the two agree."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
+from homework_fixtures import CHAT, homework_copy, tree_digest
 from trainers.data import write_json_atomic
-
-FIXTURE = Path(__file__).parent / "homework_tree"
-# A chat-style prompt, as many students' format_prompt builds one: the model sees text that ranksweep's
-# default (the raw question) never trains on.
-CHAT = "<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
-
-
-def tree_digest(root: Path) -> str:
-    """sha256 over every path and byte under root (caches included: the tree must not change at all)."""
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*")):
-        digest.update(path.relative_to(root).as_posix().encode())
-        if path.is_file():
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-def homework_copy(tmp_path: Path, prompt_format: str = "{question}") -> Path:
-    """The fixture tree copied to tmp_path/tree, its format_prompt returning `prompt_format`."""
-    tree = tmp_path / "tree"
-    shutil.copytree(FIXTURE, tree, ignore=shutil.ignore_patterns("__pycache__"))
-    source = tree / "homework" / "base_llm.py"
-    text = source.read_text()
-    assert 'PROMPT_FORMAT = "{question}"' in text
-    source.write_text(text.replace('PROMPT_FORMAT = "{question}"', f"PROMPT_FORMAT = {json.dumps(prompt_format)}"))
-    return tree
 
 
 def grade_json(cli, tree: Path, adapter: Path, *extra: str) -> dict:
@@ -133,6 +106,7 @@ def test_a_template_without_the_question_is_refused(cli, tmp_path):
     assert not (tmp_path / "a").exists()
 
 
+@pytest.mark.fast
 def test_a_timeout_stops_the_homework_command(tmp_path):
     from sweep.homework.run import HomeworkCommandError, run_logged
 
@@ -142,6 +116,7 @@ def test_a_timeout_stops_the_homework_command(tmp_path):
     assert "started" in str(caught.value)
 
 
+@pytest.mark.fast
 def test_the_checkpoint_string_is_rewritten_and_nothing_else(tmp_path):
     from sweep.homework.tree import set_string_constant
 

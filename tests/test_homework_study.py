@@ -12,7 +12,7 @@ from pathlib import Path
 
 import optuna
 
-from test_homework_grade import FIXTURE, tree_digest
+from homework_fixtures import CHAT, FIXTURE, homework_copy, tree_digest
 
 BUDGET_MB = 0.4  # tiny adapters are 8 KiB per rank in fp32: any pair with rank 64 is over
 
@@ -78,7 +78,8 @@ def test_a_failing_command_fails_its_trial_with_its_last_lines(ranksweep, tmp_pa
     (tree / "ranksweep.toml").write_text(
         "[homework]\ntrain_rft = \"{python} -c 'import sys; print(\\\"no rft data here\\\"); sys.exit(3)'\"\n")
     result = ranksweep(*launch_args(tmp_path, tree, "broken", trials=2, sft="2", rft="2,4"))
-    assert result.returncode == 0, result.stderr  # the study goes on, then runs out of pairs
+    # The study goes on, then runs out of pairs with none complete: that is no success.
+    assert result.returncode == 1 and "every trial of study 'broken' failed" in result.stderr, result.stderr
     study = optuna.load_study(study_name="broken", storage=f"sqlite:///{tmp_path}/studies.db")
     failed = study.get_trials(states=(optuna.trial.TrialState.FAIL,))
     assert len(failed) == 2
@@ -116,7 +117,6 @@ def test_grader_lines_are_read_into_points_and_accuracies():
 
 def constant_tree(tmp_path: Path, name: str, prompt_format: str) -> Path:
     """The fixture with `prompt_format` and data whose every answer is 7 (the tiny model learns it)."""
-    from test_homework_grade import homework_copy
     from trainers.data import write_json_atomic
 
     tree = homework_copy(tmp_path / name, prompt_format)
@@ -128,8 +128,6 @@ def constant_tree(tmp_path: Path, name: str, prompt_format: str) -> Path:
 
 
 def test_ranksweep_trained_adapters_are_checked_with_the_homework_code(ranksweep, tmp_path):
-    from test_homework_grade import CHAT
-
     raw_tree, chat_tree = constant_tree(tmp_path, "raw", "{question}"), constant_tree(tmp_path, "chat", CHAT)
     storage = f"sqlite:///{tmp_path}/studies.db"
 

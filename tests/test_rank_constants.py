@@ -7,6 +7,8 @@ import pytest
 from sweep.rank_constants import find_bindings, read_constant, set_constant
 from trainers.errors import RanksweepError
 
+pytestmark = pytest.mark.fast  # no test here builds a model
+
 
 def test_plain_assignment_keeps_comment_and_spacing():
     src = b"import peft\n\nDEFAULT_LORA_RANK = 8  # rank of the adapter\nx = DEFAULT_LORA_RANK * 2\n"

@@ -18,12 +18,13 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import ROOT
+from cli_runner import ROOT
 from postgres import postgres_url, unique_name
 from small_data import write_small_data
 from sweep.cache import HASHED_FILES, MANIFEST, AdapterSpec
 from sweep.settings import file_hash
 from sweep.space import PRESETS
+from sweep.storage import open_storage
 from trainers.data import file_sha256
 from trainers.training import TrainConfig
 
@@ -51,21 +52,25 @@ def launch_args(data: Path, work: Path, study: str, trials: int, *, storage: str
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "RANKSWEEP_HEARTBEAT_SECONDS": "1"}
 
 
-def start(*args: str) -> subprocess.Popen:
-    env = ENV
+def start(*args: str, env: dict | None = None) -> subprocess.Popen:
+    env = env or ENV
     return subprocess.Popen([sys.executable, "-m", "sweep", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def trial_states(db: Path) -> dict[int, str]:
-    """Trial number -> state, read with plain sqlite3 while another process writes the file."""
+def trials_now(db: Path, study: str) -> list:
+    """The study's trials as Optuna reads them while another process writes the file; none before it exists."""
     if not db.exists():
-        return {}
-    with sqlite3.connect(db, timeout=60) as con:
-        try:
-            return dict(con.execute("SELECT number, state FROM trials"))
-        except sqlite3.OperationalError:  # the launch has not created its tables yet
-            return {}
+        return []
+    try:
+        return optuna.load_study(study_name=study, storage=open_storage(f"sqlite:///{db}")).get_trials(deepcopy=False)
+    except KeyError:  # the launch has not created the study yet
+        return []
+
+
+def trial_states(db: Path, study: str) -> dict[int, str]:
+    """Trial number -> state name."""
+    return {t.number: t.state.name for t in trials_now(db, study)}
 
 
 def wait_for(condition, proc: subprocess.Popen, what: str, limit: float = 1200):
@@ -97,18 +102,6 @@ def assert_cache_verifies(artifacts: Path) -> None:
             assert file_sha256(folder / name) == manifest[name], folder
 
 
-def running_params(db: Path) -> dict[int, int]:
-    """RUNNING trial number -> how many of its params are written."""
-    if not db.exists():
-        return {}
-    with sqlite3.connect(db, timeout=60) as con:
-        try:
-            return dict(con.execute("SELECT t.number, COUNT(p.param_id) FROM trials t LEFT JOIN trial_params p "
-                                    "ON p.trial_id = t.trial_id WHERE t.state = 'RUNNING' GROUP BY t.number"))
-        except sqlite3.OperationalError:
-            return {}
-
-
 def assert_all_accounted(study, trials: list) -> None:
     assert len({t.number for t in trials}) == len(trials)
     assert {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL}
@@ -122,51 +115,89 @@ def assert_all_accounted(study, trials: list) -> None:
     assert set(trained) == used and max(trained.values()) == 1, trained
 
 
-def test_sigkill_mid_training_then_rerun_retries_that_pair(data, tmp_path):
-    args = launch_args(data, tmp_path, "crash", trials=3)
+def owned_running(db: Path, study: str) -> list[int]:
+    """Numbers of RUNNING trials that have recorded their owner (the last owner attr is the sampler seed)."""
+    return [t.number for t in trials_now(db, study) if t.state == TrialState.RUNNING and "sampler_seed" in t.user_attrs]
+
+
+def test_sigkill_mid_trial_then_an_immediate_rerun_finishes_that_pair(data, tmp_path):
+    """On one host a RUNNING trial's owner is known: the rerun right after kill -9 fails the killed trial and
+    retries its pair at once, although its heartbeat (10 minutes here) is far from stale."""
+    args = launch_args(data, tmp_path, "crash", trials=1)
     db = tmp_path / "studies.db"
-    proc = start(*args)
-    # Kill once a trial with its pair is running after a first one completed: a trial training or grading.
-    wait_for(lambda: "COMPLETE" in trial_states(db).values() and 6 in running_params(db).values(),
-             proc, "a second trial started")
+    env = {**ENV, "RANKSWEEP_HEARTBEAT_SECONDS": "600"}
+    proc = start(*args, env=env)
+    [killed] = wait_for(lambda: owned_running(db, "crash"), proc, "a trial recorded its owner")
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
-    before = trial_states(db)
-    killed = [n for n, s in before.items() if s == "RUNNING"]
-    done_before = {n for n, s in before.items() if s == "COMPLETE"}
-    assert len(killed) == 1 and done_before
-    time.sleep(5)  # past the grace period: the killed trial's heartbeat is stale
+    assert trial_states(db, "crash") == {killed: "RUNNING"}
 
     result = subprocess.run([sys.executable, "-m", "sweep", *args], cwd=ROOT, capture_output=True, text=True,
-                            env=ENV, timeout=600)
+                            env=env, timeout=600)
     assert result.returncode == 0, result.stderr
     study = optuna.load_study(study_name="crash", storage=f"sqlite:///{db}")
     trials = study.get_trials()
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert len(complete) == 3 and len({pair(t) for t in complete}) == 3  # none lost, none twice
-    assert done_before <= {t.number for t in complete}
-    [number] = killed
-    t = study.trials[number]
-    assert t.state == TrialState.FAIL
-    # Its pair was retried, by the trial Optuna's retry callback enqueued, and completed.
-    [retry] = [c for c in complete if c.system_attrs.get("failed_trial") == number]
-    assert pair(retry) == pair(t)
+    assert study.trials[killed].state == TrialState.FAIL
+    # Its pair was retried by the trial enqueued for it, and is the study's one complete pair.
+    [retry] = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert retry.system_attrs.get("failed_trial") == killed and pair(retry) == pair(study.trials[killed])
+    assert retry.user_attrs["pid"] != study.trials[killed].user_attrs["pid"]
     assert_all_accounted(study, trials)
     assert_cache_verifies(tmp_path / "artifacts")
     with sqlite3.connect(db) as con:
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+def test_only_this_hosts_trials_whose_process_is_gone_are_failed_at_once(tmp_path):
+    """A pid now held by a process that started later counts as gone; a live owner and another host's are kept."""
+    from optuna.distributions import CategoricalDistribution
+
+    from sweep.storage import open_storage
+    from sweep.study import Opened, fail_orphaned_trials
+    from trainers.processes import host, start_time
+
+    storage = open_storage(f"sqlite:///{tmp_path}/studies.db", must_exist=False, heartbeat=True)
+    study = optuna.create_study(study_name="owners", storage=storage)
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True)
+    me, started = os.getpid(), start_time(os.getpid())
+    owners = {
+        "reused pid": {"host": host(), "pid": me, "pid_started": started - 1},
+        "exited": {"host": host(), "pid": int(finished.stdout)},
+        "alive": {"host": host(), "pid": me, "pid_started": started},
+        "other host": {"host": "elsewhere", "pid": int(finished.stdout)},
+        "not yet recorded": {},
+    }
+    numbers = {}
+    for case, attrs in owners.items():
+        trial = study.ask({"sft_rank": CategoricalDistribution([4, 16])})
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        numbers[case] = trial.number
+
+    failed = fail_orphaned_trials(Opened(study, storage, seed=0))
+    assert sorted(failed) == sorted([numbers["reused pid"], numbers["exited"]])
+    states = {case: study.trials[n].state for case, n in numbers.items()}
+    assert states == {"reused pid": TrialState.FAIL, "exited": TrialState.FAIL, "alive": TrialState.RUNNING,
+                      "other host": TrialState.RUNNING, "not yet recorded": TrialState.RUNNING}
+    # Each pair is enqueued once more, without the dead owner's attrs (which would make the retry look orphaned).
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert sorted(t.system_attrs["failed_trial"] for t in waiting) == sorted(failed)
+    assert all(t.user_attrs == {} and t.params == study.trials[t.system_attrs["failed_trial"]].params
+               for t in waiting)
+    assert fail_orphaned_trials(Opened(study, storage, seed=0)) == []  # a second look finds nothing new
+
+
 def test_sigint_marks_the_trial_failed_and_says_how_to_resume(data, tmp_path):
     db = tmp_path / "studies.db"
     proc = start(*launch_args(data, tmp_path, "ctrlc", trials=2))
-    wait_for(lambda: "RUNNING" in trial_states(db).values(), proc, "a trial started")
+    wait_for(lambda: "RUNNING" in trial_states(db, "ctrlc").values(), proc, "a trial started")
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert "Resume with: ranksweep launch --study ctrlc" in stderr
-    states = trial_states(db)
+    states = trial_states(db, "ctrlc")
     assert "RUNNING" not in states.values() and "FAIL" in states.values()
     study = optuna.load_study(study_name="ctrlc", storage=f"sqlite:///{db}")
     failed = study.get_trials(states=(TrialState.FAIL,))
@@ -207,6 +238,19 @@ def test_a_failing_trial_does_not_end_the_study(ranksweep, data, tmp_path):
     assert failed and all(pair(t) == (16, 4) for t in failed)
     assert all(t.user_attrs["error"].startswith("IsADirectoryError") for t in failed)
     assert [pair(t) for t in study.get_trials(states=(TrialState.COMPLETE,))] == [(4, 4)]
+    # A worker asked for fewer pairs than the study's target says so, and leaves the target alone.
+    url = f"sqlite:///{tmp_path}/studies.db"
+    result = ranksweep("worker", "--study", "failing", "--storage", url, "--device", "cpu", "--trials", "1",
+                       "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "asks for 2 complete pairs; --trials 1 leaves that target as it is" in result.stdout
+    assert optuna.load_study(study_name="failing", storage=url).user_attrs["config"]["trials"] == 2
+
+    # A study whose every trial failed is no success: exit 1 and one sentence saying where the errors are.
+    result = ranksweep(*launch_args(data, tmp_path, "all-failing", trials=1, sft_ranks="16", rft_ranks="4"))
+    assert result.returncode == 1 and result.stdout == ""
+    assert "ranksweep: error: every trial of study 'all-failing' failed and no pair is complete; see why with: " \
+        "ranksweep status --study all-failing" in result.stderr
 
 
 def run_two_workers(data: Path, work: Path, storage: str, study: str, trials: int) -> list:
@@ -225,9 +269,9 @@ def run_two_workers(data: Path, work: Path, storage: str, study: str, trials: in
     trials_ = loaded.get_trials()
     assert_all_accounted(loaded, trials_)
     complete = [t for t in trials_ if t.state == TrialState.COMPLETE]
-    # The target reached with each pair once (assert_all_accounted: no adapter trained twice, no pair twice), and
-    # the two workers drew with seeds of their own.
-    assert len(complete) == len({pair(t) for t in complete}) >= trials
+    # The target reached exactly, with each pair once (assert_all_accounted: no adapter trained twice, no pair
+    # twice), and the two workers drew with seeds of their own.
+    assert len(complete) == len({pair(t) for t in complete}) == trials  # the study's total, not each worker's
     seeds = {t.user_attrs["sampler_seed"] for t in trials_ if t.number > 0 and "sampler_seed" in t.user_attrs}
     assert len(seeds) == 2, seeds
     # The artifact folder holds exactly the adapters the trials trained, each once.

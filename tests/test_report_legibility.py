@@ -11,6 +11,8 @@ import study_fixtures as sf
 from reports.build import build
 from reports.plots import pareto_figure, png_bytes
 
+pytestmark = pytest.mark.fast  # no test here builds a model
+
 MIB = 1024 * 1024
 # Every pair graded 0 of 100 on both adapters: all points sit on one line, their labels crowd each other.
 FLAT = [sf.TrialSpec(s, r, 0, 0) for s, r in ((2, 8), (8, 16), (1, 4), (4, 16), (8, 2), (16, 4), (1, 1), (1, 8), (4, 1),

@@ -10,11 +10,13 @@ import re
 
 import pytest
 import study_fixtures as sf
-from conftest import run_main
+from cli_runner import run_main
 
 from reports.build import build, render
 from reports.plots import OBJECTIVE, TIE_ACCURACY, TIE_NLL, pareto_data
 from trainers.errors import RanksweepError
+
+pytestmark = pytest.mark.fast  # no test here builds a model
 
 MIB = 1024 * 1024
 # Every pair graded 0 of 100 (the random `tiny` model): points and accuracy are flat, the NLL is not.

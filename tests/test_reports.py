@@ -11,13 +11,15 @@ import optuna
 import pytest
 import study_fixtures as sf  # tests/ is on sys.path under pytest
 
-from reports import frontier as fr
+from sweep import frontier as fr
 from reports.build import FILES, build, render, write_files
 from reports.plots import PARETO_PIXELS, RANKS_PIXELS
 from sweep.bundle import combined_bytes
 from sweep.objective import OBJECTIVES
 from sweep.records import TrialResult
 from trainers.errors import RanksweepError
+
+pytestmark = pytest.mark.fast  # no test here builds a model
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +71,7 @@ def test_load_trials_has_every_trial_in_every_state(sweep):
          "running": "RUNNING"}[spec.outcome] for spec in sf.SWEEP]
     # Ranks of trials that never got user attrs come from their params.
     assert list(trials["sft_rank"]) == [spec.sft_rank for spec in sf.SWEEP]
-    assert config["budget_bytes"] == sf.BUDGET_BYTES and config["homework_rest_bytes"] == sf.REST_BYTES
+    assert config.budget_bytes == sf.BUDGET_BYTES and config.homework_rest_bytes == sf.REST_BYTES
     assert trials.loc[5, "error"].startswith("OutOfMemoryError")
 
 
@@ -281,7 +283,7 @@ def test_render_gives_pngs_of_fixed_size_and_a_self_contained_page(sweep_files):
 
 
 def test_rank_labels_do_not_overlap(sweep_files):
-    from reports.objective import objective_for
+    from sweep.objective import objective_for
     from reports.plots import pareto_figure
 
     report, _ = sweep_files

@@ -24,6 +24,7 @@ ZERO_REASONING = "<answer>0</answer>"
 FAST = RFTSettings(samples=2, temperature=0.7, max_new_tokens=16, seed=3, batch_size=8)
 
 
+@pytest.mark.fast
 def test_pick_reasoning_takes_the_first_correct_completion_and_cuts_after_the_tag():
     completions = [
         "1 kg = 1000 g. 6 * 1000 = 7000. <answer>7000</answer>",  # wrong

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,7 @@ TRAIN = ["train", "sft", "--rank", "1", "--base-model", "tiny", "--device", "cpu
          "--max-examples", "8", "--epochs", "1"]
 
 
+@pytest.mark.fast
 def test_train_refuses_a_folder_that_is_not_an_adapter_before_any_work(capsys, tmp_path):
     out = tmp_path / "d"
     (out / "homework").mkdir(parents=True)
@@ -198,6 +200,7 @@ def test_launches_opening_one_new_sqlite_file_at_once_all_succeed(tmp_path):
         assert len(optuna.get_all_study_names(url)) == 3
 
 
+@pytest.mark.fast
 def test_a_bare_postgresql_url_gets_the_driver_that_is_installed():
     from sweep.storage import with_driver
 
@@ -217,6 +220,7 @@ def test_a_bare_postgresql_url_gets_the_driver_that_is_installed():
         assert with_driver(untouched, only("psycopg2")) == untouched
 
 
+@pytest.mark.fast
 def test_the_storage_opener_itself_maps_a_bare_url_and_refuses_memory():
     """Library callers (not only the CLI) get the same: the installed psycopg2 is what fails to connect, not a
     missing psycopg 3 import; an in-memory SQLite is refused."""
@@ -233,6 +237,7 @@ def test_the_storage_opener_itself_maps_a_bare_url_and_refuses_memory():
         open_storage("sqlite://", must_exist=False)
 
 
+@pytest.mark.fast
 def test_passwords_are_masked_in_every_url_form():
     from sweep.storage import masked
 
@@ -292,6 +297,7 @@ def test_a_killed_json_write_leaves_a_temp_file_that_the_next_write_removes(tmp_
     assert json.loads((tmp_path / "rft.json").read_text()) == [["q", 1.0, "<answer>1</answer>"]]
 
 
+@pytest.mark.fast
 def test_a_json_write_keeps_the_mode_of_the_file_it_replaces(tmp_path):
     from trainers.data import write_json_atomic
 
@@ -306,3 +312,77 @@ def test_a_json_write_keeps_the_mode_of_the_file_it_replaces(tmp_path):
         os.umask(umask)
     assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o644  # as any new file, not mkstemp's 0o600
     assert old.stat().st_mode & 0o777 == 0o664 and json.loads(old.read_text()) == [["q", 1.0]]
+
+
+@contextmanager
+def read_only(path: Path):
+    """`path` (a file or a folder) refuses writes while inside, for root too: root ignores modes, but not the
+    immutable flag (chattr +i; ext4 and similar)."""
+    if os.geteuid() != 0:
+        mode = path.stat().st_mode
+        path.chmod(0o555 if path.is_dir() else 0o444)
+        try:
+            yield
+        finally:
+            path.chmod(mode)
+        return
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        pytest.skip("running as root on a file system without the immutable flag: nothing here refuses root a write")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+@pytest.mark.parametrize("what", ["file", "folder"])
+def test_a_read_only_storage_is_one_sentence_from_every_writing_command(capsys, tmp_path, what):
+    from cli_runner import run_cli
+    from small_data import write_small_data
+    from study_fixtures import write_sweep_study
+
+    data = write_small_data(tmp_path)
+    (tmp_path / "store").mkdir()
+    db = tmp_path / "store" / "studies.db"
+    url = f"sqlite:///{db}"
+    write_sweep_study(url)
+    before = db.read_bytes()
+    launch = ["launch", "--study", "sweep", "--storage", url, "--base-model", "tiny", "--device", "cpu", "--preset",
+              "quick", "--train-data", data / "train.json", "--valid-data", data / "valid.json", "--rft-data",
+              data / "rft.json", "--artifacts", tmp_path / "artifacts", "--no-progress"]
+    worker = ["worker", "--study", "sweep", "--storage", url, "--device", "cpu", "--artifacts", tmp_path / "artifacts",
+              "--no-progress"]
+    with read_only(db if what == "file" else db.parent):
+        for args in (launch, worker):
+            code, out, err = run(capsys, *args)
+            assert code == 2 and out == "", err
+            assert err.count("\n") == 1 and "is read-only" in err
+            assert "status, report, export and dashboard --read-only still read it" in err
+        # A subprocess: were the storage not refused, the dashboard would serve until stopped.
+        served = run_cli("dashboard", "--study", "sweep", "--storage", url, "--port", "0", cwd=tmp_path, timeout=120)
+        assert served.returncode == 2 and served.stderr.count("\n") == 1 and "is read-only" in served.stderr
+        code, out, _ = run(capsys, "status", "--study", "sweep", "--storage", url)
+        assert code == 0 and "COMPLETE" in out
+    assert db.read_bytes() == before
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "artifacts").exists()
+
+
+def test_two_trainings_into_one_new_folder_at_once_never_both_succeed(tmp_path):
+    from cli_runner import ROOT
+
+    out = tmp_path / "race"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    procs = {rank: subprocess.Popen([sys.executable, "-m", "sweep", *TRAIN, "--rank", str(rank), "--out", str(out)],
+                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for rank in (1, 2)}
+    results = {rank: (p.wait(timeout=600), p.stderr.read()) for rank, p in procs.items()}
+    for p in procs.values():
+        p.stdout.close()
+        p.stderr.close()
+    [winner] = [rank for rank, (code, _) in results.items() if code == 0]
+    [(code, err)] = [result for rank, result in results.items() if rank != winner]
+    # The loser either found the folder taken before training, or lost the claim after it: one sentence either way.
+    errors = [line for line in err.splitlines() if line.startswith("ranksweep: error:")]  # after progress bars
+    assert code == 2 and len(errors) == 1 and str(out) in errors[0] and "Traceback" not in err, err
+    assert is_adapter_folder(out)
+    assert json.loads((out / "adapter_config.json").read_text())["r"] == winner
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["race"]  # no scratch left behind

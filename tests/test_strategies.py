@@ -282,12 +282,14 @@ def test_derived_adapters_are_cached_under_their_parent(ranksweep, study_root):
     assert zero and all(a.key not in first and a.train_seconds == 0 for a in zero)
 
 
+@pytest.mark.fast
 def test_recover_steps_need_shrink(ranksweep, study_root):
     result = ranksweep(*_study_args(study_root, "bad", "nested", "--recover-steps", "3"))
     assert result.returncode == 2 and "--strategy shrink" in result.stderr
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.fast
 def test_auto_takes_shrink_with_recovery_only_where_it_is_cheaper():
     from sweep.strategies import CUT_STEPS, DEFAULT_RECOVER_STEPS, resolve_strategy
 

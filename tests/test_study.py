@@ -6,13 +6,13 @@ The CLI runs in-process (`ranksweep` fixture): the commands' behaviour without a
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import optuna
 import pytest
 
 from small_data import write_small_data
+from waiting import wait_until_failed_as_stale
 from sweep.bundle import submission_bytes
 from sweep.space import PRESETS
 from trainers.data import write_json_atomic
@@ -37,6 +37,15 @@ def launch_args(root: Path, study: str, trials: int) -> list[str]:
     ]
 
 
+@pytest.fixture(scope="module")
+def s1(ranksweep, workdir) -> Path:
+    """The workdir once study `s1` ran its 4 trials (built on first use, shared by this module's tests that
+    resume or refuse it: every feasible pair is tried by then, so no later run adds a completed trial)."""
+    result = ranksweep(*launch_args(workdir, "s1", trials=4))
+    assert result.returncode == 0, result.stderr
+    return workdir
+
+
 def load(root: Path, study: str):
     return optuna.load_study(study_name=study, storage=f"sqlite:///{root}/studies.db")
 
@@ -45,9 +54,8 @@ def completed(study):
     return study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
 
 
-def test_study_respects_budget_reuses_adapters_and_predicts_sizes(ranksweep, workdir):
-    result = ranksweep(*launch_args(workdir, "s1", trials=4))
-    assert result.returncode == 0, result.stderr
+def test_study_respects_budget_reuses_adapters_and_predicts_sizes(ranksweep, s1):
+    workdir = s1
     study = load(workdir, "s1")
     done = completed(study)
     assert len({(t.params["sft_rank"], t.params["rft_rank"]) for t in done}) == 4
@@ -86,7 +94,8 @@ def test_study_respects_budget_reuses_adapters_and_predicts_sizes(ranksweep, wor
     assert sum(t["state"] == "COMPLETE" for t in doc["trials"]) == 4
 
 
-def test_stops_when_every_feasible_pair_was_tried(ranksweep, workdir):
+def test_stops_when_every_feasible_pair_was_tried(ranksweep, s1):
+    workdir = s1
     result = ranksweep(*launch_args(workdir, "s1", trials=9))
     assert result.returncode == 0, result.stderr
     assert "every feasible pair has been tried" in result.stdout
@@ -94,7 +103,8 @@ def test_stops_when_every_feasible_pair_was_tried(ranksweep, workdir):
 
 
 def test_resume_after_interruption_retries_the_pair(ranksweep, workdir, monkeypatch):
-    """A trial whose process died (its heartbeat stopped) is failed by the next run, and *its pair* completes."""
+    """A trial whose process died (its heartbeat stopped) is failed by Optuna's stale check, as the next run's would
+    be, and the next run completes *its pair*."""
     from sweep.storage import open_storage
 
     assert ranksweep(*launch_args(workdir, "s2", trials=2)).returncode == 0
@@ -111,7 +121,7 @@ def test_resume_after_interruption_retries_the_pair(ranksweep, workdir, monkeypa
     study_id = storage.get_study_id_from_name("s2")
     storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(study_id, trial.number))
     interrupted = trial.number
-    time.sleep(5)
+    wait_until_failed_as_stale(study, interrupted)  # its beat stops here: Optuna fails it, re-enqueues its pair
     result = ranksweep(*launch_args(workdir, "s2", trials=3), env={"RANKSWEEP_HEARTBEAT_SECONDS": "1"})
     assert result.returncode == 0, result.stderr
     study = load(workdir, "s2")
@@ -124,7 +134,8 @@ def test_resume_after_interruption_retries_the_pair(ranksweep, workdir, monkeypa
     assert status["trials"][interrupted]["error"].startswith("interrupted")
 
 
-def test_resume_with_other_data_is_refused(ranksweep, workdir, tmp_path):
+def test_resume_with_other_data_is_refused(ranksweep, s1, tmp_path):
+    workdir = s1
     other = tmp_path / "train.json"
     write_json_atomic(other, [["How many gram are there per 2 kg?", 2000.0]])
     args = launch_args(workdir, "s1", trials=4)
@@ -145,7 +156,8 @@ def snapshot(root: Path, study: str) -> tuple:
     ("--preset", "full", f"epochs {PRESETS['quick'].space.epochs[0]}"),  # the study's own value is named
     ("--objective", "sft-accuracy", None),  # same direction: allowed, checked below
 ])
-def test_resume_with_another_search_space_is_refused_before_writing(ranksweep, workdir, flag, value, named):
+def test_resume_with_another_search_space_is_refused_before_writing(ranksweep, s1, flag, value, named):
+    workdir = s1
     args = launch_args(workdir, "s1", trials=4)
     if flag in args:
         args[args.index(flag) + 1] = value
@@ -169,7 +181,8 @@ def test_resume_with_another_search_space_is_refused_before_writing(ranksweep, w
     (["--trials", "50", "--artifacts", "{root}/train.json/art"], "--artifacts"),
     (["--trials", "50", "--device", "cuda"], "cuda"),
 ])
-def test_worker_checks_every_flag_before_touching_the_study(ranksweep, workdir, flags, named):
+def test_worker_checks_every_flag_before_touching_the_study(ranksweep, s1, flags, named):
+    workdir = s1
     import torch
 
     if "cuda" in flags and torch.cuda.is_available():
@@ -181,6 +194,7 @@ def test_worker_checks_every_flag_before_touching_the_study(ranksweep, workdir, 
     assert snapshot(workdir, "s1") == before  # target not raised, no PRUNED or FAIL trial added
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("command", ["launch", "worker"])
 def test_a_study_ranksweep_did_not_make_is_refused(ranksweep, workdir, command):
     url = f"sqlite:///{workdir}/studies.db"
@@ -204,8 +218,9 @@ def test_a_study_ranksweep_did_not_make_is_refused(ranksweep, workdir, command):
     ("--questions", "6", "--questions 4, now 6"),
     ("--strategy", "shrink", "--strategy 'independent', now 'shrink'"),
 ])
-def test_resume_with_other_training_or_grading_is_refused(ranksweep, workdir, flag, value, named):
+def test_resume_with_other_training_or_grading_is_refused(ranksweep, s1, flag, value, named):
     """One frontier must not mix adapters trained on 16 and 8 rows or graded on 4 and 6 questions."""
+    workdir = s1
     args = launch_args(workdir, "s1", trials=4)
     if flag in args:
         args[args.index(flag) + 1] = value
@@ -219,11 +234,12 @@ def test_resume_with_other_training_or_grading_is_refused(ranksweep, workdir, fl
     assert snapshot(workdir, "s1") == before  # the config was not rewritten, no trial was added
 
 
-def test_a_study_made_before_the_marker_is_still_read(ranksweep, workdir):
+def test_a_study_made_before_the_marker_is_still_read(ranksweep, s1):
     """A study whose config holds every key the first ranksweep wrote, and no marker (version 0), is read; a
     plain Optuna study with a `config` attr is not (test_bad_input's foreign cases)."""
     from sweep.storage import MARKER, marker_version
 
+    workdir = s1
     url = f"sqlite:///{workdir}/studies.db"
     config = load(workdir, "s1").user_attrs["config"]
     if "old" not in optuna.get_all_study_names(url):
@@ -235,6 +251,7 @@ def test_a_study_made_before_the_marker_is_still_read(ranksweep, workdir):
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.fast
 def test_the_loop_uses_no_private_optuna_parts():
     """The study loop, reports and trainers stay on Optuna's public API (docs/design.md, issue 12)."""
     import re

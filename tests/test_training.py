@@ -60,6 +60,7 @@ def repeated():
     return sft_examples(generate_questions(2, seed=0)) * 8
 
 
+@pytest.mark.fast
 def test_format_answer_rounds_to_three_decimals_without_trailing_zeros():
     assert format_answer(6000.0) == "<answer>6000</answer>"
     assert format_answer(0.5) == "<answer>0.5</answer>"
@@ -70,6 +71,7 @@ def test_format_answer_rounds_to_three_decimals_without_trailing_zeros():
     assert format_answer(-1.25) == "<answer>-1.25</answer>"
 
 
+@pytest.mark.fast
 def test_sft_and_rft_examples_pair_question_with_its_target():
     assert sft_examples([QA("How many gram are there per 6 kg?", 6000.0)]) == [
         TrainExample("How many gram are there per 6 kg?", "<answer>6000</answer>")
@@ -117,6 +119,7 @@ def test_loss_on_labelled_positions_equals_the_full_logits_loss(tiny, repeated):
     assert fast == pytest.approx(math.log(len(tiny.tokenizer)), abs=0.1)  # random weights: near uniform
 
 
+@pytest.mark.fast
 def test_schedule_visits_every_row_once_per_epoch_and_is_seeded():
     lengths = [10 + (i * 7) % 23 for i in range(37)]
     assert steps_for(37, 8, 1.0) == 5 and steps_for(37, 8, 0.5) == 3 and steps_for(37, 8, 2.0) == 10
@@ -250,7 +253,9 @@ def test_embedded_model_trains_saves_and_reloads(tmp_path):
     result = train_adapter(loaded, examples, config, tmp_path / "sft", progress=False)
 
     assert (result.steps, result.examples) == (4, 8)
-    assert result.trainable_params == 2 * 305_280  # PRODUCT.md: 305,280 LoRA parameters per rank on the 135M model
+    # r·(in + out) per all-linear target, 30 layers of the 135M model (hidden 576, kv 192, mlp 1536):
+    # q, o 1,152; k, v 768; gate, up, down 2,112 -> 10,176 per layer, 305,280 per rank.
+    assert result.trainable_params == 2 * 30 * (2 * 1152 + 2 * 768 + 3 * 2112) == 2 * 305_280
     assert result.losses[0] < 6 and result.losses[-1] < result.losses[0] / 2  # the answer format is learnt fast
     assert not any("lora_" in name for name, _ in loaded.model.named_modules())
     saved = load_file(tmp_path / "sft" / "adapter_model.safetensors")

@@ -19,6 +19,8 @@ from trainers.unitgen import (
     round_significant,
 )
 
+pytestmark = pytest.mark.fast  # no test here builds a model
+
 
 def _pattern(phrasing: str) -> re.Pattern:
     parts = re.split(r"(\{n\}|\{src\}|\{to\})", phrasing)

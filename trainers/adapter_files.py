@@ -7,13 +7,14 @@ adapter and a failed run leaves an older adapter at the same path untouched.
 from __future__ import annotations
 
 import csv
+import errno
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from trainers.data import remove_stale_scratch, scratch_prefix, write_json_atomic
-from trainers.errors import TrainingDiverged
+from trainers.errors import RanksweepError, TrainingDiverged
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 TRAINING_LOG = "training_log.csv"
@@ -40,8 +41,19 @@ def write_training_log(path: Path, log: list[tuple[int, float, float, float]]) -
             writer.writerow([step, f"{loss:.6f}", f"{lr:.6g}", f"{seconds:.3f}"])
 
 
-def _replace_dir(tmp: Path, out_dir: Path) -> None:
-    """Put the finished folder in place; an old out_dir is moved aside first and deleted only afterwards."""
+def _replace_dir(tmp: Path, out_dir: Path, replace: bool) -> None:
+    """Put the finished folder in place. Replacing: an old out_dir is moved aside first and deleted only afterwards.
+    Not replacing: one rename claims out_dir, which succeeds only while out_dir is absent or an empty folder, so of
+    two writers that both found it free the second fails here instead of replacing the first's adapter."""
+    if not replace:
+        try:
+            os.rename(tmp, out_dir)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                raise
+            raise RanksweepError(f"'{out_dir}' was written by another process while this adapter trained; it was left "
+                                 "as it is and this adapter was not saved: choose a new path.") from None
+        return
     old = None
     if out_dir.exists():
         old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=scratch_prefix(out_dir.name)))
@@ -62,8 +74,9 @@ def check_finite(peft_model, adapter_dtype: str) -> None:
             "nothing was saved: lower the learning rate" + (", or save in fp32" if adapter_dtype == "fp16" else "") + ".")
 
 
-def save_adapter(peft_model, out_dir: Path, adapter_dtype: str, notes: dict, log) -> int:
-    """Save the PEFT folder with its log and notes (plus `raw_bytes`) at out_dir; return the weights' bytes."""
+def save_adapter(peft_model, out_dir: Path, adapter_dtype: str, notes: dict, log, *, replace: bool = True) -> int:
+    """Save the PEFT folder with its log and notes (plus `raw_bytes`) at out_dir; return the weights' bytes.
+    `replace=False`: an out_dir that another writer filled meanwhile is kept and a RanksweepError raised."""
     import torch
 
     if adapter_dtype == "fp16":
@@ -80,7 +93,7 @@ def save_adapter(peft_model, out_dir: Path, adapter_dtype: str, notes: dict, log
         raw_bytes = (tmp / ADAPTER_WEIGHTS).stat().st_size
         write_training_log(tmp / TRAINING_LOG, log)
         write_json_atomic(tmp / NOTES, {**notes, "raw_bytes": raw_bytes})
-        _replace_dir(tmp, out_dir)
+        _replace_dir(tmp, out_dir, replace)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return raw_bytes

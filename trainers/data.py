@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainers.errors import RanksweepError
+from trainers.processes import alive
 
 
 @dataclass(frozen=True)
@@ -126,16 +127,6 @@ def scratch_prefix(name: str) -> str:
     return f".{name}.tmp-{socket.gethostname()}-{os.getpid()}-"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
 def remove_stale_scratch(folder: Path) -> list[Path]:
     """Delete the temp files and folders that writes on this host left in `folder` when they were killed (their
     pid is gone). Another host's, a live process's and names not made by `scratch_prefix` are kept."""
@@ -143,7 +134,7 @@ def remove_stale_scratch(folder: Path) -> list[Path]:
     for entry in folder.glob(".*.tmp-*") if folder.is_dir() else []:
         try:
             owner, pid, _ = entry.name.rsplit("-", 2)
-            dead = owner.endswith(f".tmp-{host}") and not _alive(int(pid))
+            dead = owner.endswith(f".tmp-{host}") and not alive(int(pid))
         except ValueError:  # not one of ours
             continue
         if not dead:

@@ -17,9 +17,7 @@ from pathlib import Path
 from trainers.adapter_files import NOTES, save_adapter
 from trainers.errors import RanksweepError
 from trainers.models import LoadedModel
-
-ORIGINS = ("trained", "shrink", "nested")
-
+from trainers.training import BaseModelState
 
 @dataclass
 class DerivedResult:
@@ -54,10 +52,8 @@ def save_lora_weights(
     """Inject `lora_config` into the borrowed model, load `weights` (peft's saved key names), save; return bytes."""
     from peft import get_peft_model
 
-    from trainers.training import _BaseModelState
-
     model = loaded.model
-    state = _BaseModelState(model)
+    state = BaseModelState(model)
     # Trainable LoRA parameters, so that save_adapter's fp16 cast (which touches trainable ones) applies.
     lora_config.inference_mode = False
     with warnings.catch_warnings():

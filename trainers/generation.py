@@ -7,8 +7,11 @@ drops finished rows from the KV cache, and stops when every row has produced `st
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Callable, Iterator
+
+from trainers.hardware import autocast, bf16_is_fast
 
 DEFAULT_STOP = "</answer>"
 
@@ -35,7 +38,7 @@ def greedy(
         return logits.argmax(dim=-1)
 
     completions: list[str] = [""] * len(prompts)
-    with torch.inference_mode(), _eval_mode(model):
+    with torch.inference_mode(), eval_mode(model):
         for indices in _length_batches(tokenizer, prompts, batch_size):
             texts = _decode_batch(model, tokenizer, [prompts[i] for i in indices], 1, max_new_tokens, stop, pick,
                                   give_up=give_up)
@@ -78,8 +81,6 @@ def sample(
     """
     import torch
 
-    from trainers.hardware import autocast, bf16_is_fast
-
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     if not temperature > 0:
@@ -95,10 +96,10 @@ def sample(
         probs = torch.softmax(logits.float() / temperature, dim=-1)
         return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
-    with torch.inference_mode(), _eval_mode(model), autocast(device, use_bf16):
+    with torch.inference_mode(), eval_mode(model), autocast(device, use_bf16):
         ids = tokenizer(prompts, add_special_tokens=True)["input_ids"]
         shared = SharedPrefix.length(ids)
-        prefix = SharedPrefix(_core(model), ids[0][:shared]) if shared else None
+        prefix = SharedPrefix(core_model(model), ids[0][:shared]) if shared else None
         for indices in _length_batches(tokenizer, prompts, max(1, batch_size // k)):
             texts = _decode_batch(model, tokenizer, [prompts[i] for i in indices], k, max_new_tokens, stop, pick,
                                   prefix, give_up)
@@ -159,7 +160,7 @@ def _length_batches(tokenizer, prompts: list[str], batch_size: int) -> Iterator[
         yield order[start : start + batch_size]
 
 
-class _eval_mode:
+class eval_mode:
     """Turn dropout off for the duration and restore the caller's train/eval state afterwards."""
 
     def __init__(self, model):
@@ -177,7 +178,7 @@ def _device(model):
     return next(model.parameters()).device
 
 
-def _core(model):
+def core_model(model):
     """The transformers model to call; a PeftModel's LoRA layers live inside it, so they still apply."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
@@ -233,12 +234,10 @@ def _decode_batch(model, tokenizer, prompts: list[str], repeats: int, max_new_to
     With `prefix`, every prompt starts with prefix.ids: the batch starts from a copy of its cache, and each
     row is laid out as [prefix][left padding][own tail], the padding masked out.
     """
-    import copy
-
     import torch
     from transformers import DynamicCache
 
-    core = _core(model)
+    core = core_model(model)
     device = _device(model)
     cache_kw, can_trim_logits = _forward_names(core)
     eos = _eos_ids(model, tokenizer)

@@ -11,13 +11,16 @@ import re
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from trainers.data import QA
+from trainers.batching import SEPARATOR, tokenize_rows
+from trainers.data import QA, parse_json
 from trainers.errors import RanksweepError
+from trainers.generation import core_model, eval_mode, greedy
+from trainers.training import KINDS, format_answer, head_is_plain
+from trainers.outcomes import QuestionOutcome, outcomes_from_json, outcomes_to_json, question_hash
 
-KINDS = ("sft", "rft")
 RELATIVE_TOLERANCE = 0.05
 ZERO_TOLERANCE = 0.001
 # Greedy token budgets: an SFT model answers at once, an RFT model writes a reasoning chain first.
@@ -82,27 +85,52 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+# The homework's points rule, per kind: bands of (accuracy where the band starts, its width, the points it gives
+# when full), each linear in between. SFT: 0 at 40% rising to 25 at 60%; RFT: 0 at 60% rising to 25 at 70%, plus
+# up to 5 extra credit by 80%. The first band is the main case, the one a grader's points can be read back from.
+POINT_BANDS = {"sft": ((0.4, 0.2, 25),), "rft": ((0.6, 0.1, 25), (0.7, 0.1, 5))}
+
+
 def _clip01(x: float) -> float:
     return min(1.0, max(0.0, x))
 
 
-def sft_points(acc: float) -> float:
-    """Homework points for an SFT adapter: 0 at 40% accuracy rising to 25 at 60%."""
-    return 25 * _clip01((acc - 0.4) / 0.2)
-
-
-def rft_points(acc: float) -> float:
-    """Homework points for an RFT adapter: 0 at 60% rising to 25 at 70%, plus up to 5 extra by 80%."""
-    return 25 * _clip01((acc - 0.6) / 0.1) + 5 * _clip01((acc - 0.7) / 0.1)
+def _bands(kind: str) -> tuple:
+    if kind not in POINT_BANDS:
+        raise RanksweepError(f"Unknown adapter kind '{kind}': use 'sft' or 'rft'.")
+    return POINT_BANDS[kind]
 
 
 def points(kind: str, acc: float) -> float:
     """Homework points for an adapter of this kind ('sft' or 'rft') at accuracy `acc` (a fraction)."""
-    if kind == "sft":
-        return sft_points(acc)
-    if kind == "rft":
-        return rft_points(acc)
-    raise RanksweepError(f"Unknown adapter kind '{kind}': use 'sft' or 'rft'.")
+    return sum(full * _clip01((acc - start) / width) for start, width, full in _bands(kind))
+
+
+def sft_points(acc: float) -> float:
+    """Homework points for an SFT adapter at accuracy `acc` (a fraction)."""
+    return points("sft", acc)
+
+
+def rft_points(acc: float) -> float:
+    """Homework points for an RFT adapter at accuracy `acc` (a fraction), extra credit included."""
+    return points("rft", acc)
+
+
+def accuracy_for_points(kind: str, main_points: float) -> float:
+    """The accuracy (fraction) at which the main case gives `main_points`: the rule's inverse. At 0 or full
+    points the rule only bounds the accuracy, and the bound is returned (SFT 40%/60%, RFT 60%/70%)."""
+    start, width, full = _bands(kind)[0]
+    return start + width * min(max(main_points, 0.0), full) / full
+
+
+def point_marks(kind: str) -> list[tuple[float, float]]:
+    """(accuracy, points) where the rule's bands start and fill: [(0.4, 0), (0.6, 25)] for SFT."""
+    bands = _bands(kind)
+    marks, total = [(bands[0][0], 0.0)], 0.0
+    for start, width, full in bands:
+        total += full
+        marks.append((start + width, total))
+    return marks
 
 
 @dataclass(frozen=True)
@@ -123,10 +151,21 @@ class Grade:
     # question (nats), averaged over questions, and its standard error; None where not measured.
     answer_nll: float | None = None
     answer_nll_se: float | None = None
+    # One outcome per question asked (trainers/outcomes.py); None in grades written before they were kept.
+    outcomes: tuple[QuestionOutcome, ...] | None = None
 
     def to_json(self) -> dict:
-        """All fields as a flat JSON-ready dict."""
-        return asdict(self)
+        """All fields as a JSON-ready dict (outcomes as a list of short-keyed rows)."""
+        values = asdict(replace(self, outcomes=None))
+        values["outcomes"] = outcomes_to_json(self.outcomes)
+        return values
+
+    @classmethod
+    def from_json(cls, values: dict) -> Grade:
+        """A grade read back from `to_json`'s dict; keys it lacks (older grades) keep their defaults."""
+        known = {f.name for f in fields(cls)} - {"outcomes"}
+        return cls(**{k: v for k, v in values.items() if k in known},
+                   outcomes=outcomes_from_json(values.get("outcomes")))
 
 
 def mean_and_standard_error(values: list[float]) -> tuple[float, float]:
@@ -144,7 +183,15 @@ def mean_and_standard_error(values: list[float]) -> tuple[float, float]:
 def answer_nll(
     model, tokenizer, rows: list[QA], *, contexts: list[str] | None = None, batch_size: int = BATCH_SIZE
 ) -> tuple[float, float]:
-    """Mean NLL per token (nats) of each row's true answer, teacher-forced, and its standard error over rows.
+    """Mean NLL per token (nats) of each row's true answer, teacher-forced, and its standard error over rows
+    (`answer_nlls` averaged)."""
+    return mean_and_standard_error(answer_nlls(model, tokenizer, rows, contexts=contexts, batch_size=batch_size))
+
+
+def answer_nlls(
+    model, tokenizer, rows: list[QA], *, contexts: list[str] | None = None, batch_size: int = BATCH_SIZE
+) -> list[float]:
+    """The NLL per token (nats) of each row's true answer, teacher-forced, one value per row.
 
     The scored text is the SFT target `<answer>value</answer>`. Without `contexts` it follows the question
     directly, tokenized exactly as training tokenizes it (trainers.batching). With `contexts` (one per row:
@@ -154,10 +201,6 @@ def answer_nll(
     accuracies tie.
     """
     import torch
-
-    from trainers.batching import SEPARATOR, tokenize_rows
-    from trainers.generation import _core, _eval_mode
-    from trainers.training import format_answer, head_is_plain
 
     answers = [format_answer(r.answer) for r in rows]
     if contexts is None or not any(c.strip() for c in contexts):
@@ -175,13 +218,13 @@ def answer_nll(
             tail = tokenizer((" " if context else SEPARATOR) + answer, add_special_tokens=False)["input_ids"]
             scored.append(([*prompt, *lead, *tail], len(prompt) + len(lead)))
     per_row: list[float] = []
-    core = _core(model)
+    core = core_model(model)
     decoder, head = core.get_decoder(), core.get_output_embeddings()
     # Only the answer positions reach the LM head (a 49k-wide softmax over every prompt token cost as much
     # as generating the answers); models whose logits are more than head(hidden) take the full forward.
     head_only = decoder is not core and head is not None and head_is_plain(core)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    with torch.inference_mode(), _eval_mode(model):
+    with torch.inference_mode(), eval_mode(model):
         for start in range(0, len(scored), batch_size):
             chunk = scored[start : start + batch_size]
             width = max(len(ids) for ids, _ in chunk)
@@ -199,16 +242,24 @@ def answer_nll(
             picked = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[:, None]).squeeze(-1)
             for piece in picked.split([b - a for _, a, b in spans]):
                 per_row.append(-piece.mean().item())
-    return mean_and_standard_error(per_row)
+    return per_row
 
 
-def score(kind: str, completions: list[str], truths: list[float], seconds: float = 0.0) -> Grade:
-    """Grade completions against their true answers (pure: no model)."""
+def score(kind: str, completions: list[str], truths: list[float], seconds: float = 0.0, *,
+          questions: list[str] | None = None, nlls: list[float] | None = None, first_index: int = 0) -> Grade:
+    """Grade completions against their true answers (pure: no model). With the `questions` asked (and their
+    answer `nlls`), the grade keeps one outcome per question, indexed from `first_index`."""
     if len(completions) != len(truths):
         raise ValueError(f"{len(completions)} completions for {len(truths)} answers")
     answers = [parse_answer(text) for text in completions]
+    right = [is_correct(a, t) for a, t in zip(answers, truths)]
     parsed = sum(a is not None for a in answers)
-    correct = sum(is_correct(a, t) for a, t in zip(answers, truths))
+    correct = sum(right)
+    outcomes = None
+    if questions is not None:
+        per_nll = nlls if nlls is not None else [None] * len(questions)
+        outcomes = tuple(QuestionOutcome(first_index + n, question_hash(q), a is not None, r, nll)
+                         for n, (q, a, r, nll) in enumerate(zip(questions, answers, right, per_nll)))
     asked = len(completions)
     accuracy = correct / asked if asked else 0.0
     low, high = wilson_interval(correct, asked)
@@ -223,6 +274,7 @@ def score(kind: str, completions: list[str], truths: list[float], seconds: float
         parsed=parsed,
         points=points(kind, accuracy),
         seconds=seconds,
+        outcomes=outcomes,
     )
 
 
@@ -231,8 +283,6 @@ def read_adapter_kind(adapter_dir: str | Path) -> str | None:
     meta = Path(adapter_dir) / "ranksweep.json"
     if not meta.is_file():
         return None
-    from trainers.data import parse_json
-
     try:
         kind = parse_json(meta.read_bytes()).get("kind")
     except (ValueError, AttributeError):  # bad JSON, a 5000-digit number, deep nesting, not an object
@@ -250,9 +300,13 @@ def grade_model(
     batch_size: int = BATCH_SIZE,
     progress: bool = True,
     max_new_tokens: int | None = None,
+    first_index: int = 0,
     stop_hopeless: bool = True,
 ) -> Grade:
     """Greedy-answer the first `questions` rows (None = all) with the base model plus an optional adapter.
+
+    The grade keeps each question's outcome, indexed from `first_index` (where `rows` starts in the
+    validation file: the decision phase grades later slices of it).
 
     The adapter is loaded into `loaded.model` for the duration and removed afterwards, leaving the base
     model as it was. Also measures the answer NLL (`answer_nll`; for an RFT adapter, after its own greedy
@@ -260,8 +314,6 @@ def grade_model(
     answer cannot survive (answer_is_hopeless; same grade, less decoding); False decodes every row to its end.
     """
     from tqdm.auto import tqdm
-
-    from trainers.generation import greedy
 
     if kind not in KINDS:
         raise RanksweepError(f"Unknown adapter kind '{kind}': use 'sft' or 'rft'.")
@@ -287,9 +339,11 @@ def grade_model(
                                  give_up=answer_is_hopeless if stop_hopeless else None, on_batch=advance)
             # An RFT adapter writes its reasoning first: its answer is scored after its own greedy chain.
             contexts = [_before_answer(c) for c in completions] if kind == "rft" else None
-            nll, nll_se = answer_nll(model, loaded.tokenizer, asked, contexts=contexts, batch_size=batch_size)
+            nlls = answer_nlls(model, loaded.tokenizer, asked, contexts=contexts, batch_size=batch_size)
         seconds = time.perf_counter() - start
-    return replace(score(kind, completions, truths, seconds=seconds), answer_nll=nll, answer_nll_se=nll_se)
+    nll, nll_se = mean_and_standard_error(nlls)
+    grade = score(kind, completions, truths, seconds=seconds, questions=prompts, nlls=nlls, first_index=first_index)
+    return replace(grade, answer_nll=nll, answer_nll_se=nll_se)
 
 
 def _before_answer(completion: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import shutil
+import socket
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -155,8 +156,6 @@ def _tiny():
 
 def _hub_reachable(timeout: float = 2.0) -> bool:
     """One quick TCP connect, so an offline machine is not stuck in the hub client's retries."""
-    import socket
-
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         return False
     try:

@@ -12,8 +12,9 @@ before templates existed, so adapters and grades made without one keep their mea
 
 from __future__ import annotations
 
-import hashlib
 import json
+from dataclasses import replace
+from pathlib import Path
 
 from trainers.errors import RanksweepError
 
@@ -83,14 +84,8 @@ def _plain_transcript(question: str) -> str:
     return "\n".join(lines)
 
 
-def prompt_fingerprint() -> str:
-    """A short hash of the prompt's content, so cached RFT data is regenerated when the prompt changes."""
-    blob = json.dumps([SYSTEM, WORKED_EXAMPLES]).encode("utf-8")
-    return hashlib.sha256(blob).hexdigest()[:12]
-
-
-DEFAULT_PROMPT_TEMPLATE = "{question}"
 QUESTION_FIELD = "{question}"
+DEFAULT_PROMPT_TEMPLATE = QUESTION_FIELD  # the raw question, as the course's template trains it
 
 
 def check_prompt_template(template: str) -> str:
@@ -114,8 +109,6 @@ def render_prompt(template: str, question: str) -> str:
 def templated(examples: list, template: str) -> list:
     """Training examples (anything with `prompt` and `completion`) with each prompt put through `template`;
     the default template returns the list unchanged."""
-    from dataclasses import replace
-
     check_prompt_template(template)
     if template == DEFAULT_PROMPT_TEMPLATE:
         return list(examples)
@@ -124,8 +117,6 @@ def templated(examples: list, template: str) -> list:
 
 def read_adapter_template(adapter_dir) -> str | None:
     """The prompt template recorded in an adapter folder's ranksweep.json at training, or None."""
-    from pathlib import Path
-
     meta = Path(adapter_dir) / "ranksweep.json"
     try:
         value = json.loads(meta.read_text(encoding="utf-8")).get("prompt_template")

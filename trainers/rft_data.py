@@ -15,8 +15,11 @@ from pathlib import Path
 
 from trainers.data import QA, RFTRow, file_sha256, read_qa, write_json_atomic, write_rft
 from trainers.errors import RanksweepError
-from trainers.grading import answer_is_hopeless, is_correct, parse_answer
 from trainers.fewshot import few_shot_named
+from trainers.generation import sample
+from trainers.grading import answer_is_hopeless, is_correct, parse_answer
+from trainers.hardware import use_bf16
+from trainers.models import cache_dir, load_model, resolve_device
 
 STOP = "</answer>"
 
@@ -81,8 +84,6 @@ def generate_rft(loaded, rows: list[QA], settings: RFTSettings, *, progress: boo
     """Rejection-sample a reasoning chain for each of the first `settings.questions` rows with `loaded`'s model."""
     from tqdm.auto import tqdm
 
-    from trainers.generation import sample
-
     asked = rows if settings.questions is None else rows[: settings.questions]
     few_shot = few_shot_named(settings.prompt)
     prompts = [few_shot.render(loaded.tokenizer, row.question) for row in asked]
@@ -122,9 +123,6 @@ def sampling_dtype(device: str) -> str:
     Weights in bf16, not autocast per call, is what pays off in decoding: 32 prompts x 4 chains of up to 64
     tokens took 21.7 s in bf16 weights against 57.0 s in float32 on a 2-core avx512_bf16 CPU (autocast made
     it slower than float32)."""
-    from trainers.hardware import use_bf16
-    from trainers.models import resolve_device
-
     return "bfloat16" if use_bf16(resolve_device(device)) else "float32"
 
 
@@ -158,8 +156,6 @@ def ensure_rft_data(
     copy in memory); else the generator is loaded for the call. Beside the file lies `<name>.report.json`
     with asked, kept, success_rate, completions and seconds.
     """
-    from trainers.models import cache_dir, load_model, resolve_device
-
     settings = settings or RFTSettings()
     train_path = Path(train_path)
     rows = read_qa(train_path)

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 from trainers.derived import DerivedResult, Stopwatch, derived_notes, load_exact, read_notes, save_lora_weights
 from trainers.errors import RanksweepError
 from trainers.models import LoadedModel
-from trainers.training import TrainConfig, TrainExample, _BaseModelState, train_adapter
+from trainers.training import TrainConfig, TrainExample, BaseModelState, train_adapter
 
 
 @dataclass
@@ -58,7 +58,7 @@ def attached_adapter(loaded: LoadedModel, adapter_dir: Path):
     from peft import PeftModel
 
     model = loaded.model
-    state = _BaseModelState(model)
+    state = BaseModelState(model)
     had_config = hasattr(model, "peft_config")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)

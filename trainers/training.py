@@ -10,6 +10,7 @@ bfloat16 (trainers.models) with float32 LoRA weights and optimizer state, run un
 from __future__ import annotations
 
 import math
+import numbers
 import sys
 import time
 import warnings
@@ -18,7 +19,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from trainers.adapter_files import save_adapter
-from trainers.batching import IGNORE, Batch, TokenRow, collate, schedule, steps_for, tokenize_rows
+from trainers.batching import Batch, IGNORE, TokenRow, collate, schedule, steps_for, tokenize_rows
 from trainers.data import QA, RFTRow
 from trainers.errors import RanksweepError, TrainingDiverged
 from trainers.hardware import use_bf16
@@ -26,6 +27,14 @@ from trainers.models import LoadedModel
 
 KINDS = ("sft", "rft")
 ADAPTER_DTYPES = ("fp32", "fp16")
+# The largest LoRA rank any command accepts (train, size, launch, export): past it a rank is a slip, and its
+# adapter would outweigh any model ranksweep sizes.
+MAX_RANK = 4096
+
+
+def is_rank(value) -> bool:
+    """Whether `value` is a LoRA rank ranksweep accepts: a whole number from 1 to MAX_RANK (not a bool)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and 1 <= value <= MAX_RANK
 WARMUP_FRACTION = 0.05
 MAX_GRAD_NORM = 1.0
 
@@ -103,8 +112,8 @@ def validate(config: TrainConfig, examples: list[TrainExample] | None, out_dir: 
     checks = [
         (config.kind in KINDS, f"Training kind '{config.kind}' is unknown: use one of {', '.join(KINDS)}."),
         (
-            isinstance(config.rank, int) and not isinstance(config.rank, bool) and config.rank >= 1,
-            f"LoRA rank must be a whole number of 1 or more, not {config.rank!r}.",
+            is_rank(config.rank),
+            f"LoRA rank must be a whole number from 1 to {MAX_RANK}, not {config.rank!r}.",
         ),
         (
             config.adapter_dtype in ADAPTER_DTYPES,
@@ -205,7 +214,7 @@ def _fit(peft_model, rows: list[TokenRow], plan: list[list[int]], config: TrainC
     return log
 
 
-class _BaseModelState:
+class BaseModelState:
     """What LoRA injection touches on the borrowed model, so it can be handed back as lent (in eval mode)."""
 
     def __init__(self, model):
@@ -228,13 +237,15 @@ def train_adapter(
     metadata: dict | None = None,
     steps: int | None = None,
     during=None,
+    replace: bool = True,
 ) -> TrainResult:
     """Train a LoRA adapter on `loaded.model` and save it to out_dir; the base model is handed back unchanged.
 
     The base model's weights and requires_grad flags are restored and it is left in eval mode.
     `steps` replaces the epoch count with an exact number of optimizer steps; `during(peft_model)`, a context
     manager entered around the loop, lets a strategy start from given weights or act on each step
-    (trainers/shrink.py, trainers/nested.py).
+    (trainers/shrink.py, trainers/nested.py). `replace=False` keeps an out_dir another process filled meanwhile
+    (trainers/adapter_files.py).
     Seconds are wall time; raw_bytes is the size of the saved adapter_model.safetensors.
     """
     import torch
@@ -260,7 +271,7 @@ def train_adapter(
         task_type="CAUSAL_LM",
     )
     model = loaded.model
-    state = _BaseModelState(model)
+    state = BaseModelState(model)
     cuda = [torch.device(loaded.device).index or 0] if loaded.device.startswith("cuda") else []
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(config.seed)  # LoRA init and dropout masks, without disturbing the caller's RNG
@@ -287,7 +298,7 @@ def train_adapter(
                 "seconds": round(time.perf_counter() - started, 3),
                 **(metadata or {}),
             }
-            raw_bytes = save_adapter(peft_model, out_dir, config.adapter_dtype, notes, log)
+            raw_bytes = save_adapter(peft_model, out_dir, config.adapter_dtype, notes, log, replace=replace)
         finally:
             peft_model.unload()
             state.restore(model)

@@ -6,7 +6,7 @@ Modules import torch, transformers and optuna inside `run` so that `ranksweep --
 import pkgutil
 
 # The order `ranksweep --help` lists them in; a module not named here is listed after these.
-ORDER = ["train", "rft_data", "grade", "size", "launch", "worker", "status", "report", "export"]
+ORDER = ["train", "rft_data", "grade", "size", "launch", "worker", "status", "report", "decide", "export"]
 HELPERS = {"common", "running"}
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import shlex
 from pathlib import Path
 
-from sweep.shell import command  # noqa: F401  (the CLI's printed commands use the one quoting rule)
-from sweep.space import MAX_RANK
+from sweep.files import nearest_existing, unusable_study_name, writable
+from sweep.sizing import MAX_BUDGET_MB
+from sweep.storage import in_memory, in_memory_refusal, masked
+from sweep.strategies import MAX_RECOVER_STEPS, check_recover_steps
+from trainers.errors import RanksweepError
+from trainers.training import MAX_RANK, is_rank
 
 DEFAULT_STORAGE = "sqlite:///studies.db"
 # Bounds that catch typos and overflow (1e30, inf) long before an hour of training would: a learning rate
@@ -17,9 +19,7 @@ DEFAULT_STORAGE = "sqlite:///studies.db"
 MAX_LR = 1.0
 MAX_EPOCHS = 1000.0
 MAX_ALPHA_RATIO = 1000.0
-MAX_BUDGET_MB = 1e9  # a petabyte; above it the budget in bytes overflows a float
 MAX_SEED = 2**32 - 1  # numpy and torch seeds are unsigned 32-bit
-MAX_STUDY_NAME_BYTES = 200  # the report folder is named after the study and file names stop at 255 bytes
 
 
 def positive_int(text: str) -> int:
@@ -41,6 +41,17 @@ def positive_float(text: str) -> float:
         value = math.nan
     if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"'{text}' is not valid: give a number greater than 0")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a number >= 0 (a time budget where 0 turns a step off)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"'{text}' is not valid: give a number of 0 or more")
     return value
 
 
@@ -71,27 +82,22 @@ def alpha_ratio(text: str) -> float:
 
 def budget_mb(text: str) -> float:
     """argparse type: a size budget in MiB, 0 < budget <= 1e9."""
-    return _bounded(text, 0.0, MAX_BUDGET_MB, "a budget in MiB")
+    return _bounded(text, 0.0, MAX_BUDGET_MB, "a budget in MiB")  # the bound sweep.sizing.budget_bytes checks
 
 
 def rank_arg(text: str) -> int:
-    """argparse type: a LoRA rank, 1..MAX_RANK (sweep.space, the one bound every command uses)."""
+    """argparse type: a LoRA rank, 1..MAX_RANK (trainers.training.is_rank, the one bound every command uses)."""
     value = positive_int(text)
-    if value > MAX_RANK:
+    if not is_rank(value):
         raise argparse.ArgumentTypeError(f"'{text}' is not valid: give a rank of at most {MAX_RANK}")
     return value
 
 
 def recover_steps_arg(text: str) -> int:
     """argparse type: training steps after a cut, 0..MAX_RECOVER_STEPS (sweep.strategies, which checks it)."""
-    from sweep.strategies import check_recover_steps
-    from trainers.errors import RanksweepError
-
     try:
         return check_recover_steps(int(text))
     except (ValueError, RanksweepError):
-        from sweep.strategies import MAX_RECOVER_STEPS
-
         raise argparse.ArgumentTypeError(f"'{text}' is not valid: give a whole number from 0 to "
                                          f"{MAX_RECOVER_STEPS}") from None
 
@@ -125,21 +131,10 @@ def comma_list(item):
 
 
 def study_name(text: str) -> str:
-    """argparse type: a study name that can also name its report folder (not empty, not only dots, no
-    control characters, at most 200 bytes)."""
-    problem = None
-    if not text.strip():
-        problem = "it is empty"
-    elif set(text) <= {"."}:
-        problem = "a name made only of dots cannot name a folder"
-    elif any(ord(c) < 32 or ord(c) == 127 for c in text):
-        problem = "it holds a control character"
-    elif len(text.encode("utf-8")) > MAX_STUDY_NAME_BYTES:
-        problem = f"it is longer than {MAX_STUDY_NAME_BYTES} bytes"
+    """argparse type: a study name that can also name its report folder (sweep.files.unusable_study_name)."""
+    problem = unusable_study_name(text)
     if problem:
-        shown = shlex.quote(text if len(text) <= 60 else text[:40] + "...")
-        raise argparse.ArgumentTypeError(f"{shown} is not a usable study name ({problem}); "
-                                         "pick a short name such as hw3")
+        raise argparse.ArgumentTypeError(problem)
     return text
 
 
@@ -147,8 +142,6 @@ def storage_url(text: str) -> str:
     """argparse type for --storage: refuse an in-memory database while the command line is read (a study there
     would train everything and keep nothing). A bare postgresql:// gets its driver where it is opened
     (sweep.storage.with_driver), so printed commands keep the URL as it was typed."""
-    from sweep.storage import in_memory, in_memory_refusal
-
     url = text.strip()
     if in_memory(url):
         raise argparse.ArgumentTypeError(in_memory_refusal(text))
@@ -157,19 +150,9 @@ def storage_url(text: str) -> str:
 
 def mask_url(text: str) -> str:
     """Text fit to print: every URL's password replaced by *** (see sweep.storage.masked)."""
-    from sweep.storage import masked
-
     return masked(text)
 
 
-def writable(path: Path) -> bool:
-    """Whether ranksweep may write in or over `path`: the OS allows it and, since root ignores file modes,
-    someone has not marked it read-only either."""
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return False
-    return os.access(path, os.W_OK) and bool(mode & 0o222)
 
 
 def check_output(path: Path, flag: str, *, ours, what: str, force: bool | None = None) -> None:
@@ -179,8 +162,6 @@ def check_output(path: Path, flag: str, *, ours, what: str, force: bool | None =
     --force flag, only with --force); an empty folder is fine; anything else is refused, so no user file is
     lost. The nearest existing folder on the way must be writable. Raises RanksweepError.
     """
-    from trainers.errors import RanksweepError
-
     path = Path(path)
     if path.is_symlink() or path.exists():
         empty_folder = path.is_dir() and not path.is_symlink() and not any(path.iterdir())
@@ -193,9 +174,7 @@ def check_output(path: Path, flag: str, *, ours, what: str, force: bool | None =
                                      "choose a new path.")
             if not writable(path):
                 raise RanksweepError(f"{flag} '{path}' is read-only; make it writable or choose another path.")
-    parent = path.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
+    parent = nearest_existing(path.absolute().parent)
     if not parent.is_dir() or not writable(parent):
         raise RanksweepError(f"Cannot write {flag} '{path}': '{parent}' is not a writable folder; choose another "
                              "path.")

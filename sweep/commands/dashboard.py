@@ -7,7 +7,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from reports.build import build
+from reports.dashboard import annotate, figures_dir, listen, serve, study_url
+from reports.dashboard import annotations as dashboard_annotations  # `annotations` names the __future__ feature
 from sweep.commands.common import add_storage
+from sweep.storage import open_storage
+from trainers.errors import RanksweepError
 
 
 def port_arg(text: str) -> int:
@@ -40,7 +45,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "runs/<study>/dashboard-artifacts/ under the working directory; start the dashboard from the "
                    "same folder to see them again)")
     p.add_argument("--read-only", action="store_true",
-                   help="write nothing into the study or on disk: no names, note or figures")
+                   help="write nothing into the study or on disk: no names, note or figures, and the served page "
+                   "refuses every change (deleting or renaming studies, notes, uploads)")
     return p
 
 
@@ -48,49 +54,50 @@ def run(args: argparse.Namespace) -> int:
     try:
         import optuna_dashboard  # noqa: F401  (an optional dependency: say how to get it)
     except ImportError:
-        from trainers.errors import RanksweepError
-
         raise RanksweepError("optuna-dashboard is not installed; install it with "
                              "`pip install 'optuna-dashboard>=0.21,<0.22'` (or `make install`).") from None
     import optuna
-    import sqlalchemy.exc
-
-    from reports.build import build
-    from sweep.dashboard import annotate, annotations, figures_dir, serve, study_url
-    from sweep.storage import open_storage
-    from trainers.errors import RanksweepError
 
     report = build(args.storage, args.study)  # a missing storage or study is one sentence from here
-    storage = open_storage(args.storage)
+    storage = open_storage(args.storage, writes=not args.read_only)  # a read-only storage: one sentence
     study = optuna.load_study(study_name=args.study, storage=storage)
-    store = None
-    if not args.read_only:
-        folder = args.figures if args.figures is not None else figures_dir(args.study)
-        folder.mkdir(parents=True, exist_ok=True)
-        store = optuna.artifacts.FileSystemArtifactStore(folder)
+    with listen(args.port) as server:  # a port in use fails before anything is written
+        if not args.read_only:
+            store = _annotate(args, report, study)
+        elif args.figures is not None:
+            store = optuna.artifacts.FileSystemArtifactStore(args.figures)  # show figures written earlier
+        else:
+            default = figures_dir(args.study)
+            store = optuna.artifacts.FileSystemArtifactStore(default) if default.is_dir() else None
+
+        study_id = storage.get_study_id_from_name(args.study)
+
+        def ready(port: int) -> None:
+            print(f"optuna-dashboard for study '{args.study}': {study_url(port, study_id)} (Ctrl-C stops it)",
+                  flush=True)
+
         try:
-            written = annotate(study, annotations(report), store)
-        except sqlalchemy.exc.SQLAlchemyError as exc:
-            reason = str(exc).strip().splitlines()[0][:200]
-            raise RanksweepError(f"Cannot write the note and figures into {args.storage} ({reason}); pass "
-                                 "--read-only to only show the study.") from None
-        changes = [what for what, done in (("objective names", written.metric_names), ("note", written.note))
-                   if done] + ([f"{written.figures} figures in {folder}/"] if written.figures else [])
-        print("Wrote " + ", ".join(changes) + "." if changes else "The study's note and figures are up to date.")
-    elif args.figures is not None:
-        store = optuna.artifacts.FileSystemArtifactStore(args.figures)  # show figures written earlier
-    else:
-        default = figures_dir(args.study)
-        store = optuna.artifacts.FileSystemArtifactStore(default) if default.is_dir() else None
-
-    study_id = storage.get_study_id_from_name(args.study)
-
-    def ready(port: int) -> None:
-        print(f"optuna-dashboard for study '{args.study}': {study_url(port, study_id)} (Ctrl-C stops it)",
-              flush=True)
-
-    try:
-        serve(storage, store, args.port, ready)
-    except KeyboardInterrupt:
-        print("Dashboard stopped.", file=sys.stderr)
+            serve(server, storage, store, ready, read_only=args.read_only)
+        except KeyboardInterrupt:
+            print("Dashboard stopped.", file=sys.stderr)
     return 0
+
+
+def _annotate(args: argparse.Namespace, report, study):
+    """Write the names, note and figures into the study and return the figures' artifact store."""
+    import optuna
+    import sqlalchemy.exc
+
+    folder = args.figures if args.figures is not None else figures_dir(args.study)
+    folder.mkdir(parents=True, exist_ok=True)
+    store = optuna.artifacts.FileSystemArtifactStore(folder)
+    try:
+        written = annotate(study, dashboard_annotations(report), store)
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        reason = str(exc).strip().splitlines()[0][:200]
+        raise RanksweepError(f"Cannot write the note and figures into {args.storage} ({reason}); pass "
+                             "--read-only to only show the study.") from None
+    changes = [what for what, done in (("objective names", written.metric_names), ("note", written.note))
+               if done] + ([f"{written.figures} figures in {folder}/"] if written.figures else [])
+    print("Wrote " + ", ".join(changes) + "." if changes else "The study's note and figures are up to date.")
+    return store

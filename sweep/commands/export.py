@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import tomllib
 from pathlib import Path
 
 from sweep.commands.common import add_storage, budget_mb, check_output
+from sweep.export import (Change, DEFAULT_RFT_VAR, DEFAULT_SFT_VAR, ZipCheck, adapter_changes, apply, check_base_model,
+                          check_tree, choose, parse_var, rank_changes, study_name, zip_check)
+from sweep.homework.check import export_warnings
+from sweep.sizing import DEFAULT_BUDGET_MB, budget_bytes, size_text
+from trainers.data import parse_json
 from trainers.errors import RanksweepError
+from trainers.training import KINDS
 
 CONFIG_KEYS = ("sft", "rft", "adapter_dtype", "study", "trial", "size_bytes", "points")
 TABLE_KEYS = ("rank", "lora_alpha")
-DEFAULT_BUDGET_MB = 50.0
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -44,7 +50,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="the base model the homework's adapters must be trained on (default: the one named in "
                    "homework/sft_model/adapter_config.json); --with-adapters refuses a study trained on another")
     p.add_argument("--budget-mb", type=budget_mb,
-                   help="zipped submission limit in MiB, bytes/1024/1024 (default: the study's budget, else 50)")
+                   help="zipped submission limit in MiB, bytes/1024/1024 (default: the study's budget, else "
+                   f"{DEFAULT_BUDGET_MB:g})")
     p.add_argument("--force", action="store_true",
                    help="write even when the submission zip would be over the budget (the exit code is then 1)")
     return p
@@ -63,10 +70,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def export_homework(args: argparse.Namespace) -> int:
-    from sweep.export import (DEFAULT_RFT_VAR, DEFAULT_SFT_VAR, ZipCheck, adapter_changes, apply, check_base_model,
-                              check_tree, choose, parse_var, rank_changes, study_name, zip_check)
-    from sweep.sizing import budget_bytes
-
     root = args.homework
     sft_var, rft_var = parse_var(args.sft_var or DEFAULT_SFT_VAR), parse_var(args.rft_var or DEFAULT_RFT_VAR)
     check_tree(root, sft_var, rft_var)
@@ -82,8 +85,6 @@ def export_homework(args: argparse.Namespace) -> int:
 
     check = zip_check(root, budget, pending=changes)  # measured before anything is written
     if check.over and changes and not args.dry_run and not args.force:
-        from sweep.sizing import size_text
-
         raise RanksweepError(f"This export would make the submission zip {size_text(check.size_bytes)}, over the "
                              f"{size_text(budget)} budget, so nothing was written: export a smaller pair "
                              "(ranksweep report lists them), or pass --force to write it anyway.")
@@ -92,8 +93,6 @@ def export_homework(args: argparse.Namespace) -> int:
     if changes and not args.with_adapters:
         print("adapters not copied (use --with-adapters): retrain them with the new ranks before you submit")
     if args.with_adapters:  # graded again by the homework's own code, where the tree can (sweep/homework/check.py)
-        from sweep.homework.check import export_warnings
-
         for warning in export_warnings(root, args.storage, choice.study, choice):
             print(f"warning: {warning}")
     # Once written, the tree holds exactly the planned bytes: the zip measured above is the real one.
@@ -115,8 +114,6 @@ def _report_changes(changes, dry_run: bool, write, root: Path) -> None:
 
 
 def export_config(args: argparse.Namespace) -> int:
-    from sweep.export import Change, apply, choose, study_name
-
     path: Path = args.to
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in ("json", "toml"):
@@ -185,17 +182,13 @@ def _toml(value) -> str:
 
 def _check_ours(path: Path, data: bytes, fmt: str) -> None:
     """Refuse to overwrite a config file that holds settings other than the ones export writes."""
-    import tomllib
-
-    from trainers.data import parse_json
-
     try:
         doc = parse_json(data) if fmt == "json" else tomllib.loads(data.decode("utf-8"))
     except (ValueError, RecursionError):  # tomllib, too, recurses once per nested array
         doc = None
     extra = None if not isinstance(doc, dict) else (
         [k for k in doc if k not in CONFIG_KEYS]
-        + [f"{t}.{k}" for t in ("sft", "rft") if isinstance(doc.get(t), dict) for k in doc[t] if k not in TABLE_KEYS])
+        + [f"{t}.{k}" for t in KINDS if isinstance(doc.get(t), dict) for k in doc[t] if k not in TABLE_KEYS])
     if extra is None or extra:
         held = f"other settings ({', '.join(extra)})" if extra else f"something that is not a ranksweep .{fmt} export"
         raise RanksweepError(f"{path} holds {held}; export to a new file and read it from your config.")

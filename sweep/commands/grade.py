@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 from sweep.commands.common import add_base_model, add_device, positive_int, questions_arg
+from sweep.homework.config import read_config
+from sweep.homework.grade import disagree, grade_with_homework
+from sweep.homework.tree import check_homework
+from trainers.data import QA, read_qa
 from trainers.errors import RanksweepError
-from trainers.grading import BATCH_SIZE, KINDS
+from trainers.grading import BATCH_SIZE, grade_model, points, read_adapter_kind
+from trainers.models import load_model
+from trainers.training import KINDS
+from trainers.prompts import DEFAULT_PROMPT_TEMPLATE, check_prompt_template, read_adapter_template, render_prompt
+from trainers.unitgen import builtin_data
 
 
 def add_parser(subparsers):
@@ -41,8 +50,6 @@ def add_parser(subparsers):
 
 
 def _kind(args, adapter: Path | None) -> str:
-    from trainers.grading import read_adapter_kind
-
     recorded = read_adapter_kind(adapter) if adapter is not None else None
     if recorded is not None and recorded not in KINDS:
         raise RanksweepError(f"'{adapter}/ranksweep.json' names kind '{recorded}'; pass --kind sft or --kind rft.")
@@ -57,8 +64,6 @@ def _kind(args, adapter: Path | None) -> str:
 
 def _prompt_template(args, adapter: Path | None) -> str:
     """--prompt-template, else the one recorded beside the adapter at training, else the raw question."""
-    from trainers.prompts import DEFAULT_PROMPT_TEMPLATE, check_prompt_template, read_adapter_template
-
     if args.prompt_template is not None:
         return check_prompt_template(args.prompt_template)
     recorded = read_adapter_template(adapter) if adapter is not None else None
@@ -66,10 +71,6 @@ def _prompt_template(args, adapter: Path | None) -> str:
 
 
 def run(args) -> int:
-    from trainers.data import QA, read_qa
-    from trainers.grading import grade_model
-    from trainers.prompts import render_prompt
-
     questions, batch_size = args.questions, args.batch_size
     adapter = None if args.adapter == "none" else Path(args.adapter)
     if adapter is not None and not (adapter / "adapter_config.json").is_file():
@@ -79,9 +80,6 @@ def run(args) -> int:
     template = _prompt_template(args, adapter)
     homework_config = None
     if args.homework is not None:
-        from sweep.homework.config import read_config
-        from sweep.homework.tree import check_homework
-
         if adapter is None:
             raise RanksweepError("--homework grades an adapter through the homework's loader: pass --adapter DIR.")
         homework_config = read_config(check_homework(args.homework))
@@ -90,19 +88,13 @@ def run(args) -> int:
     elif homework_config is not None:
         valid_path = args.homework / homework_config.valid_data
     else:
-        from trainers.unitgen import builtin_data
-
         valid_path = builtin_data()[1]
     rows = [QA(render_prompt(template, row.question), row.answer) for row in read_qa(valid_path)]
 
     theirs = None
     if homework_config is not None:  # first: the user's code is the likelier one to fail
-        from sweep.homework.grade import grade_with_homework
-
         theirs = grade_with_homework(args.homework, adapter, kind, questions=questions, config=homework_config,
                                      base_model=args.base_model)
-
-    from trainers.models import load_model
 
     loaded = load_model(args.base_model, args.device)
     grade = grade_model(
@@ -112,8 +104,6 @@ def run(args) -> int:
         record = {**grade.to_json(), "adapter": str(adapter) if adapter else None, "base_model": args.base_model,
                   "prompt_template": template}
         if theirs is not None:
-            from dataclasses import asdict
-
             record["homework"] = asdict(theirs)
         print(json.dumps(record))
         return 0
@@ -130,9 +120,6 @@ def run(args) -> int:
 
 
 def _print_comparison(ours, theirs, template: str, homework: Path) -> None:
-    from sweep.homework.grade import disagree
-    from trainers.grading import points
-
     def row(label, acc, correct, n, low, high, rate, seconds):
         print(f"  {label:<16} {acc:6.1%}  ({correct}/{n}, 95% CI {low * 100:.1f}–{high * 100:.1f}%)   "
               f"answer rate {rate:6.1%}   points {points(ours.kind, acc):5.2f}   {seconds:5.1f} s")

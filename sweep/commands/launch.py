@@ -4,12 +4,32 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 
-from sweep.commands.common import add_base_model, add_device, add_storage, add_threads, positive_int, questions_arg
-from sweep.commands.common import (alpha_ratio, budget_mb, comma_list, epochs_arg, learning_rate, rank_arg,
+from sweep import bundle
+from sweep.commands.common import (add_base_model, add_device, add_storage, add_threads, alpha_ratio, budget_mb,
+                                   comma_list, epochs_arg, learning_rate, non_negative_float, positive_int,
+                                   questions_arg, rank_arg,
                                    recover_steps_arg, seed_arg, study_name)
-from sweep.commands.running import execute, writable_folder
+from sweep.commands.running import decide_study, execute
+from sweep.decision import after_launch_minutes
+from sweep.files import writable_folder
+from sweep.homework.study import check_homework_trainer, homework_rest_bytes
+from sweep.objective import OBJECTIVES
+from sweep.settings import StudySettings
+from sweep.sizing import DEFAULT_BUDGET_MB, budget_bytes
+from sweep.space import PRESETS, parse_floats, parse_ranks, with_overrides
+from sweep.strategies import check_strategy, resolve_strategy
+from sweep.study import feasible_pairs, open_study
+from trainers.batching import steps_for
+from trainers.data import read_qa, read_rft
+from trainers.errors import RanksweepError
+from trainers.hardware import set_threads
+from trainers.models import resolve_device
+from trainers.prompts import DEFAULT_PROMPT_TEMPLATE, check_prompt_template
+from trainers.unitgen import builtin_data, level_named
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -23,8 +43,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--study", required=True, type=study_name, help="study name (created if new, resumed if it exists)")
     add_storage(p)
-    p.add_argument("--budget-mb", type=budget_mb, default=50.0,
-                   help="zipped submission limit in MiB, as the homework reports bytes/1024/1024 (default: 50)")
+    p.add_argument("--budget-mb", type=budget_mb, default=DEFAULT_BUDGET_MB,
+                   help="zipped submission limit in MiB, as the homework reports bytes/1024/1024 "
+                   f"(default: {DEFAULT_BUDGET_MB:g})")
     p.add_argument("--trials", type=positive_int, default=None,
                    help="distinct pairs to train and grade in total (default: the preset's)")
     p.add_argument("--preset", choices=["quick", "full"], default="full",
@@ -47,7 +68,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--lrs", type=comma_list(learning_rate), help="comma list of learning rates (default: 1e-3)")
     p.add_argument("--epochs", type=comma_list(epochs_arg), help="comma list of epoch counts (default: the preset's)")
     p.add_argument("--adapter-dtypes", help="comma list from fp32,fp16: how adapters are stored (fp16 halves size)")
-    p.add_argument("--objective", choices=["points", "rft-accuracy", "sft-accuracy", "mean-accuracy", "answer-nll"],
+    p.add_argument("--objective", choices=tuple(OBJECTIVES),
                    default="points", help="what to optimise (default: the pair's homework points, maximised, ties "
                    "broken by the mean answer NLL; answer-nll: the mean NLL per token of the true answers, "
                    "minimised); the zipped size is always minimised")
@@ -58,7 +79,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "Default: the preset's (quick: metric-prefix, full: homework)")
     p.add_argument("--questions", type=questions_arg, default=None,
                    help="validation questions graded per adapter, N or 'all' (default: the preset's)")
-    p.add_argument("--prompt-template", default="{question}", metavar="T",
+    p.add_argument("--prompt-template", default=DEFAULT_PROMPT_TEMPLATE, metavar="T",
                    help="the text your homework's format_prompt feeds the model, with {question} where the question "
                    "goes, e.g. '{question} ': adapters are trained and graded on it (default: the raw question)")
     p.add_argument("--trainer", choices=["ranksweep", "homework"], default="ranksweep",
@@ -84,12 +105,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="resume a study even though its base model or data changed")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--decide-minutes", type=non_negative_float, default=None, metavar="M",
+                   help="after the trials, grade the pick and its close rivals on more questions (and seeds) for up "
+                   "to M minutes while the pick is not decisive (ranksweep decide); 0: skip it (default: "
+                   "15%% of this launch's search time where that is a minute or more)")
     return p
 
 
 def _data_paths(args) -> tuple[Path, Path, Path | None]:
-    from trainers.errors import RanksweepError
-
     train, valid, rft = args.train_data, args.valid_data, args.rft_data
     if args.homework is not None:
         data = args.homework / "data"
@@ -100,8 +123,6 @@ def _data_paths(args) -> tuple[Path, Path, Path | None]:
         if rft is None and (data / "rft.json").is_file():
             rft = data / "rft.json"
     if train is None or valid is None:
-        from trainers.unitgen import builtin_data
-
         builtin_train, builtin_valid = builtin_data(_level(args))
         train, valid = train or builtin_train, valid or builtin_valid
     for path in (train, valid, rft):
@@ -112,24 +133,11 @@ def _data_paths(args) -> tuple[Path, Path, Path | None]:
 
 def _level(args) -> str:
     """The built-in data level: --level, else the preset's."""
-    from sweep.space import PRESETS
-    from trainers.unitgen import level_named
-
     return level_named(args.level or PRESETS[args.preset].level).name
 
 
 def build_settings(args):
     """Turn the command line into StudySettings (validating data files and the search space)."""
-    from sweep.settings import StudySettings
-    from sweep.sizing import budget_bytes
-    from sweep.space import PRESETS, parse_floats, parse_ranks, with_overrides
-    from trainers.data import read_qa, read_rft
-    from trainers.errors import RanksweepError
-    from trainers.models import resolve_device
-    from trainers.prompts import check_prompt_template
-
-    from sweep.strategies import check_strategy
-
     check_strategy(args.strategy, args.recover_steps)
     if args.trainer == "homework" and args.objective == "answer-nll":
         # The course grader reports answers right or wrong, no likelihoods: every trial would score NaN.
@@ -155,8 +163,6 @@ def build_settings(args):
     )
     effort = preset.effort
     if args.questions is not None:
-        from dataclasses import replace
-
         effort = replace(effort, questions=args.questions)
     resolve_device(args.device)
     return StudySettings(
@@ -173,9 +179,6 @@ def build_settings(args):
 def _strategy(args, train_rows: int, rft_rows: int | None, preset) -> dict:
     """The study's strategy and recovery steps, `auto` resolved from the shortest training of the space: SFT's,
     or RFT's on its data (at most the questions offered to rejection sampling when it is yet to be sampled)."""
-    from sweep.strategies import resolve_strategy
-    from trainers.batching import steps_for
-
     effort = preset.effort
     if rft_rows is None:
         rft_rows = min(train_rows, effort.rft_questions or train_rows)
@@ -191,18 +194,25 @@ def _strategy(args, train_rows: int, rft_rows: int | None, preset) -> dict:
 
 
 def run(args) -> int:
-    from sweep import bundle
-    from sweep.study import feasible_pairs, open_study
-    from trainers.hardware import set_threads
-
     set_threads(args.threads)
     settings = build_settings(args)
     rest = bundle.rest_bytes(settings.homework) if settings.homework else 0
     if settings.trainer == "homework":  # its commands checked, and its rest measured by its own bundle.py
-        from sweep.homework.study import check_homework_trainer, homework_rest_bytes
-
         rest = homework_rest_bytes(settings, check_homework_trainer(settings))
     feasible_pairs(settings, rest)  # an impossible budget or unknown model is refused before the study exists
     writable_folder(settings.artifacts, "--artifacts")
     opened = open_study(settings, rest, force=args.force)  # checks the study before writing to it
-    return execute(opened, settings, progress=not args.no_progress)
+    started = time.monotonic()
+    code = execute(opened, settings, progress=not args.no_progress)
+    if code == 0:
+        minutes = after_launch_minutes(opened.study, settings, args.decide_minutes, time.monotonic() - started)
+        if minutes > 0:
+            try:
+                decide_study(opened, settings, minutes=minutes, progress=not args.no_progress)
+            except RanksweepError as exc:  # no pick to decide on (nothing fits yet): the search's result stands
+                print(f"Decision phase skipped: {exc}")
+            except KeyboardInterrupt:
+                print("\nStopped the decision phase; what it graded is kept. Continue it with: ranksweep decide "
+                      f"--study {settings.name}", file=sys.stderr)
+                return 130
+    return code

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
-from sweep.commands.common import add_storage, check_output, mask_url, study_name
+from reports.build import FILES, build, render, report_folder, summary, write_files
+from sweep.commands.common import add_storage, check_output, mask_url
+from sweep.objective import OBJECTIVES
 
-OBJECTIVES = ("points", "rft-accuracy", "sft-accuracy", "mean-accuracy", "answer-nll")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "report",
-        help="write a study's Pareto frontier: trials.csv, frontier.csv, pareto.png, ranks.png, report.html",
+        help="write a study's Pareto frontier: trials.csv, frontier.csv, margins.csv, pareto.png, ranks.png, report.html",
         description="Read a study (finished or still running; nothing is trained), combine every graded SFT "
         "adapter with every graded RFT adapter, find the pairs that no other pair beats on both zipped size and "
         "score within the budget, and write the tables, the figures and one self-contained HTML page. The "
@@ -23,43 +25,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_storage(p)
     p.add_argument("--out", type=Path, default=None,
                    help="folder for the report files: new, empty, or an earlier report (default: runs/<study>/report/)")
-    p.add_argument("--objective", choices=OBJECTIVES, default=None,
+    p.add_argument("--objective", choices=tuple(OBJECTIVES), default=None,
                    help="score pairs by this instead of the study's objective (points are tie-broken by answer NLL, "
                    "or mean accuracy for adapters graded without one; answer-nll is minimised)")
     return p
 
 
-def report_folder(name: str) -> Path:
-    """runs/<study>/report/, for a study name that can name a folder; a name the folder spells differently
-    ("a b" -> "a_b") gets a short hash of the real name, so two studies never share a report folder."""
-    import argparse as _argparse
-    import hashlib
-
-    from reports.build import default_out
-    from trainers.errors import RanksweepError
-
-    try:
-        study_name(name)
-    except _argparse.ArgumentTypeError as exc:
-        raise RanksweepError(f"Study {exc}, or name a report folder with --out.") from None
-    out = default_out(name)
-    if out.parent.name != name:
-        out = out.parent.with_name(f"{out.parent.name}-{hashlib.sha256(name.encode()).hexdigest()[:8]}") / out.name
-    return out
-
-
 def _is_report_folder(path: Path) -> bool:
     """A folder holding report files only (and temp files of an interrupted write), so rewriting it loses nothing."""
-    from reports.build import FILES
-
     return path.is_dir() and all(e.is_file() and (e.name in FILES or e.name.startswith(".")) for e in path.iterdir())
 
 
 def run(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from reports.build import build, render, summary, write_files
-
     out = args.out if args.out is not None else report_folder(args.study)
     check_output(out, "--out", ours=_is_report_folder, what="a ranksweep report folder")  # before the study is read
     report = build(args.storage, args.study, args.objective)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
-from sweep.commands.common import (add_base_model, add_device, check_output, positive_float, positive_int, questions_arg,
-                                   seed_arg)
+from sweep.commands.common import (add_base_model, add_device, check_output, positive_float, positive_int,
+                                   questions_arg, seed_arg)
+from trainers.data import read_rft, scratch_file
 from trainers.errors import RanksweepError
-from trainers.rft_data import RFTSettings
+from trainers.rft_data import RFTSettings, ensure_rft_data, read_report
+from trainers.unitgen import builtin_data
 
 DEFAULTS = RFTSettings()
 
@@ -65,8 +68,6 @@ def settings_from_args(args) -> RFTSettings:
 
 
 def _is_rft_file(path: Path) -> bool:
-    from trainers.data import read_rft
-
     try:
         return path.is_file() and bool(read_rft(path))
     except RanksweepError:
@@ -74,19 +75,12 @@ def _is_rft_file(path: Path) -> bool:
 
 
 def run(args) -> int:
-    import shutil
-
-    from trainers.data import read_rft, scratch_file
-    from trainers.rft_data import ensure_rft_data, read_report
-
     settings = settings_from_args(args)
     out = Path(args.out)
     if out.is_dir():
         raise RanksweepError(f"--out '{out}' is a folder: give a file name such as {out / 'rft.json'}.")
     check_output(out, "--out", ours=_is_rft_file, what="an RFT data file", force=args.force)  # before sampling
     if args.train_data is None:
-        from trainers.unitgen import builtin_data
-
         train_path = builtin_data()[0]
     else:
         train_path = args.train_data

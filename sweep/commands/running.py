@@ -1,32 +1,23 @@
-"""What `launch` and `worker` share: the folder check, the builder a study's trials use, the loop and its
-closing lines."""
+"""What several commands share: the builder a study's trials use, the loop and its closing lines (launch,
+worker), and the decision phase and its verdict (launch, decide)."""
 
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
 
 from sweep.builder import PairBuilder
-from sweep.commands.common import command, mask_url
+from sweep.commands.common import mask_url
+from sweep.decision import MAX_SEEDS, ROUND_QUESTIONS, run_decision
+from sweep.frontier import budget_bytes, combined_frontier, pick
 from sweep.homework.check import FirstAdapterCheck
 from sweep.homework.study import HomeworkBuilder
+from sweep.objective import objective_for
 from sweep.settings import StudySettings
+from sweep.shell import command
 from sweep.study import run_study
+from sweep.study_io import load_trials
 from sweep.trial import RanksweepBuilder
 from trainers.errors import RanksweepError
-
-
-def writable_folder(folder: Path, flag: str) -> Path:
-    """Refuse a folder that cannot be created (a path under a regular file, a read-only parent) before the
-    study is created or anything trained; nothing is written here."""
-    existing = folder.absolute()
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise RanksweepError(f"Cannot write to {flag} '{folder}': '{existing}' is not a writable folder; "
-                             "choose another path.")
-    return folder
 
 
 def builder_for(settings: StudySettings, *, progress: bool) -> PairBuilder:
@@ -52,14 +43,35 @@ def execute(opened, settings, *, progress: bool) -> int:
               "(same flags)", file=sys.stderr)
         return 130
     done = len(state.completed)
-    if done >= settings.trials:
+    status = command("ranksweep", "status", "--study", settings.name, "--storage", storage)
+    if not state.completed and state.given_up:  # nothing to report: not a success
+        print(f"ranksweep: error: every trial of study '{settings.name}' failed and no pair is complete; see why "
+              f"with: {status}", file=sys.stderr)
+        return 1
+    if done >= state.target:
         print(f"Study '{settings.name}': {done} pairs trained and graded.")
-    elif state.running:
-        print(f"Study '{settings.name}': {done} pairs complete; the last {len(state.running)} are running in other "
+    elif state.running or state.taken >= state.target:
+        print(f"Study '{settings.name}': {done} pairs complete; the last {state.taken - done} are running in other "
               "processes.")
     else:
         print(f"Study '{settings.name}': every feasible pair has been tried ({done} complete, "
-              f"{settings.trials} asked for).")
-    print(f"See it with: {command('ranksweep', 'status', '--study', settings.name, '--storage', storage)}   "
-          f"and: {command('ranksweep', 'report', '--study', settings.name, '--storage', storage)}")
+              f"{state.target} asked for).")
+    report = command("ranksweep", "report", "--study", settings.name, "--storage", storage)
+    print(f"See it with: {status}   and: {report}")
     return 0
+
+
+def decide_study(opened, settings, *, minutes: float, progress: bool, round_questions: int | None = None,
+                 max_seeds: int | None = None) -> None:
+    """The decision phase on an opened study from its current pick; prints the verdict and the margins (also run
+    by `launch` after its trials)."""
+    trials, config = load_trials(opened.storage, settings.name)
+    goal = objective_for(None, config)
+    pairs = combined_frontier(trials, config, goal.name)
+    rec = pick(pairs, goal, budget_bytes(config), settings.name)
+    out = run_decision(opened.study, settings, pairs, (rec.sft_key, rec.rft_key), minutes=minutes,
+                       round_questions=round_questions or ROUND_QUESTIONS, max_seeds=max_seeds or MAX_SEEDS,
+                       sign=goal.sign, progress=progress)
+    print(f"Decision phase: pick {out.pick}. {out.stopped[0].upper()}{out.stopped[1:]}")
+    for margin in out.margins:
+        print(f"  {margin.relation}: {margin.sentence()}")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from sweep.commands.common import add_base_model, positive_float, rank_arg
+from sweep import bundle, sizing
+from sweep.commands.common import add_base_model, budget_mb, rank_arg
+from sweep.sizing import DEFAULT_BUDGET_MB, mib
 from trainers.errors import RanksweepError
+from trainers.training import ADAPTER_DTYPES
 
-DEFAULT_BUDGET_MB = 50.0
 
 
 def add_parser(subparsers):
@@ -24,11 +27,12 @@ def add_parser(subparsers):
     parser.add_argument("--sft-rank", type=rank_arg, metavar="R", help="LoRA rank of the SFT adapter")
     parser.add_argument("--rft-rank", type=rank_arg, metavar="R", help="LoRA rank of the RFT adapter")
     parser.add_argument(
-        "--budget-mb", type=positive_float, metavar="MB", default=DEFAULT_BUDGET_MB, help="zip budget in MiB (default: 50)"
+        "--budget-mb", type=budget_mb, metavar="MB", default=DEFAULT_BUDGET_MB,
+        help=f"zip budget in MiB (default: {DEFAULT_BUDGET_MB:g})"
     )
     parser.add_argument(
         "--adapter-dtype",
-        choices=["fp32", "fp16"],
+        choices=ADAPTER_DTYPES,
         default="fp32",
         help="dtype the adapters are saved in (default: fp32)",
     )
@@ -59,8 +63,6 @@ def _pair_dict(pair, budget: int) -> dict:
 
 
 def _print_pair(pair, budget: int, args) -> None:
-    from sweep.sizing import mib
-
     print(f"Base model {args.base_model}, all-linear LoRA targets, adapters saved in {args.adapter_dtype}")
     print(f"{'':8}{'rank':>6}{'params':>14}{'raw MiB':>10}{'raw bytes':>14}")
     for label, adapter in (("SFT", pair.sft), ("RFT", pair.rft)):
@@ -81,8 +83,6 @@ def _print_pair(pair, budget: int, args) -> None:
 
 
 def _print_pairs(pairs, budget: int, args) -> None:
-    from sweep.sizing import mib
-
     print(f"Largest feasible pairs for a {mib(budget):.2f} MiB budget "
           f"(base model {args.base_model}, {args.adapter_dtype} adapters):")
     print(f"{'SFT rank':>8}{'RFT rank':>10}{'SFT raw MiB':>13}{'RFT raw MiB':>13}{'zip bound MiB':>15}")
@@ -92,10 +92,6 @@ def _print_pairs(pairs, budget: int, args) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
-    from sweep import bundle, sizing
-
     sft_rank, rft_rank = args.sft_rank, args.rft_rank
     if (sft_rank is None) != (rft_rank is None):
         raise RanksweepError("Give both --sft-rank and --rft-rank, or neither to list the largest pairs that fit.")

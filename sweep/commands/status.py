@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
+from reports.build import build, margin_lines
 from sweep.commands.common import add_storage
+from sweep.records import TrialResult
+from sweep.sizing import mib
+from sweep.study import load_existing
+from trainers.errors import RanksweepError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -23,8 +28,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def study_status(study) -> dict:
     """The status document: one entry per trial plus training counts (what --json prints)."""
-    from sweep.records import TrialResult
-
     trials, trainings = [], {"sft": 0, "rft": 0, "reused": 0, "derived_sft": 0, "derived_rft": 0}
     parents_trained: set[str] = set()
     for t in study.get_trials(deepcopy=False):
@@ -34,7 +37,7 @@ def study_status(study) -> dict:
             "state": t.state.name,
             "sft_rank": r.sft_rank,
             "rft_rank": r.rft_rank,
-            "size_bytes": r.size_bytes if r.size_bytes is not None else r.size_bytes_predicted,
+            "size_bytes": r.size,
             "points": r.points,
             "sft_accuracy": r.sft.accuracy if r.sft else None,
             "rft_accuracy": r.rft.accuracy if r.rft else None,
@@ -72,10 +75,10 @@ def _nll(nll: float | None, se: float | None) -> str:
 
 
 def run(args) -> int:
-    from sweep.study import load_existing
-
     doc = study_status(load_existing(args.study, args.storage).study)
+    report = _report(args)
     if args.json:
+        doc["margins"] = [m.to_dict() for m in report.margins] if report is not None else []
         print(json.dumps(doc, indent=1))
         return 0
     header = (f"{'#':>4} {'state':9} {'sft':>4} {'rft':>4} {'MiB':>7} {'points':>7} {'sft acc':>8} {'rft acc':>8} "
@@ -83,7 +86,7 @@ def run(args) -> int:
     print(header)
     for t in doc["trials"]:
         note = t["skipped"] or (t["error"] or "")[:60] or ("" if t["feasible"] in (True, None) else "over budget")
-        size = None if t["size_bytes"] is None else t["size_bytes"] / 2**20
+        size = None if t["size_bytes"] is None else mib(t["size_bytes"])
         print(f"{t['number']:>4} {t['state']:9} {_cell(t['sft_rank']):>4} {_cell(t['rft_rank']):>4} "
               f"{_cell(size, '{:.2f}'):>7} {_cell(t['points'], '{:.1f}'):>7} "
               f"{_cell(t['sft_accuracy'], '{:.0%}'):>8} {_cell(t['rft_accuracy'], '{:.0%}'):>8} "
@@ -96,4 +99,17 @@ def run(args) -> int:
         print("NLL: mean negative log-likelihood per token of the true answer ± its standard error (nats, lower is "
               "better)")
     print(f"trainings run: {n['sft']} SFT + {n['rft']} RFT{derived}; adapters reused from the cache: {n['reused']}")
+    if report is not None and report.recommendation is not None:
+        rec = report.recommendation
+        print(f"Recommended: SFT rank {rec.sft_rank}, RFT rank {rec.rft_rank} ({rec.points:.1f} points).")
+        for line in margin_lines(report):
+            print(line)
     return 0
+
+
+def _report(args):
+    """The study's computed report (for the pick and its paired margins), or None where it has none yet."""
+    try:
+        return build(args.storage, args.study)
+    except RanksweepError:  # no budget in its config, or an objective it cannot rank: the trial table still shows
+        return None

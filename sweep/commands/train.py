@@ -6,8 +6,14 @@ from pathlib import Path
 
 from sweep.commands.common import (add_base_model, add_device, alpha_ratio, check_output, epochs_arg, learning_rate,
                                    positive_int, rank_arg, seed_arg)
-from sweep.space import MAX_RANK
-from trainers.training import ADAPTER_DTYPES, KINDS, TrainConfig
+from trainers.adapter_files import is_adapter_folder
+from trainers.data import file_sha256, read_qa, read_rft
+from trainers.models import load_model
+from trainers.prompts import DEFAULT_PROMPT_TEMPLATE, check_prompt_template, templated
+from trainers.rft_data import ensure_rft_data
+from trainers.training import (ADAPTER_DTYPES, KINDS, MAX_RANK, TrainConfig, rft_examples, sft_examples, train_adapter,
+                               validate)
+from trainers.unitgen import builtin_data
 
 DEFAULTS = TrainConfig(kind="sft", rank=1)
 
@@ -56,7 +62,7 @@ def add_parser(subparsers):
         default=DEFAULTS.adapter_dtype,
         help=f"dtype of the saved weights; fp16 halves the file (default: {DEFAULTS.adapter_dtype})",
     )
-    parser.add_argument("--prompt-template", default="{question}", metavar="T",
+    parser.add_argument("--prompt-template", default=DEFAULT_PROMPT_TEMPLATE, metavar="T",
                         help="the text your code feeds the model, with {question} where the question goes, e.g. "
                         "'{question} ' for a format_prompt that appends a space (default: the raw question)")
     return parser
@@ -64,18 +70,12 @@ def add_parser(subparsers):
 
 def _examples(args):
     """The training pairs and the file they came from; data problems surface before any model loads."""
-    from trainers.data import read_qa, read_rft
-    from trainers.training import rft_examples, sft_examples
-    from trainers.unitgen import builtin_data
-
     if args.kind == "sft":
         path = args.train_data or builtin_data()[0]
         return sft_examples(read_qa(path)), path
     if args.rft_data is not None:
         path = args.rft_data
     else:
-        from trainers.rft_data import ensure_rft_data
-
         train_path = args.train_data or builtin_data()[0]
         read_qa(train_path)  # a bad file is reported before the generator model loads
         path = ensure_rft_data(args.base_model, args.device, Path(train_path), progress=True)
@@ -83,16 +83,9 @@ def _examples(args):
 
 
 def run(args) -> int:
-    from trainers.data import file_sha256
-    from trainers.models import load_model
-    from trainers.adapter_files import is_adapter_folder
-    from trainers.training import train_adapter, validate
-
     config = TrainConfig.from_attrs(args)
     validate(config, None, args.out)  # before any data generation or model loading
     check_output(args.out, "--out", ours=is_adapter_folder, what="a ranksweep adapter folder", force=args.force)
-    from trainers.prompts import check_prompt_template, templated
-
     check_prompt_template(args.prompt_template)
     examples, data_path = _examples(args)
     examples = templated(examples, args.prompt_template)
@@ -105,6 +98,7 @@ def run(args) -> int:
         args.out,
         metadata={"data_path": str(data_path), "data_sha256": file_sha256(data_path),
                   "prompt_template": args.prompt_template},
+        replace=args.force,  # without --force, a folder another run filled meanwhile is not replaced
     )
     print(f"adapter folder:    {result.adapter_dir}")
     print(f"trainable params:  {result.trainable_params:,}")

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from sweep.commands.common import add_device, add_storage, add_threads, positive_int
+from sweep.commands.running import execute
+from sweep.files import writable_folder
+from sweep.settings import settings_from_config
+from sweep.storage import write_config
+from sweep.study import feasible_pairs, load_existing
+from trainers.hardware import set_threads
+from trainers.models import resolve_device
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -30,25 +38,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from dataclasses import replace
-
-    from sweep.commands.running import execute, writable_folder
-    from sweep.settings import settings_from_config
-    from sweep.study import feasible_pairs, load_existing
-    from trainers.hardware import set_threads
-    from trainers.models import resolve_device
-
     set_threads(args.threads)
-    opened = load_existing(args.study, args.storage)  # reads only; each worker draws with its own seed
-    config = opened.study.user_attrs["config"]
+    # Reads only (a read-only storage is refused here); each worker draws with its own seed.
+    opened = load_existing(args.study, args.storage, writes=True)
+    config = opened.config
     settings = settings_from_config(config, name=args.study, storage=args.storage,
                                     device=args.device, artifacts=args.artifacts)
     # Every flag is checked before the study is touched: a bad one leaves no trial and no raised target.
     resolve_device(args.device)
     writable_folder(settings.artifacts, "--artifacts")
-    feasible_pairs(settings, config["homework_rest_bytes"])
-    if args.trials is not None and args.trials > config["trials"]:
+    feasible_pairs(settings, config.homework_rest_bytes)
+    if args.trials is not None and args.trials > config.trials:
         # Raise only: a worker starting late must not lower the target another worker is running toward.
-        opened.study.set_user_attr("config", {**config, "trials": args.trials})
+        write_config(opened.study, replace(config, trials=args.trials))
         settings = replace(settings, trials=args.trials)
+    elif args.trials is not None and args.trials < config.trials:
+        print(f"Study '{args.study}' asks for {config.trials} complete pairs; --trials {args.trials} leaves that "
+              "target as it is (a worker only raises it).")
     return execute(opened, settings, progress=not args.no_progress)

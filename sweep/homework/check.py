@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sweep.homework.config import HomeworkConfig, read_config
+from sweep.homework.grade import grade_with_homework
+from sweep.records import TrialResult
+from sweep.storage import open_storage
 from trainers.errors import RanksweepError
 
 
@@ -71,8 +74,6 @@ class Agreement:
 def compare(root: Path, adapter: Path, kind: str, *, accuracy: float, ci_low: float, ci_high: float,
             questions: int | None, base_model: str, config: HomeworkConfig) -> Agreement:
     """Grade `adapter` with the homework's code on the same questions and put it next to ranksweep's numbers."""
-    from sweep.homework.grade import grade_with_homework
-
     theirs = grade_with_homework(root, adapter, kind, questions=questions, config=config, base_model=base_model)
     return Agreement(kind, accuracy, ci_low, ci_high, theirs.accuracy, theirs.answer_rate, theirs.questions)
 
@@ -85,9 +86,6 @@ def export_warnings(root: Path, storage: str, study: str, choice) -> list[str]:
     """`export --with-adapters`: one warning per exported adapter that the homework's code grades outside the
     study's interval (none when the tree cannot grade, or the study's grades came from the homework already)."""
     import optuna
-
-    from sweep.records import TrialResult
-    from sweep.storage import open_storage
 
     wanted = {"sft": choice.sft_dir, "rft": choice.rft_dir}
     found = {}

@@ -9,6 +9,7 @@ Commands are shell-like strings split with shlex; `{python}` is the interpreter 
 from __future__ import annotations
 
 import shlex
+import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -58,8 +59,6 @@ class HomeworkConfig:
 
 def read_config(root: Path) -> HomeworkConfig:
     """The tree's settings: defaults, overridden by `[homework]` in DIR/ranksweep.toml when that file exists."""
-    import tomllib
-
     path = Path(root) / CONFIG_FILE
     if not path.is_file():
         return HomeworkConfig()

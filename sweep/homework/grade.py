@@ -14,6 +14,7 @@ from sweep.homework.run import HomeworkCommandError, run_logged
 from sweep.homework.tree import base_model_path, place_adapter, scratch_copy, set_string_constant
 from trainers.errors import RanksweepError
 from trainers.grading import wilson_interval
+from trainers.outcomes import QuestionOutcome, question_hash
 
 # Run inside the scratch tree as `python -c`: the cwd is on sys.path, as for `python -m homework.sft`.
 RUNNER = """
@@ -30,6 +31,20 @@ result = find(benchmark)(find(loader)(), data, int(limit))
 get = (lambda k: result[k]) if isinstance(result, dict) else (lambda k: getattr(result, k))
 record = {"accuracy": float(get("accuracy")), "answer_rate": float(get("answer_rate")),
           "questions": min(len(data), int(limit))}
+# Per-question results where the benchmark returns them: samples naming `question` and `is_correct`
+# (attributes or keys, as the course template's BenchmarkResult.Sample does); anything else: totals only.
+try:
+    samples = list(get("samples"))
+    field = (lambda s, k: s[k]) if isinstance(samples[0], dict) else (lambda s, k: getattr(s, k))
+    def parsed(s):
+        try:
+            answer = float(field(s, "answer"))
+        except Exception:
+            return bool(field(s, "is_correct"))
+        return answer == answer
+    record["samples"] = [[str(field(s, "question")), bool(field(s, "is_correct")), parsed(s)] for s in samples]
+except Exception:
+    record["samples"] = None
 with open(out, "w") as f:
     json.dump(record, f)
 """
@@ -46,6 +61,9 @@ class HomeworkGrade:
     ci_low: float
     ci_high: float
     seconds: float
+    # One per question asked, where the benchmark returns per-question samples (question and is_correct); None
+    # where it reports totals only. No answer NLL: the user's code does not compute one.
+    outcomes: tuple[QuestionOutcome, ...] | None = None
 
     @property
     def correct(self) -> int:
@@ -78,7 +96,16 @@ def grade_with_homework(root: Path, adapter: Path, kind: str, *, questions: int 
     n = record["questions"]
     low, high = wilson_interval(round(record["accuracy"] * n), n)
     return HomeworkGrade(kind=kind, accuracy=record["accuracy"], answer_rate=record["answer_rate"], questions=n,
-                         ci_low=low, ci_high=high, seconds=run.seconds)
+                         ci_low=low, ci_high=high, seconds=run.seconds, outcomes=benchmark_outcomes(record))
+
+
+def benchmark_outcomes(record: dict) -> tuple[QuestionOutcome, ...] | None:
+    """The per-question outcomes of the runner's record ([question, correct, parsed] per sample, in the order the
+    benchmark asked them), or None where the benchmark gave totals only."""
+    samples = record.get("samples")
+    if not samples:
+        return None
+    return tuple(QuestionOutcome(i, question_hash(q), bool(p), bool(c)) for i, (q, c, p) in enumerate(samples))
 
 
 def disagree(homework: HomeworkGrade, ours_low: float, ours_high: float) -> bool:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from trainers.grading import accuracy_for_points
+
 # Spaces around the slash, as graders print a case: a progress bar's "20/20" is not one.
 CASE = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?) +/ +(\d+(?:\.\d+)?)(?![\w.])")
 ACCURACY = re.compile(r"\bacc(?:uracy)?\s*[=:]?\s*(\d+(?:\.\d+)?)\s*(%?)", re.IGNORECASE)
@@ -26,13 +28,6 @@ class KindScore:
     max_points: float
     cases: int
     accuracy: float | None
-
-
-def _accuracy_from_points(kind: str, points: float, max_points: float) -> float:
-    """Invert the homework's points rule on the main case (SFT 25 from 40% to 60%; RFT 25 from 60% to 70%).
-    At 0 or full points the rule only bounds the accuracy: the bound (40%/60%, 60%/70%) is returned."""
-    main = min(max(points, 0.0), 25.0)
-    return 0.4 + 0.2 * main / 25 if kind == "sft" else 0.6 + 0.1 * main / 25
 
 
 def parse_grader_output(text: str) -> dict[str, KindScore]:
@@ -56,5 +51,5 @@ def parse_grader_output(text: str) -> dict[str, KindScore]:
         found[kind] = (points + float(case.group(1)), most + float(case.group(2)), cases + 1,
                        seen if seen is not None else value)
     return {kind: KindScore(kind, points, most, cases,
-                            seen if seen is not None else _accuracy_from_points(kind, points, most))
+                            seen if seen is not None else accuracy_for_points(kind, points))
             for kind, (points, most, cases, seen) in found.items()}

@@ -16,20 +16,30 @@ import json
 import shutil
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sweep import bundle
-from sweep.builder import PairOutcome
-from sweep.cache import AdapterSpec, ArtifactCache
+from sweep.bundle import ADAPTER_HOMES
+from sweep.builder import PairOutcome, adapter_result, adapter_zip_bytes
+from sweep.cache import AdapterSpec, ArtifactCache, Entry
+from sweep.export import apply, parse_var, rank_changes
 from sweep.homework.config import HomeworkConfig, read_config
+from sweep.homework.grade import grade_with_homework
+from sweep.homework.points import parse_grader_output
 from sweep.homework.run import HomeworkCommandError, last_lines, run_logged
-from sweep.homework.tree import (ADAPTER_HOMES, base_model_path, check_homework, code_fingerprint, place_adapter,
-                                 scratch_copy, set_string_constant)
+from sweep.homework.tree import (base_model_path, check_homework, code_fingerprint, place_adapter, scratch_copy,
+                                 set_string_constant)
+from sweep.rank_constants import read_constant
 from sweep.records import AdapterResult, Pair
 from sweep.shell import command
 from trainers.data import checked_number
 from trainers.errors import RanksweepError
+from trainers.grading import points
+from trainers.models import resolve_device
+from trainers.outcomes import outcomes_to_json
+from trainers.training import KINDS, TrainConfig
 
 TRAINER = "homework"
 ZIP_NAME = "submission"
@@ -65,9 +75,6 @@ def _which(args: list[str]) -> bool:
 def check_homework_trainer(settings) -> HomeworkConfig:
     """Everything a homework-mode study needs, checked before any trial: the tree, its rank and checkpoint
     constants, one value for what its own code decides (alpha, lr, epochs), and commands that can start."""
-    from sweep.export import parse_var
-    from sweep.rank_constants import read_constant
-
     if settings.homework is None:
         raise RanksweepError("--trainer homework runs your homework's own commands: pass --homework DIR.")
     root = check_homework(settings.homework)
@@ -131,8 +138,6 @@ class HomeworkBuilder:
     """The `PairBuilder` (sweep/builder.py) of `--trainer homework`: the user's commands make and grade the pair."""
 
     def __init__(self, settings):
-        from trainers.models import resolve_device
-
         self.settings = settings
         self.cache = ArtifactCache(settings.artifacts)
         self.device = resolve_device(settings.device)
@@ -142,8 +147,6 @@ class HomeworkBuilder:
         self.tree_sha256 = code_fingerprint(self.root)
 
     def spec(self, kind: str, pair: Pair) -> HomeworkSpec:
-        from trainers.training import TrainConfig
-
         # The tree's own code decides alpha, lr and epochs; its hash (data/ included) stands for them.
         config = TrainConfig(kind=kind, rank=pair.rank(kind), adapter_dtype=pair.adapter_dtype)
         return HomeworkSpec(config=config, base_model=self.settings.base_model, data_sha256=self.tree_sha256,
@@ -160,15 +163,13 @@ class HomeworkBuilder:
             shutil.rmtree(folder)  # a retried pair starts clean
         folder.mkdir(parents=True)
         try:
-            adapters = {kind: self.ensure(kind, pair, folder) for kind in ("sft", "rft")}
+            adapters = {kind: self.ensure(kind, pair, folder) for kind in KINDS}
             return self.grade_pair(pair, adapters, folder)
         except HomeworkCommandError as exc:
             raise HomeworkTrialFailed(str(exc)) from None
 
     def _scratch(self, folder: Path, pair: Pair) -> Path:
         """A fresh copy of the tree in the trial folder, with the pair's ranks and the study's base model."""
-        from sweep.export import apply, parse_var, rank_changes
-
         tree = folder / "tree"
         if tree.exists():
             shutil.rmtree(tree)
@@ -179,22 +180,19 @@ class HomeworkBuilder:
         set_string_constant(tree, self.config.checkpoint, base_model_path(self.settings.base_model))
         return tree
 
-    def ensure(self, kind: str, pair: Pair, folder: Path) -> tuple[HomeworkSpec, float, bool]:
-        """The cached adapter of this kind and rank, trained by the homework's command when missing."""
-        import time
-
+    def ensure(self, kind: str, pair: Pair, folder: Path) -> tuple[HomeworkSpec, Entry]:
+        """The cached adapter of this kind and rank, trained by the homework's command when missing; the entry's
+        seconds are the command's own."""
         spec = self.spec(kind, pair)
-        cache = self.cache
-        entry = cache.adapter_dir(spec)
-        with cache.lock(spec):
-            if cache.verify(spec) is not None:
-                return spec, 0.0, True
+        timed = {"seconds": 0.0}
+
+        def train(entry: Path) -> None:
             tree = self._scratch(folder, pair)
             args = self.config.command(f"train_{kind}", python=_python(), zip="", name="")
             started = time.perf_counter()
             run_logged(args, cwd=tree, log=folder / f"train-{kind}.log", timeout=self.config.train_timeout_s,
                        what=f"The homework's {kind.upper()} training ({command(*args)})")
-            seconds = time.perf_counter() - started
+            timed["seconds"] = time.perf_counter() - started
             trained = tree / ADAPTER_HOMES[kind]
             missing = [n for n in bundle.ADAPTER_FILES if not (trained / n).is_file()]
             if missing:
@@ -205,21 +203,17 @@ class HomeworkBuilder:
             entry.mkdir(parents=True)
             for name in bundle.ADAPTER_FILES:
                 shutil.copyfile(trained / name, entry / name)
-            cache.seal(spec, zip_bytes=bundle.submission_bytes(None, **{f"{kind}_dir": entry}),
-                       train_seconds=round(seconds, 3), trainer=TRAINER)
             shutil.rmtree(tree)
-        return spec, seconds, False
+
+        entry = self.cache.ensure(spec, train, facts=lambda entry: {
+            "zip_bytes": adapter_zip_bytes(kind, entry), "train_seconds": round(timed["seconds"], 3),
+            "trainer": TRAINER})
+        return spec, replace(entry, seconds=timed["seconds"])
 
     def grade_pair(self, pair: Pair, adapters: dict, folder: Path) -> PairOutcome:
         """Build the real submission with both adapters and grade it; the outcome carries the real zip's size."""
-        import time
-
-        from sweep.homework.grade import grade_with_homework
-        from sweep.homework.points import parse_grader_output
-        from trainers.grading import points, wilson_interval
-
         tree = self._scratch(folder, pair)
-        for kind, (spec, _, _) in adapters.items():
+        for kind, (spec, _) in adapters.items():
             place_adapter(tree, kind, self._entry(spec))
         zip_size = _bundle(tree, self.config, folder / "bundle.log")
         zip_path = folder / f"{ZIP_NAME}.zip"
@@ -239,42 +233,33 @@ class HomeworkBuilder:
                 grades[kind] = {"accuracy": score.accuracy, "points": score.points, "ci_low": None, "ci_high": None,
                                 "answer_rate": None, "questions": None}
         else:
-            for kind, (spec, _, _) in adapters.items():
+            for kind, (spec, _) in adapters.items():
                 result = grade_with_homework(self.root, self._entry(spec), kind,
                                              questions=self.settings.effort.questions, config=self.config,
                                              base_model=self.settings.base_model, log=folder / f"grade-{kind}.log")
                 grades[kind] = {"accuracy": result.accuracy, "points": points(kind, result.accuracy),
                                 "ci_low": result.ci_low, "ci_high": result.ci_high,
-                                "answer_rate": result.answer_rate, "questions": result.questions}
+                                "answer_rate": result.answer_rate, "questions": result.questions,
+                                # Per question where the homework's benchmark returns samples; None: totals only.
+                                "outcomes": outcomes_to_json(result.outcomes)}
         grade_seconds = time.perf_counter() - started
         shutil.rmtree(tree)
         (folder / "trial.json").write_text(json.dumps({"zip_bytes": zip_size, "grades": grades}, indent=1))
         sft, rft = (self._result(kind, pair, *adapters[kind], grades[kind], grade_seconds / len(adapters))
-                    for kind in ("sft", "rft"))
+                    for kind in KINDS)
         # The real zip, not the sum of its parts: the tree's own bundle.py decides what goes in.
         return PairOutcome(sft, rft, zip_bytes=zip_size, device=self.device)
 
     def _entry(self, spec: HomeworkSpec) -> Path:
         return self.cache.adapter_dir(spec)
 
-    def _result(self, kind, pair: Pair, spec, train_seconds, cache_hit, grade, grade_seconds) -> AdapterResult:
-        from sweep.sizing import adapter_size, config_for
-        from trainers.grading import points
-
-        entry = self._entry(spec)
-        adapter_config = json.loads((entry / "adapter_config.json").read_text(encoding="utf-8"))
-        predicted = adapter_size(config_for(self.settings.base_model), spec.rank, pair.adapter_dtype)
-        ci_low, ci_high = grade["ci_low"], grade["ci_high"]
-        return AdapterResult(
-            kind=kind, rank=int(checked_number(adapter_config.get("r", spec.rank), f"{entry}/adapter_config.json r")),
-            alpha=checked_number(adapter_config.get("lora_alpha", 0), f"{entry}/adapter_config.json lora_alpha"),
-            lr=pair.lr, epochs=pair.epochs, dtype=pair.adapter_dtype, accuracy=grade["accuracy"],
-            key=spec.key, dir=str(entry.resolve()), params=predicted.params,
-            raw_bytes_predicted=predicted.raw_bytes, raw_bytes=(entry / "adapter_model.safetensors").stat().st_size,
-            zip_bytes=bundle.submission_bytes(None, **{f"{kind}_dir": entry}), ci_low=ci_low, ci_high=ci_high,
-            answer_rate=grade["answer_rate"], questions=grade["questions"], points=grade["points"],
-            points_low=points(kind, ci_low) if ci_low is not None else None,
-            points_high=points(kind, ci_high) if ci_high is not None else None,
-            train_seconds=round(train_seconds, 3), grade_seconds=round(grade_seconds, 3), cache_hit=cache_hit,
-            origin=TRAINER,
-        )
+    def _result(self, kind, pair: Pair, spec: HomeworkSpec, entry: Entry, grade: dict,
+                grade_seconds: float) -> AdapterResult:
+        folder = self._entry(spec)
+        # The tree's own code chose the rank and alpha it saved; the pair's lr and epochs name the setting.
+        adapter_config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+        return adapter_result(
+            spec, folder, entry, grade, self.settings.base_model, grade_seconds=grade_seconds,
+            rank=int(checked_number(adapter_config.get("r", spec.rank), f"{folder}/adapter_config.json r")),
+            alpha=checked_number(adapter_config.get("lora_alpha", 0), f"{folder}/adapter_config.json lora_alpha"),
+            lr=pair.lr, epochs=pair.epochs, origin=TRAINER)

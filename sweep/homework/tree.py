@@ -13,14 +13,15 @@ import io
 import json
 import os
 import shutil
+import tempfile
 import tokenize
 from pathlib import Path
 
-from sweep.bundle import ADAPTER_FILES
+from sweep.bundle import ADAPTER_FILES, ADAPTER_HOMES
 from sweep.rank_constants import find_bindings
 from trainers.errors import RanksweepError
+from trainers.models import cache_dir, embedded_model_dir, load_model
 
-ADAPTER_HOMES = {"sft": "homework/sft_model", "rft": "homework/rft_model"}
 # Never copied: version control, caches, and ranksweep's own backups and scratch space.
 SKIPPED = (".git", "__pycache__", ".ranksweep", ".pytest_cache", ".ipynb_checkpoints")
 
@@ -92,8 +93,6 @@ def place_adapter(tree: Path, kind: str, adapter: Path) -> Path:
 def base_model_path(name: str) -> str:
     """What to write into the tree's checkpoint string for --base-model: a folder the homework's
     `from_pretrained` can read, or a hub id as it is."""
-    from trainers.models import cache_dir, embedded_model_dir
-
     if name == "embedded":
         return str(embedded_model_dir())
     if name == "tiny":
@@ -113,10 +112,6 @@ def _tiny_folder(target: Path) -> Path:
     """The `tiny` test model saved once as a model folder, so a homework tree can load it by path."""
     if (target / "config.json").is_file():
         return target
-    import tempfile
-
-    from trainers.models import load_model
-
     loaded = load_model("tiny", "cpu")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tiny-"))

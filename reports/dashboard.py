@@ -8,12 +8,18 @@ starting the dashboard twice on an unchanged study writes nothing the second tim
 
 from __future__ import annotations
 
+import errno
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from socketserver import ThreadingMixIn
+from typing import Callable, TYPE_CHECKING
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from reports.frontier import MIB
+from reports.build import render, report_folder
+from reports.tables import readable_frontier, state_counts
+from sweep.sizing import MIB
 from sweep.objective import MAXIMIZE, SIZE_METRIC, metric_names
 from trainers.errors import RanksweepError
 
@@ -49,8 +55,6 @@ class Written:
 
 def figures_dir(study_name: str) -> Path:
     """runs/<study>/dashboard-artifacts/: beside the report's own folder (runs/<study>/report/)."""
-    from sweep.commands.report import report_folder
-
     try:
         return report_folder(study_name).parent / "dashboard-artifacts"
     except RanksweepError:
@@ -60,8 +64,6 @@ def figures_dir(study_name: str) -> Path:
 
 def annotations(report: Report) -> Annotations:
     """Names, note and figures for a study, computed with the report's own functions."""
-    from reports.build import render
-
     files = render(report)
     graded = int((report.trials["state"] == "COMPLETE").sum())
     # The trial count in the name tells figures of a study that grew apart in the dashboard's list.
@@ -71,8 +73,6 @@ def annotations(report: Report) -> Annotations:
 
 def note_markdown(report: Report) -> str:
     """The study's note: the recommended pair and why, then the Pareto frontier as a Markdown table."""
-    from reports.tables import readable_frontier, state_counts
-
     rec = report.recommendation
     lines = ["## ranksweep: recommended pair", ""]
     if rec is None:
@@ -150,19 +150,12 @@ def _stored_bytes(store: FileSystemArtifactStore, artifact_id: str) -> bytes | N
         return None
 
 
-def serve(storage: optuna.storages.BaseStorage, store: FileSystemArtifactStore | None, port: int,
-          on_ready: Callable[[int], None]) -> None:
-    """Serve optuna-dashboard on HOST:port until Ctrl-C (KeyboardInterrupt propagates, the socket is closed).
+def listen(port: int) -> WSGIServer:
+    """A threaded WSGI server bound to HOST:port (0: any free port), without an app yet; bound before anything is
+    written into the study, so that a port in use fails first. A RanksweepError when the port is in use.
 
-    A threaded server: the dashboard's page fetches the study, its plots and artifacts at once, and a
-    single-threaded server (what `optuna_dashboard.run_server` uses) answers them one after another.
-    `on_ready` gets the bound port (the chosen one when `port` is 0).
-    """
-    import errno
-    from socketserver import ThreadingMixIn
-    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-
-    import optuna_dashboard
+    Threaded: the dashboard's page fetches the study, its plots and artifacts at once, and a single-threaded server
+    (what `optuna_dashboard.run_server` uses) answers them one after another."""
 
     class Server(ThreadingMixIn, WSGIServer):
         daemon_threads = True  # a request in flight never holds up Ctrl-C
@@ -171,17 +164,43 @@ def serve(storage: optuna.storages.BaseStorage, store: FileSystemArtifactStore |
         def log_message(self, format, *args):  # one line per request would bury the URL
             pass
 
-    app = optuna_dashboard.wsgi(storage, artifact_store=store)
     try:
-        server = make_server(HOST, port, app, server_class=Server, handler_class=QuietHandler)
+        return Server((HOST, port), QuietHandler)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise RanksweepError(f"Port {port} on {HOST} is in use; pass --port with another one (0 picks a "
                                  "free one).") from None
         raise
-    with server:
-        on_ready(server.server_port)
-        server.serve_forever()
+
+
+READ_METHODS = ("GET", "HEAD")
+
+
+def refusing_writes(app):
+    """`app` answering 405 to every request but GET and HEAD: optuna-dashboard's page deletes, creates and renames
+    studies, writes notes, tells trials and uploads artifacts through such requests, and none reads with them."""
+    body = json.dumps({"reason": "This dashboard was started with --read-only: it changes nothing."}).encode()
+
+    def guarded(environ, start_response):
+        if environ.get("REQUEST_METHOD", "GET").upper() in READ_METHODS:
+            return app(environ, start_response)
+        start_response("405 Method Not Allowed", [("Content-Type", "application/json"), ("Allow", ", ".join(
+            READ_METHODS)), ("Content-Length", str(len(body)))])
+        return [body]
+
+    return guarded
+
+
+def serve(server: WSGIServer, storage: optuna.storages.BaseStorage, store: FileSystemArtifactStore | None,
+          on_ready: Callable[[int], None], *, read_only: bool = False) -> None:
+    """Serve optuna-dashboard on a server from `listen` until Ctrl-C (KeyboardInterrupt propagates; the caller
+    closes the server). `on_ready` gets the bound port; `read_only` refuses every request that could write."""
+    import optuna_dashboard
+
+    app = optuna_dashboard.wsgi(storage, artifact_store=store)
+    server.set_app(refusing_writes(app) if read_only else app)
+    on_ready(server.server_port)
+    server.serve_forever()
 
 
 def study_url(port: int, study_id: int) -> str:

@@ -1,29 +1,32 @@
 """The frontier as plain data: graded adapters, every SFT×RFT pair of them, which pairs are non-dominated,
-and the recommended pair. Plots and tables are thin views of these DataFrames."""
+and the recommended pair. Computed here, below both of its readers: `export` takes the recommendation,
+reports/ draws plots and tables as thin views of these DataFrames."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from reports.objective import Objective, objective_for
-from reports.study_io import load_trials
+from sweep.objective import Objective, objective_for
+from sweep.study_io import load_trials
 from sweep.bundle import combined_bytes
+from sweep.evidence import DecisionRecord, load_record
+from sweep.settings import StudyConfig
+from sweep.sizing import MIB, fits
 from trainers.errors import RanksweepError
+from trainers.training import KINDS
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-__all__ = ["Recommendation", "adapter_table", "combined_frontier", "load_trials", "pick", "recommend", "show_nll"]
-
-MIB = 1024 * 1024
 # What tells a pick from an overlapping smaller pair. A study grades every adapter on the same number of questions
-# for its whole life (a resume with another --questions is refused), so the way is a new study: the adapters it
-# shares with this one come from the artifact cache, and only their grading runs again.
-SEPARATE_ADVICE = ("grading more questions would tell them apart: launch a new --study with the same flags and a "
-                   "larger --questions (adapters already trained come from the artifact cache; only the grading "
-                   "runs again)")
+# for its whole life (a resume with another --questions is refused); the decision phase (sweep/decision.py) grades
+# the close pairs on more questions after the search, or a new study grades everything again.
+SEPARATE_ADVICE = ("grading more questions would tell them apart: `ranksweep decide` grades both on more validation "
+                   "questions (then other seeds) until one is decisive, or launch a new --study with the same flags "
+                   "and a larger --questions (adapters already trained come from the artifact cache; only the "
+                   "grading runs again)")
 ADAPTER_COLUMNS = (
     "kind", "key", "rank", "alpha", "lr", "epochs", "adapter_dtype", "accuracy", "ci_low", "ci_high",
     "answer_rate", "questions", "points", "points_low", "points_high", "answer_nll", "answer_nll_se",
@@ -51,7 +54,7 @@ def adapter_table(trials: pd.DataFrame) -> pd.DataFrame:
     import pandas as pd
 
     parts = []
-    for kind in ("sft", "rft"):
+    for kind in KINDS:
         graded = trials[
             trials[f"{kind}_accuracy"].notna() & trials[f"{kind}_key"].notna() & trials[f"{kind}_zip_bytes"].notna()
         ].sort_values("trial")
@@ -78,7 +81,7 @@ def adapter_table(trials: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["kind", "rank", "first_trial"], ignore_index=True)
 
 
-def combined_frontier(trials: pd.DataFrame, config: dict, objective: str | None = None) -> pd.DataFrame:
+def combined_frontier(trials: pd.DataFrame, config: StudyConfig, objective: str | None = None) -> pd.DataFrame:
     """Every SFT×RFT pair of graded adapters with size (bytes, MiB), points, objective and its 95% range,
     `feasible` (size <= budget), `sampled` (trained together as `trial`) and `on_frontier`.
 
@@ -121,14 +124,14 @@ def combined_frontier(trials: pd.DataFrame, config: dict, objective: str | None 
         )
 
     pairs["sampled"] = pairs["trial"].notna()
-    rest = int(config.get("homework_rest_bytes") or 0)
+    rest = int(config.homework_rest_bytes or 0)
     # The size of a pair never trained together: its parts added up the way the loop adds up a trained one.
     parts = pd.Series([combined_bytes(rest, int(s), int(r)) for s, r in zip(pairs["sft_zip_bytes"], pairs["rft_zip_bytes"])],
                       index=pairs.index, dtype="float64")
     pairs["size_bytes"] = pairs["measured_bytes"].where(pairs["sampled"], parts).astype("int64")
     pairs["size_source"] = pairs["sampled"].map({True: MEASURED, False: SUM_OF_PARTS})
     pairs["size_mib"] = pairs["size_bytes"] / MIB
-    pairs["feasible"] = pairs["size_bytes"] <= budget_bytes(config)
+    pairs["feasible"] = fits(pairs["size_bytes"], budget_bytes(config))
     pairs["on_frontier"] = False
     feasible = (pairs["feasible"] & pairs["objective"].notna()).to_numpy()  # a pair without a value is no rival
     pairs.loc[feasible, "on_frontier"] = non_dominated(
@@ -153,7 +156,7 @@ def _scores(pairs: pd.DataFrame, accuracy: str, points: str, nll_ses: float) -> 
     (a missing SE moves it by nothing)."""
     return tuple(_Scores(pairs[f"{kind}_{accuracy}"], pairs[f"{kind}_{points}"],
                          pairs[f"{kind}_answer_nll"] + nll_ses * pairs[f"{kind}_answer_nll_se"].fillna(0))
-                 for kind in ("sft", "rft"))
+                 for kind in KINDS)
 
 
 def _sampled_pairs(trials: pd.DataFrame) -> pd.DataFrame:
@@ -178,9 +181,9 @@ def show_nll(nll: float | None, se: float | None) -> str:
     return f"{nll:.3f}" if se is None or pd.isna(se) else f"{nll:.3f} ± {se:.3f}"
 
 
-def budget_bytes(config: dict) -> int:
+def budget_bytes(config: StudyConfig) -> int:
     """The study's zipped-size budget in bytes."""
-    budget = config.get("budget_bytes")
+    budget = config.budget_bytes
     if budget is None:
         raise RanksweepError("The study config has no budget_bytes; launch the study again with --budget-mb.")
     return int(budget)
@@ -228,8 +231,24 @@ class Recommendation:
 def recommend(storage: str, study_name: str, objective: str | None = None) -> Recommendation:
     """The best feasible pair of a study by its objective (or `objective`); ties go to the smaller zip."""
     trials, config = load_trials(storage, study_name)
-    return pick(combined_frontier(trials, config, objective), objective_for(objective, config),
-                budget_bytes(config), study_name)
+    pairs, goal, budget = combined_frontier(trials, config, objective), objective_for(objective, config), budget_bytes(config)
+    return decided(pick(pairs, goal, budget, study_name), pairs, goal, budget, study_name,
+                   load_record(storage, study_name))
+
+
+def decided(rec: Recommendation, pairs: pd.DataFrame, goal: Objective, budget: int, study_name: str,
+            record: DecisionRecord) -> Recommendation:
+    """`rec`, or the pair the decision phase settled on where it moved the pick (on more questions and seeds than
+    the trials' values, which Optuna keeps fixed: sweep/decision.py)."""
+    if record.pick is None or tuple(record.pick) == (rec.sft_key, rec.rft_key):
+        return rec
+    chosen = pairs[(pairs["sft_key"] == record.pick[0]) & (pairs["rft_key"] == record.pick[1]) & pairs["feasible"]]
+    if chosen.empty or chosen["objective"].isna().all():
+        return rec
+    moved = pick(chosen, goal, budget, study_name)
+    return replace(moved, overlaps=None, reason=(
+        f"Chosen by the decision phase over the first pass's SFT {rec.sft_rank} / RFT {rec.rft_rank}, on more "
+        f"questions than the trials graded: {record.verdict or 'it has not finished'}"))
 
 
 def pick(pairs: pd.DataFrame, goal: Objective, budget: int, study_name: str) -> Recommendation:

@@ -6,14 +6,12 @@ from dataclasses import fields, replace
 from typing import TYPE_CHECKING, Any
 
 from sweep.records import KINDS, AdapterResult, TrialResult
-from sweep.storage import open_storage, ranksweep_config
-from trainers.errors import RanksweepError
+from sweep.settings import StudyConfig
+from sweep.storage import load_ranksweep_study, open_storage
 
 if TYPE_CHECKING:
     import pandas as pd
     from optuna.storages import BaseStorage
-
-__all__ = ["load_trials", "open_storage"]
 
 # Per-adapter columns, prefixed with `sft_` / `rft_` (the fields of sweep.records.AdapterResult).
 ADAPTER_ATTRS = tuple(f.name for f in fields(AdapterResult) if f.name != "kind")
@@ -31,24 +29,18 @@ INT_COLUMNS = (
 )
 
 
-def load_trials(storage: str | BaseStorage, study_name: str) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Every trial of a study (all states) as one row each, plus the study's `config` user attr.
+def load_trials(storage: str | BaseStorage, study_name: str) -> tuple[pd.DataFrame, StudyConfig]:
+    """Every trial of a study (all states) as one row each, plus the study's config.
 
     Columns: `trial` (number), `state` (COMPLETE/PRUNED/FAIL/RUNNING/WAITING), `value_score`,
     `value_size_bytes` (the two objective values, bytes), start/complete times, every trial user attr
     of docs/design.md (missing ones as NaN), and any other user attr or sampler param (`sft_rank`,
     `alpha_ratio`, ...; a user attr of the same name wins).
     """
-    import optuna
     import pandas as pd
 
-    opened = open_storage(storage)
-    names = optuna.get_all_study_names(opened)
-    if study_name not in names:
-        known = ", ".join(sorted(names)) if names else "none"
-        raise RanksweepError(f"No study named '{study_name}' in {storage}; studies there: {known}.")
-    study = optuna.load_study(study_name=study_name, storage=opened)
-    config = ranksweep_config(study, storage if isinstance(storage, str) else "its storage")
+    study, config = load_ranksweep_study(open_storage(storage), study_name,
+                                         storage if isinstance(storage, str) else "its storage")
 
     rows = []
     for trial in study.get_trials(deepcopy=False):
