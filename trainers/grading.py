@@ -374,8 +374,9 @@ def _attached_adapter(model, adapter_dir: str | Path | None):
         with warnings.catch_warnings():
             # PEFT trips transformers deprecation notices that say nothing to the user.
             warnings.simplefilter("ignore", FutureWarning)
-            # The adapter in the base's dtype: float32 LoRA layers on a bf16 base (peft's default upcast) made a
-            # CPU forward pass 2x slower than float32 and grew it by gigabytes (docs/benchmarks.md §10).
+            # The adapter in the base's dtype (peft would upcast it to float32): on a bf16 base each LoRA layer then
+            # runs in bf16, with no cast of its input to float32 and back; the agreement with float32 grading was
+            # measured this way (docs/benchmarks.md §11).
             peft_model = PeftModel.from_pretrained(model, folder, autocast_adapter_dtype=False)
     except Exception as exc:  # PEFT raises several types for a damaged or mismatched adapter
         _strip_lora(model, had_peft_config, state)
