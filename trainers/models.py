@@ -242,7 +242,7 @@ def load_model(name: str, device: str = "auto") -> LoadedModel:
 
     One copy serves training (its LoRA weights stay float32), grading and RFT sampling. In bf16 a decode
     step ran 2.6x faster than float32 on an avx512_bf16 CPU and the model takes half the memory; how often
-    greedy answers agree with float32's: docs/benchmarks.md §10.
+    greedy answers agree with float32's: docs/benchmarks.md §11.
     """
     import torch
 
