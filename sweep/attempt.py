@@ -11,6 +11,7 @@ import time
 
 from sweep import bundle
 from sweep.builder import PairBuilder, PairOutcome
+from sweep.cache import observe_seals
 from sweep.constraint import write_size_constraint
 from sweep.objective import objective_for
 from sweep.records import INTERRUPTED, PARAMS, Pair, TrialResult, pair_of
@@ -107,11 +108,20 @@ class Attempt:
             self.steer = skip != TARGET_REACHED
             raise optuna.TrialPruned(skip)
         started = time.perf_counter()
+        sealed: dict[str, list[str]] = {"trained": [], "derived": []}
+
+        def on_seal(spec) -> None:  # written at once: a kill -9 later in the trial keeps it
+            which = "derived" if spec.derived else "trained"
+            sealed[which].append(f"{spec.kind}:{spec.key}")
+            for key, value in TrialResult(**{which: ",".join(sealed[which])}).to_attrs().items():
+                trial.set_user_attr(key, value)
+
         try:
             self.guard.armed = True
             if self.guard.pending:
                 raise KeyboardInterrupt
-            outcome = self.builder.build(Pair.from_params(params))
+            with observe_seals(on_seal):
+                outcome = self.builder.build(Pair.from_params(params))
             self.guard.armed = False
         except KeyboardInterrupt:
             self.guard.armed = False

@@ -278,5 +278,18 @@ def test_a_first_launch_that_failed_sampling_rft_data_accepts_the_corrected_reru
     assert "FAIL" in states and "COMPLETE" not in states  # (an over-budget pair is PRUNED before it)
     rerun = ranksweep(*without_rft, "--rft-data", workdir / "rft.json")
     assert rerun.returncode == 0, rerun.stderr
+    assert "Study 'sampling': 1 pair trained and graded." in rerun.stdout  # one pair, not "1 pairs"
     study = load(workdir, "sampling")
     assert len(completed(study)) == 1 and study.user_attrs["config"]["rft_path"] == str(workdir / "rft.json")
+
+
+def test_launch_help_describes_the_presets_as_they_are(ranksweep):
+    """The --preset help is written from the presets' values, so it cannot describe an older quick preset."""
+    import re
+
+    text = " ".join(ranksweep("launch", "--help").stdout.split())
+    quick = PRESETS["quick"]
+    assert f"quick: CPU-sized ({quick.effort.max_examples} training rows, {quick.space.epochs[0]:g} epochs" in text
+    assert f"{quick.effort.questions} questions" in text and f"{quick.trials} trials" in text
+    assert "SFT ranks " + "/".join(map(str, quick.space.sft_ranks)) in text
+    assert not re.search(r"160 training rows|ranks 2/8/32", text)

@@ -12,6 +12,7 @@ import inspect
 from collections.abc import Callable, Iterator
 
 from trainers.hardware import autocast, bf16_is_fast
+from trainers.training import head_is_plain
 
 DEFAULT_STOP = "</answer>"
 
@@ -301,8 +302,6 @@ def _last_logits(core, **inputs):
     batch whose layout torch cannot fold into a matrix (what a bf16 model with LoRA layers produced on a CPU),
     matmul copied the 49k-wide head once per row: 3.6 GB and seconds per prefill of 64 rows (docs/benchmarks.md).
     """
-    from trainers.training import head_is_plain
-
     decoder, head = core.get_decoder(), core.get_output_embeddings()
     if decoder is not core and head is not None and head_is_plain(core):
         inputs.pop("logits_to_keep", None)

@@ -10,7 +10,9 @@ Accepted forms, tried in this order:
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import io
 import os
 import shutil
 import socket
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainers.errors import RanksweepError
+from trainers.hardware import use_bf16
 
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TINY_SEED = 1234
@@ -94,11 +97,27 @@ def _read_gguf(gguf: Path, loader, **kwargs):
         raise RanksweepError(f"GGUF file '{gguf}' could not be read ({reason}).") from None
 
 
+# Whether the libraries this process loads models with may draw their own progress bars (silence_library_bars).
+_library_bars = True
+
+
+def silence_library_bars() -> None:
+    """No progress bar from the libraries that load models, for the rest of this process: transformers' own bars
+    through its switch, and the GGUF conversion's, which has none (its bar goes to a discarded stderr)."""
+    global _library_bars
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    _library_bars = False
+
+
 def _from_gguf(gguf: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = _read_gguf(gguf, AutoTokenizer)
-    model = _read_gguf(gguf, AutoModelForCausalLM)
+    quiet = contextlib.nullcontext() if _library_bars else contextlib.redirect_stderr(io.StringIO())
+    with quiet:
+        tokenizer = _read_gguf(gguf, AutoTokenizer)
+        model = _read_gguf(gguf, AutoModelForCausalLM)
     # The weights are dequantized to float32 on load; the leftover quantizer only blocks save_pretrained.
     model.hf_quantizer = None
     model.config.__dict__.pop("quantization_config", None)
@@ -246,8 +265,6 @@ def load_model(name: str, device: str = "auto") -> LoadedModel:
     """
     import torch
 
-    from trainers.hardware import use_bf16
-
     resolved = resolve_device(device)
     dtype = torch.bfloat16 if use_bf16(resolved) else torch.float32
     with warnings.catch_warnings():
@@ -260,7 +277,7 @@ def load_model(name: str, device: str = "auto") -> LoadedModel:
     model = model.to(device=resolved)
     with torch.no_grad():
         # Weights only: buffers such as the rotary inverse frequencies stay float32 (in bf16 their rounding
-        # shifts the angle of position 400 by up to a radian).
+        # shifts the angle of position 400 by tenths of a radian).
         for param in model.parameters():
             param.data = param.data.to(dtype)
     model.config.pad_token_id = tokenizer.pad_token_id

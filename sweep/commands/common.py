@@ -153,6 +153,9 @@ def mask_url(text: str) -> str:
     return masked(text)
 
 
+def counted(n: int, noun: str) -> str:
+    """'1 pair', '2 pairs', '0 pairs': a count and its noun for printed lines (regular plurals only)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def check_output(path: Path, flag: str, *, ours, what: str, force: bool | None = None) -> None:
@@ -209,6 +212,11 @@ def add_threads(parser: argparse.ArgumentParser) -> None:
         help="torch threads for this process (default: $RANKSWEEP_THREADS, else every core it may use); with W "
         "workers on one machine give each cores/W",
     )
+
+
+def add_no_progress(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bars (training, grading, RFT sampling, model conversion)")
 
 
 def add_storage(parser: argparse.ArgumentParser) -> None:

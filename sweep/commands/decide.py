@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sweep.commands.common import add_device, add_storage, positive_float, positive_int
+from sweep.commands.common import add_device, add_no_progress, add_storage, positive_float, positive_int
 from sweep.commands.running import decide_study
 from sweep.decision import DEFAULT_MINUTES, MAX_SEEDS, ROUND_QUESTIONS
 from sweep.settings import settings_from_config
@@ -31,7 +31,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help=f"validation questions added per round (default: {ROUND_QUESTIONS})")
     p.add_argument("--seeds", type=positive_int, default=MAX_SEEDS,
                    help=f"seeds per adapter at most, the first training included (default: {MAX_SEEDS})")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_no_progress(p)
     return p
 
 

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from sweep.commands.common import add_device, add_storage, add_threads, positive_int
+from sweep.commands.common import add_device, add_no_progress, add_storage, add_threads, positive_int
 from sweep.commands.running import execute
 from sweep.files import writable_folder
 from sweep.settings import settings_from_config
@@ -33,7 +33,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="artifact folder (default: the one the study was launched with)")
     p.add_argument("--trials", type=positive_int, default=None,
                    help="raise the study's target of distinct complete pairs to this many (default: keep it)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_no_progress(p)
     return p
 
 
