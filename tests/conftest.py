@@ -5,11 +5,16 @@ other test is marked `integration`. `make test-fast` runs the first floor, `make
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from cli_runner import run_cli, run_main
 
 FAST_TIMEOUT_S = 30
+# Float32 unless a test asks for bfloat16 (RANKSWEEP_CPU_BF16=1): the suite computes the same numbers on CPUs
+# with and without native bf16, and the tests of the bf16 paths force it on wherever they run.
+os.environ.setdefault("RANKSWEEP_CPU_BF16", "0")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -206,6 +206,14 @@ def add_device(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_threads(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads", type=positive_int, default=None, metavar="N",
+        help="torch threads for this process (default: $RANKSWEEP_THREADS, else every core it may use); with W "
+        "workers on one machine give each cores/W",
+    )
+
+
 def add_no_progress(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bars (training, grading, RFT sampling, model conversion)")

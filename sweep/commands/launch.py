@@ -9,8 +9,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from sweep import bundle
-from sweep.commands.common import (add_base_model, add_device, add_no_progress, add_storage, alpha_ratio, budget_mb, comma_list,
-                                   epochs_arg, learning_rate, non_negative_float, positive_int, questions_arg, rank_arg,
+from sweep.commands.common import (add_base_model, add_device, add_no_progress, add_storage, add_threads, alpha_ratio,
+                                   budget_mb, comma_list, epochs_arg, learning_rate, non_negative_float, positive_int,
+                                   questions_arg, rank_arg,
                                    recover_steps_arg, seed_arg, study_name)
 from sweep.commands.running import decide_study, execute
 from sweep.decision import after_launch_minutes
@@ -25,6 +26,7 @@ from sweep.study import feasible_pairs, open_study
 from trainers.batching import steps_for
 from trainers.data import read_qa, read_rft
 from trainers.errors import RanksweepError
+from trainers.hardware import set_threads
 from trainers.models import resolve_device
 from trainers.prompts import DEFAULT_PROMPT_TEMPLATE, check_prompt_template
 from trainers.unitgen import builtin_data, level_named
@@ -51,6 +53,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    f"({describe(PRESETS['full'])}). Flags override it.")
     add_base_model(p)
     add_device(p)
+    add_threads(p)
     p.add_argument("--homework", type=Path, default=None,
                    help="homework root (holds homework/ and data/): its data is used and the rest of its "
                    "homework/ folder counts toward the zipped size")
@@ -191,6 +194,7 @@ def _strategy(args, train_rows: int, rft_rows: int | None, preset) -> dict:
 
 
 def run(args) -> int:
+    set_threads(args.threads)
     settings = build_settings(args)
     rest = bundle.rest_bytes(settings.homework) if settings.homework else 0
     if settings.trainer == "homework":  # its commands checked, and its rest measured by its own bundle.py
