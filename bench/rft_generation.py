@@ -95,6 +95,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128, help="sequences decoded together (K per question)")
     parser.add_argument("--level", default="metric-prefix", help="built-in data level and its few-shot prompt")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--sides", default=None, help="comma list of side names to run (default: all four)")
+    parser.add_argument("--label", default=None, help="suffix of the result file")
     args = parser.parse_args()
 
     import warnings
@@ -102,27 +104,32 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     from trainers.data import read_qa
     from trainers.generation import sample
-    from trainers.grading import is_correct, parse_answer
+    from trainers.grading import answer_is_hopeless, is_correct, parse_answer
     from trainers.fewshot import few_shot_named
     from trainers.models import load_model
     from trainers.rft_data import sampling_dtype
     from trainers.unitgen import builtin_data
 
+    import os
+
+    os.environ["RANKSWEEP_CPU_BF16"] = "0"  # the previous sampler and HF generate ran float32 weights
     loaded = load_model(args.model, "cpu")
+    os.environ.pop("RANKSWEEP_CPU_BF16")
     rows = read_qa(builtin_data(args.level)[0])[: args.questions]
     prompts = [few_shot_named(args.level).render(loaded.tokenizer, r.question) for r in rows]
     per_batch = max(1, args.batch_size // args.k)
     previous_per_batch = max(1, 16 // args.k)  # RFTSettings.batch_size before this change
 
     # RFT data samples with its own copy of the model, in bf16 weights where the CPU runs bf16 fast.
-    generator = load_model(args.model, "cpu")
+    generator = load_model(args.model, "cpu")  # bf16 weights where the CPU has native bf16 (trainers.models)
     generator_dtype = sampling_dtype("cpu")
-    if generator_dtype == "bfloat16":
-        import torch
-
-        generator.model.to(torch.bfloat16)
 
     def ours(rep):
+        return sample(generator.model, generator.tokenizer, prompts, k=args.k, temperature=args.temperature,
+                      max_new_tokens=args.max_new_tokens, stop=STOP, seed=rep, batch_size=args.batch_size,
+                      give_up=answer_is_hopeless)
+
+    def without_give_up(rep):
         return sample(generator.model, generator.tokenizer, prompts, k=args.k, temperature=args.temperature,
                       max_new_tokens=args.max_new_tokens, stop=STOP, seed=rep, batch_size=args.batch_size)
 
@@ -132,7 +139,9 @@ def main() -> None:
     def previous(rep):
         return previous_sampler(loaded, prompts, args.k, args.temperature, args.max_new_tokens, previous_per_batch, rep)
 
-    sides = {"sample (ranksweep)": ours, "previous sampler": previous, "HF generate(num_return_sequences=K)": theirs}
+    every = {"sample (ranksweep)": ours, "sample before hopeless chains stopped": without_give_up,
+             "previous sampler": previous, "HF generate(num_return_sequences=K)": theirs}
+    sides = {name: every[name] for name in args.sides.split(",")} if args.sides else every
     stats = {name: {"seconds": [], "correct": 0, "solved": 0, "parsed": 0, "completions": 0, "questions": 0}
              for name in sides}
     for rep in range(args.repeats):
@@ -162,23 +171,25 @@ def main() -> None:
             "answer_rate": s["parsed"] / s["completions"],
             "completions_counted": s["completions"],
         }
-    ours_s, previous_s, theirs_s = (summary[n]["median_seconds"] for n in sides)
+    seconds_of = {n: summary[n]["median_seconds"] for n in sides}
+    ours_s = seconds_of["sample (ranksweep)"]
+    speedups = {f"vs {n}": s / ours_s for n, s in seconds_of.items() if n != "sample (ranksweep)"}
     bandwidth = memory_bandwidth_gb_s()
     weight_bytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
     # A decode step reads every weight at least once: the step rate memory allows, and the tokens/s that
     # gives at the batch width actually used (an upper bound only while the batch stays full).
     steps_per_s_limit = bandwidth * 1e9 / weight_bytes
     payload = {"model": args.model, "per_batch_prompts": per_batch, "sides": summary, "ours_dtype": generator_dtype,
-               "speedup": theirs_s / ours_s, "speedup_vs_previous": previous_s / ours_s,
+               "speedups": speedups,
                "memory_bandwidth_gb_s": bandwidth, "weight_bytes": weight_bytes,
                "bandwidth_limited_steps_per_s": steps_per_s_limit}
     print(table([{"side": n, **s} for n, s in summary.items()],
                 ["side", "median_seconds", "completions_per_s", "completion_success_rate", "question_success_rate",
                  "answer_rate"]))
-    print(f"speedup: {payload['speedup']:.2f}x vs HF generate, {payload['speedup_vs_previous']:.2f}x vs previous")
+    print("speedups of sample (ranksweep): " + ", ".join(f"{v:.2f}x {k}" for k, v in speedups.items()))
     print(f"memory bandwidth {bandwidth:.1f} GB/s: at most {steps_per_s_limit:.1f} decode steps/s of a "
           f"{weight_bytes / 1e6:.0f} MB model")
-    print("wrote", write_result("rft_generation", args, payload))
+    print("wrote", write_result("rft_generation" + (f"_{args.label}" if args.label else ""), args, payload))
 
 
 if __name__ == "__main__":

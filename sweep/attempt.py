@@ -11,6 +11,7 @@ import time
 
 from sweep import bundle
 from sweep.builder import PairBuilder, PairOutcome
+from sweep.cache import observe_seals
 from sweep.constraint import write_size_constraint
 from sweep.objective import objective_for
 from sweep.records import INTERRUPTED, PARAMS, Pair, TrialResult, pair_of
@@ -56,9 +57,11 @@ class CtrlC:
         self._previous = None
 
     def _handle(self, signum, frame):
+        # Remembered even when raised: a KeyboardInterrupt that lands in a finalizer (SQLAlchemy's weakref
+        # callbacks) is printed and dropped by Python, and the trial must still end as interrupted.
+        self.pending = True
         if self.armed:
             raise KeyboardInterrupt
-        self.pending = True
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():  # only the main thread gets signals
@@ -107,11 +110,22 @@ class Attempt:
             self.steer = skip != TARGET_REACHED
             raise optuna.TrialPruned(skip)
         started = time.perf_counter()
+        sealed: dict[str, list[str]] = {"trained": [], "derived": []}
+
+        def on_seal(spec) -> None:  # written at once: a kill -9 later in the trial keeps it
+            which = "derived" if spec.derived else "trained"
+            sealed[which].append(f"{spec.kind}:{spec.key}")
+            for key, value in TrialResult(**{which: ",".join(sealed[which])}).to_attrs().items():
+                trial.set_user_attr(key, value)
+
         try:
             self.guard.armed = True
             if self.guard.pending:
                 raise KeyboardInterrupt
-            outcome = self.builder.build(Pair.from_params(params))
+            with observe_seals(on_seal):
+                outcome = self.builder.build(Pair.from_params(params))
+            if self.guard.pending:  # the interrupt raised during the build was dropped by a finalizer
+                raise KeyboardInterrupt
             self.guard.armed = False
         except KeyboardInterrupt:
             self.guard.armed = False

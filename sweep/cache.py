@@ -19,6 +19,7 @@ import json
 import shutil
 import sys
 import time
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -57,12 +58,33 @@ class AdapterSpec:
         return self.config.kind
 
     @property
+    def derived(self) -> bool:
+        """Whether the adapter is computed from another one (sweep/strategies.py), not trained on its own."""
+        return False
+
+    @property
     def rank(self) -> int:
         return self.config.rank
 
     @property
     def alpha(self) -> float:
         return self.config.alpha
+
+
+# Told of every entry sealed (trained or derived, here) inside `observe_seals`: the study loop records each on the
+# running trial as it happens, so an adapter trained by a trial that is later killed still counts, whichever
+# builder (and cache object) made it.
+_seal_observer: ContextVar[Callable[[AdapterSpec], None] | None] = ContextVar("ranksweep_seal_observer", default=None)
+
+
+@contextlib.contextmanager
+def observe_seals(callback: Callable[[AdapterSpec], None]):
+    """Call `callback(spec)` for each cache entry sealed in this context (this thread), right after its manifest."""
+    token = _seal_observer.set(callback)
+    try:
+        yield
+    finally:
+        _seal_observer.reset(token)
 
 
 @dataclass(frozen=True)
@@ -150,6 +172,9 @@ class ArtifactCache:
                             spec={**asdict(spec.config), "base_model": spec.base_model,
                                   "data_sha256": spec.data_sha256}, **facts)
         write_json_atomic(folder / MANIFEST, manifest.to_json())
+        observer = _seal_observer.get()
+        if observer is not None:
+            observer(spec)
         return manifest
 
     def ensure(self, spec: AdapterSpec, make: Callable[[Path], Any],

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sweep.files import nearest_existing, writable
+from sweep.files import nearest_existing, unwritable_advice, writable
 from trainers.data import scratch_file
 from trainers.errors import RanksweepError
 
@@ -43,9 +43,14 @@ class Change:
 
 
 def inside(root: Path, relpath: str, what: str) -> Path:
-    """root/relpath, refused if it (or a link on the way) leads outside root."""
+    """root/relpath, refused if it (or a symbolic link on the way) leads outside root: ranksweep writes through a
+    link only to a file inside root."""
     path = root / relpath
     if not path.resolve().is_relative_to(root.resolve()):
+        if Path(os.path.normpath(path.absolute())).is_relative_to(root.absolute()):  # the words stay inside: a link
+            raise RanksweepError(f"{what} '{relpath}' is a symbolic link (or lies under one) that leads outside the "
+                                 f"homework folder {root}, to {path.resolve()}; ranksweep writes only inside that "
+                                 "folder: replace the link with a copy of the file, or name a file inside it.")
         raise RanksweepError(f"{what} '{relpath}' is outside the homework folder {root}; name a file inside it.")
     return path
 
@@ -68,7 +73,7 @@ def check_writes(root: Path, changes: list[Change], *, backup: bool) -> None:
         if path.exists() and not path.is_file():
             raise RanksweepError(f"{change.path} is not a regular file; move it away and export again.")
         if path.exists() and not writable(path):
-            raise RanksweepError(f"{change.path} is read-only, so nothing was written; make it writable (chmod u+w) "
+            raise RanksweepError(f"{change.path} is read-only, so nothing was written; {unwritable_advice(path)} "
                                  "and export again, or use --dry-run and edit it by hand.")
         folders.append(path.parent)
     for folder in folders:

@@ -11,6 +11,7 @@ import warnings
 from sweep.commands import command_modules
 from sweep.commands.common import mask_url
 from trainers.errors import RanksweepError
+from trainers.models import silence_library_bars
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
     warnings.filterwarnings("ignore", message=".*(is an experimental feature|is experimental)")
+    if getattr(args, "no_progress", False):  # every bar, the libraries' included (model conversion, loading)
+        silence_library_bars()
     try:
         return int(args.run(args) or 0)
     except RanksweepError as exc:

@@ -17,7 +17,7 @@ from sweep.bundle import ADAPTER_FILES, ADAPTER_HOMES, bundle_members, zip_bytes
 from sweep.changeset import Change, apply, inside as _inside
 from sweep.frontier import recommend
 from sweep.rank_constants import is_identifier, set_constant
-from sweep.sizing import fits, mib
+from sweep.sizing import fits, mib, size_text
 from sweep.storage import open_storage
 from sweep.study_io import load_trials
 from trainers.data import parse_json
@@ -160,13 +160,17 @@ def _same_model(a: str, b: str) -> bool:
     return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
 
 
-def check_base_model(root: Path, choice: Choice, base_model: str | None) -> None:
-    """Refuse adapters trained on another base model than the homework's (--base-model, else its adapter config)."""
+def check_base_model(root: Path, choice: Choice, base_model: str | None,
+                     checkpoint: tuple[str, str | None] = ("", None)) -> None:
+    """Refuse adapters trained on another base model than the homework's: --base-model, else the tree's adapter
+    configs and `checkpoint`, (where, model) its checkpoint line names (a fresh tree has no adapter yet, but
+    names its model there; sweep.homework.tree.checkpoint_model reads it)."""
     studied = {n for n in [choice.base_model, *(_adapter_base(d) for d in (choice.sft_dir, choice.rft_dir) if d)] if n}
     if base_model is not None:
         expected = [("--base-model", base_model)]
     else:
         expected = [(f"{home}/adapter_config.json", _adapter_base(root / home)) for home in ADAPTER_HOMES.values()]
+        expected.append(checkpoint)
     for source, name in expected:
         if name and not any(_same_model(name, s) for s in studied):
             trained = choice.base_model or ", ".join(sorted(studied)) or "an unknown model"
@@ -207,10 +211,10 @@ class ZipCheck:
 
     def line(self) -> str:
         """The size in MiB (bytes/1024/1024, as the homework reports it) and the verdict."""
-        verdict = (f"OVER by {mib(self.size_bytes - self.budget_bytes):.2f} MiB; export a smaller pair "
+        verdict = (f"OVER by {size_text(self.size_bytes - self.budget_bytes)}; export a smaller pair "
                    f"(ranksweep report lists them)") if self.over else "fits"
-        return (f"submission zip{' after export' if self.planned else ''}: {mib(self.size_bytes):.2f} MiB "
-                f"({self.size_bytes:,} bytes) of the {mib(self.budget_bytes):.2f} MiB budget: {verdict}")
+        return (f"submission zip{' after export' if self.planned else ''}: {size_text(self.size_bytes)} "
+                f"of the {size_text(self.budget_bytes)} budget: {verdict}")
 
 
 def zip_check(root: Path, budget: int, pending: list[Change]) -> ZipCheck:

@@ -3,10 +3,13 @@ in, and can a study name also name a folder."""
 
 from __future__ import annotations
 
+import array
+import fcntl
 import os
 import shlex
 from pathlib import Path
 
+from sweep.shell import command
 from trainers.errors import RanksweepError
 
 MAX_STUDY_NAME_BYTES = 200  # the report folder is named after the study and file names stop at 255 bytes
@@ -20,6 +23,43 @@ def writable(path: Path) -> bool:
     except OSError:
         return False
     return os.access(path, os.W_OK) and bool(mode & 0o222)
+
+
+# Linux inode flags (FS_IOC_GETFLAGS): `chattr +i` / `chattr +a`. Root's writes fail on them whatever the mode says.
+_FS_IOC_GETFLAGS = 0x80086601
+_IMMUTABLE_OR_APPEND = 0x10 | 0x20
+
+
+def _inode_flags(path: Path) -> int:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return 0
+    try:
+        flags = array.array("l", [0])
+        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, flags, True)
+        return flags[0]
+    except OSError:  # a file system without inode flags
+        return 0
+    finally:
+        os.close(fd)
+
+
+def unwritable_advice(path: Path) -> str:
+    """What makes a path `writable` refused writable again: chmod only when its mode is what forbids it."""
+    path = Path(path)
+    if _inode_flags(path) & _IMMUTABLE_OR_APPEND:
+        return (f"it is marked immutable or append-only (lsattr shows it), which no chmod changes: remove the mark "
+                f"with `{command('chattr', '-i', '-a', path)}` (as root)")
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return "it lies on a file system mounted read-only: remount it read-write or copy the tree elsewhere"
+        stat = path.stat()
+    except OSError:
+        return "make it writable"
+    if stat.st_uid not in (os.getuid(), 0) and os.getuid() != 0:
+        return f"it belongs to another user (uid {stat.st_uid}): ask them, or copy the tree and export into the copy"
+    return "make it writable (chmod u+w)"
 
 
 def nearest_existing(path: Path) -> Path:

@@ -136,6 +136,10 @@ class TrialResult:
     pid_started: int | None = None  # when that process started (clock ticks since boot): a reused pid differs
     skipped: str | None = None
     error: str | None = None
+    # Cache keys ("sft:KEY,rft:KEY") of the adapters this trial trained / derived and sealed into the cache, written
+    # as each one is sealed: a trial killed before its end keeps the count of what it cost.
+    trained: str | None = None
+    derived: str | None = None
     sft: AdapterResult | None = field(default=None)
     rft: AdapterResult | None = field(default=None)
 
@@ -150,6 +154,11 @@ class TrialResult:
 
     def adapters(self) -> list[AdapterResult]:
         return [a for a in (self.sft, self.rft) if a is not None]
+
+    def sealed(self, which: str) -> list[tuple[str, str]]:
+        """(kind, cache key) of each adapter this trial `trained` or `derived` (the attr named), in order."""
+        text = getattr(self, which) or ""
+        return [tuple(item.split(":", 1)) for item in text.split(",") if ":" in item]
 
     def to_attrs(self) -> dict[str, Any]:
         """Trial user attrs: the pair-level fields, then each adapter's; None values are left out."""

@@ -82,6 +82,20 @@ PRESETS = {
 }
 
 
+def describe(preset: Preset) -> str:
+    """A preset in words, from its values (what `launch --help` shows): rows, epochs, questions, ranks."""
+    def listed(values) -> str:
+        return "/".join(f"{v:g}" for v in values)
+
+    effort, space = preset.effort, preset.space
+    rows = "all rows" if effort.max_examples is None else f"{effort.max_examples} training rows"
+    questions = "all questions" if effort.questions is None else f"{effort.questions} questions"
+    epochs = f"{listed(space.epochs)} epoch{'' if space.epochs == (1.0,) else 's'}"
+    ranks = (f"ranks {listed(space.sft_ranks)}" if space.sft_ranks == space.rft_ranks
+             else f"SFT ranks {listed(space.sft_ranks)}, RFT ranks {listed(space.rft_ranks)}")
+    return f"{rows}, {epochs} at lr {listed(space.lrs)}, {questions}, {ranks}, {preset.trials} trials"
+
+
 def parse_ranks(text: str) -> tuple[int, ...]:
     """'1,2,4' -> (1, 2, 4); every rank a whole number from 1 to MAX_RANK."""
     ranks = []

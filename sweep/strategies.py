@@ -104,6 +104,10 @@ class DerivedSpec(AdapterSpec):
                       "recover_steps": self.recover_steps, "derive_version": DERIVE_VERSION})
 
     @property
+    def derived(self) -> bool:
+        return True
+
+    @property
     def alpha(self) -> float:
         # A nested prefix keeps the parent's lora_alpha (its scaling is alpha/rank, as it was trained).
         return self.parent.config.alpha if self.origin == "nested" else self.config.alpha

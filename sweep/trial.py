@@ -67,6 +67,8 @@ class TrialContext:
                     self.settings.train_path,
                     rft_settings,
                     cache_root=self.settings.artifacts / "rft",
+                    progress=self.progress,
+                    loaded=self._loaded,  # the trainers' model when this process has loaded it: no second copy
                 )
         return self._rft_path
 

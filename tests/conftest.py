@@ -5,11 +5,16 @@ other test is marked `integration`. `make test-fast` runs the first floor, `make
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from cli_runner import run_cli, run_main
 
 FAST_TIMEOUT_S = 30
+# Float32 unless a test asks for bfloat16 (RANKSWEEP_CPU_BF16=1): the suite computes the same numbers on CPUs
+# with and without native bf16, and the tests of the bf16 paths force it on wherever they run.
+os.environ.setdefault("RANKSWEEP_CPU_BF16", "0")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -37,9 +42,18 @@ def _no_model_in_fast_tests(request, monkeypatch):
 
     if "tiny" in request.fixturenames or "cli" in request.fixturenames:  # a process of its own is not guarded
         refuse()
-    import trainers.models
+    import sys
 
-    monkeypatch.setattr(trainers.models, "load_model", refuse)
+    import trainers.models
+    from sweep.cli import build_parser
+
+    # Every command module imported now, with the real loader: one first imported under the patch below would keep
+    # `refuse` as its `load_model` for the rest of the session (the next test's model then fails as "fast").
+    build_parser()
+    real = trainers.models.load_model
+    for module in list(sys.modules.values()):
+        if getattr(module, "load_model", None) is real:
+            monkeypatch.setattr(module, "load_model", refuse)
     import torch
     import transformers  # a model built through transformers directly, not through the loader
 

@@ -307,6 +307,7 @@ def test_neighbouring_ranks_compare_by_the_exact_mcnemar_interval(tmp_path):
             "100 questions), answer NLL -0.100") in summary(report)
 
 
+@pytest.mark.fast
 def test_a_rival_that_wins_on_more_questions_becomes_the_recommendation(tmp_path):
     from sweep.evidence import save_record
     from sweep.frontier import recommend

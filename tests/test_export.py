@@ -90,7 +90,7 @@ def test_export_rewrites_only_the_rank_literals_and_backs_up(cli, hw, storage, t
     assert (backup / "homework" / "rft.py").read_bytes() == RFT
     assert sorted(p.name for p in backup.rglob("*") if p.is_file()) == ["rft.py", "sft.py"]
     assert printed_zip_bytes(result.stdout) == zipfile_bytes(hw, tmp_path)
-    assert "bytes) of the 50.00 MiB budget: fits" in result.stdout
+    assert "bytes) of the 50.00 MiB (52,428,800 bytes) budget: fits" in result.stdout
     assert not any(arc.startswith(".ranksweep") or not arc.startswith("homework/") for arc, _ in bundle_members(hw))
 
 
@@ -117,12 +117,13 @@ def test_over_budget_writes_nothing_unless_forced(capsys, hw, storage):
     args = ("--homework", hw, "--storage", storage, "--study", "sweep", "--budget-mb", "0.001")
     code, out, err = export(capsys, *args)
     assert code == 2 and out == ""
-    assert re.fullmatch(r"ranksweep: error: This export would make the submission zip 0\.\d\d MiB, over the 0\.00 MiB "
-                        r"budget, so nothing was written: export a smaller pair \(ranksweep report lists them\), or "
-                        r"pass --force to write it anyway\.\n", err), err
+    # Under 0.01 MiB both would read "0.00 MiB": the bytes tell them apart.
+    assert re.fullmatch(r"ranksweep: error: This export would make the submission zip 0\.\d\d MiB \([\d,]+ bytes\), over "
+                        r"the 0\.00 MiB \(1,048 bytes\) budget, so nothing was written: export a smaller pair "
+                        r"\(ranksweep report lists them\), or pass --force to write it anyway\.\n", err), err
     assert snapshot(hw) == before
     code, out, _ = export(capsys, *args, "--force")
-    assert code == 1 and "OVER by" in out and "of the 0.00 MiB budget" in out
+    assert code == 1 and "OVER by" in out and "of the 0.00 MiB (1,048 bytes) budget" in out
     assert (hw / "homework" / "sft.py").read_bytes() == SFT_AFTER
 
 
@@ -443,3 +444,50 @@ def test_with_adapters_refuses_a_pair_whose_folders_are_gone(capsys, hw, storage
     code, _, err = export(capsys, "--homework", hw, "--storage", storage, "--study", "sweep", "--with-adapters")
     assert code == 2 and "The SFT adapter of this pair is not on disk" in err
     assert snapshot(hw) == before
+
+
+def test_with_adapters_reads_a_fresh_trees_base_model_from_its_checkpoint_line(capsys, hw, adapter_storage):
+    """A fresh course tree has no adapter yet, but its base_llm.py names SmolLM2-360M: a `tiny` study's adapters
+    would not work there, so the copy is refused, read the way homework mode reads the checkpoint line."""
+    url, _ = adapter_storage
+    (hw / "homework" / "base_llm.py").write_text(
+        'from transformers import AutoModelForCausalLM\n\ncheckpoint = "HuggingFaceTB/SmolLM2-360M-Instruct"\n')
+    before = snapshot(hw)
+    code, _, err = export(capsys, "--homework", hw, "--storage", url, "--with-adapters")
+    assert code == 2, err
+    assert "trained on 'tiny' but homework/base_llm.py:checkpoint names 'HuggingFaceTB/SmolLM2-360M-Instruct'" in err
+    assert snapshot(hw) == before
+    assert export(capsys, "--homework", hw, "--storage", url, "--with-adapters", "--base-model", "tiny")[0] == 0
+
+
+def test_a_rank_file_linked_out_of_the_tree_is_refused_and_nothing_is_written(capsys, hw, storage, tmp_path):
+    """Export writes only inside DIR (README): a rank file that links outside it is refused with one sentence."""
+    outside = tmp_path / "elsewhere.py"
+    outside.write_bytes(RFT)
+    (hw / "homework" / "rft.py").unlink()
+    (hw / "homework" / "rft.py").symlink_to(outside)
+    before = snapshot(hw)
+    code, _, err = export(capsys, "--homework", hw, "--storage", storage, "--study", "sweep")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "'homework/rft.py' is a symbolic link (or lies under one) that leads outside the homework folder" in err
+    assert snapshot(hw) == before and outside.read_bytes() == RFT
+
+
+def test_an_immutable_rank_file_gets_advice_that_works(capsys, hw, storage):
+    """`chattr +i` forbids writes whatever the mode says (root included): chmod u+w would not help, so the
+    sentence says what does."""
+    import shutil
+    import subprocess
+
+    rft = hw / "homework" / "rft.py"
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", rft], capture_output=True).returncode:
+        pytest.skip("this file system or user cannot set the immutable attribute")
+    try:
+        before = snapshot(hw)
+        code, _, err = export(capsys, "--homework", hw, "--storage", storage, "--study", "sweep")
+        assert code == 2 and err.count("\n") == 1, err
+        assert "homework/rft.py is read-only, so nothing was written; it is marked immutable or append-only" in err
+        assert f"chattr -i -a {rft}" in err and "chmod u+w" not in err
+        assert snapshot(hw) == before
+    finally:
+        subprocess.run(["chattr", "-i", rft], check=True)

@@ -128,6 +128,23 @@ def test_stop_rule_closes_on_the_token_that_completes_the_stop_string(tiny):
     assert not rule.closed(ids[: first - 1]) and not StopRule(tokenizer, "").closed(ids)
 
 
+def test_a_row_stops_at_the_first_token_its_answer_cannot_survive(tiny):
+    from trainers.generation import StopRule
+    from trainers.grading import answer_is_hopeless
+
+    tokenizer = tiny.tokenizer
+    text = "6 * 1000 = 6000. <answer>6,000 grams</answer>"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    rule = StopRule(tokenizer, "</answer>", answer_is_hopeless)
+    done_at = next(n for n in range(1, len(ids) + 1) if rule.done(0, ids[:n]))
+    # The first token that writes a letter after "<answer>6,000 " is where it stops; the number before it did not.
+    first = next(n for n in range(1, len(ids) + 1) if "g" in tokenizer.decode(ids[:n]).split("<answer>")[-1])
+    assert done_at == first and "<answer>" in tokenizer.decode(ids[: done_at - 1])
+    # Without give_up the same row runs on to its closing tag.
+    plain = StopRule(tokenizer, "</answer>")
+    assert next(n for n in range(1, len(ids) + 1) if plain.done(0, ids[:n])) == len(ids)
+
+
 def test_sampled_rows_stop_at_the_stop_string(tiny):
     """A row leaves the batch at its stop string: each completion holds it once, at its very end, or never."""
     stop = "e"

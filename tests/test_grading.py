@@ -370,3 +370,18 @@ def test_an_rft_grade_scores_the_answer_after_its_own_chain(tiny):
     assert (rft.answer_nll, rft.answer_nll_se) == pytest.approx(expected, rel=1e-4)
     assert (sft.answer_nll, sft.answer_nll_se) == pytest.approx(answer_nll(tiny.model, tiny.tokenizer, NLL_ROWS),
                                                                 rel=1e-4)
+
+
+def test_a_hopeless_answer_never_parses_whatever_follows():
+    from trainers.grading import answer_is_hopeless
+
+    prefixes = ["so <answer>6", "<answer>6 000</ans", "<answer>-1.5e3", "<answer>", "x = 5", "<answer>6 g",
+                "<answer>6000 kg", "<answer>about", "<answer>x<answer>5", "<answer>1_0"]
+    endings = ["", "</answer>", "0</answer>", " </answer>", "00 g</answer>", "</answer> more"]
+    for prefix in prefixes:
+        if answer_is_hopeless(prefix):
+            assert all(parse_answer(prefix + end) is None for end in endings), prefix
+    hopeless = [p for p in prefixes if answer_is_hopeless(p)]
+    assert hopeless == ["<answer>6 g", "<answer>6000 kg", "<answer>about"]
+    # Still open to a number, or already closed: never given up on.
+    assert parse_answer("<answer>6 000</answer>") == 6000 and not answer_is_hopeless("<answer>6</answer> g")

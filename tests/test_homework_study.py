@@ -71,6 +71,12 @@ def test_a_homework_mode_study_records_real_zips_and_grader_points(ranksweep, tm
     assert entries == sorted(f"{k}-r{r}" for k, r in ranks_used)
     trained = sum(not t.user_attrs[f"{k}_cache_hit"] for t in done for k in ("sft", "rft"))
     assert trained == len(ranks_used)
+    # status counts the homework's own trainings as trainings, none as derived adapters.
+    status = ranksweep("status", "--study", "hw", "--storage", f"sqlite:///{tmp_path}/studies.db", "--json")
+    counts = json.loads(status.stdout)["trainings"]
+    assert counts["sft"] == sum(k == "sft" for k, _ in ranks_used) and counts["rft"] == sum(k == "rft" for k, _ in
+                                                                                                ranks_used)
+    assert (counts["derived_sft"], counts["derived_rft"]) == (0, 0)
 
 
 def test_a_failing_command_fails_its_trial_with_its_last_lines(ranksweep, tmp_path):
@@ -193,3 +199,31 @@ def test_a_failing_bundle_while_measuring_the_tree_prints_its_output_not_a_delet
     assert "Measuring the homework without adapters" in result.stderr and "bundle broke" in result.stderr
     assert "exit code 4" in result.stderr
     assert ".log" not in result.stderr and "ranksweep-rest-" not in result.stderr  # no path to a deleted scratch log
+
+
+def test_adapters_trained_by_a_killed_trial_count_as_trainings(cli, ranksweep, tmp_path):
+    """The tree's grader kills ranksweep with SIGKILL (kill -9) once both adapters are trained and cached: the
+    trial stays RUNNING, and status still counts the two trainings it paid for."""
+    tree = user_tree(tmp_path)
+    (tree / "ranksweep.toml").write_text(
+        "[homework]\ngrader = \"{python} -c 'import os, signal; os.kill(os.getppid(), signal.SIGKILL)'\"\n")
+    killed = cli(*launch_args(tmp_path, tree, "killed", trials=1, sft="2", rft="4"))
+    assert killed.returncode == -9, killed.stderr
+    storage = f"sqlite:///{tmp_path}/studies.db"
+    assert [t.state.name for t in optuna.load_study(study_name="killed", storage=storage).get_trials()] == ["RUNNING"]
+    doc = json.loads(ranksweep("status", "--study", "killed", "--storage", storage, "--json").stdout)
+    assert doc["trainings"] == {"sft": 1, "rft": 1, "reused": 0, "derived_sft": 0, "derived_rft": 0}
+    table = ranksweep("status", "--study", "killed", "--storage", storage).stdout
+    assert "trainings run: 1 SFT + 1 RFT; adapters reused from the cache: 0" in table
+
+
+def test_a_rank_path_leaving_the_tree_is_refused_before_the_study_exists(ranksweep, tmp_path):
+    tree = user_tree(tmp_path)
+    (tmp_path / "outside.py").write_text("DEFAULT_LORA_RANK = 8\n")
+    (tree / "ranksweep.toml").write_text('[homework]\nsft_rank = "../outside.py:DEFAULT_LORA_RANK"\n')
+    result = ranksweep(*launch_args(tmp_path, tree, "escape", trials=1))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert f"'../outside.py' is outside the homework folder {tree}" in result.stderr
+    assert "homework-trials" not in result.stderr  # the user's path, not a scratch copy's
+    assert not (tmp_path / "studies.db").exists() or "escape" not in optuna.get_all_study_names(
+        f"sqlite:///{tmp_path}/studies.db")

@@ -274,6 +274,9 @@ def test_render_gives_pngs_of_fixed_size_and_a_self_contained_page(sweep_files):
     assert [base64.b64decode(e) for e in embedded] == [files["pareto.png"], files["ranks.png"]]
     assert "<h2>Pareto frontier</h2>" in page and "Recommended pair" in page and "still running" in page
     assert "interval overlaps the smaller pair" in page and "homework_rest_bytes" in page
+    # The advice works on a finished study: a resume refuses another --questions, a new study does not.
+    assert "launch a new --study with the same flags and a larger --questions" in page
+    assert "(--questions) would tell them apart" not in page
     frontier_part = page.split("<h2>Pareto frontier</h2>")[1].split("<h2>")[0]
     adapters_part = page.split("<h2>Graded adapters</h2>")[1].split("<h2>")[0]
     assert frontier_part.count("<tr><td") == report.pairs["on_frontier"].sum()  # one table row per frontier pair

@@ -187,3 +187,21 @@ def test_few_shot_prompts_by_level(tiny):
     with pytest.raises(RanksweepError):
         few_shot_named("nope")
     assert METRIC_PREFIX.fingerprint() != HOMEWORK.fingerprint()
+
+
+def test_no_progress_silences_rft_sampling_and_train_and_grade_take_it(cli, ranksweep, tmp_path):
+    """`train rft` without --rft-data samples chains first: with --no-progress no bar is drawn (tiny keeps none, so
+    the command ends with its one-line error, and that line is all of stderr); `grade` takes the flag too."""
+    data = tmp_path / "two.json"
+    write_qa(data, [NONZERO_QUESTION, QA("How many gram are there per 2 kg?", 2000.0)])
+    env = {"RANKSWEEP_CACHE": str(tmp_path / "cache")}
+    args = ("train", "rft", "--rank", "2", "--out", tmp_path / "out", "--base-model", "tiny", "--device", "cpu",
+            "--train-data", data)
+    loud = cli(*args, env=env)
+    assert loud.returncode == 2 and "rft samples" in loud.stderr  # the bar this flag silences
+    quiet = cli(*args, "--no-progress", env=env)
+    assert quiet.returncode == 2, quiet.stderr
+    assert quiet.stderr.startswith("ranksweep: error: Rejection sampling kept none") and quiet.stderr.count("\n") == 1
+    graded = ranksweep("grade", "--adapter", "none", "--kind", "sft", "--base-model", "tiny", "--device", "cpu",
+                       "--valid-data", data, "--questions", "2", "--no-progress")
+    assert graded.returncode == 0 and graded.stderr == "", graded.stderr

@@ -326,3 +326,44 @@ def test_cli_unknown_device_is_refused_before_anything_is_written(cli, tmp_path)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "--device" in done.stderr.strip().splitlines()[-1]  # argparse's usage line, then one error line
     assert not out.exists()
+
+
+@pytest.mark.parametrize("native_bf16, dtype", [(True, torch.bfloat16), (False, torch.float32)],
+                         ids=["bf16-cpu", "fp32-cpu"])
+def test_the_base_is_held_in_bf16_exactly_where_the_cpu_has_native_bf16(monkeypatch, native_bf16, dtype):
+    from trainers import hardware
+    from trainers.models import load_model
+
+    monkeypatch.delenv("RANKSWEEP_CPU_BF16")
+    monkeypatch.setattr(hardware, "bf16_is_fast", lambda device: native_bf16)
+    loaded = load_model("tiny", "cpu")
+    assert {p.dtype for p in loaded.model.parameters()} == {dtype}
+    assert hardware.use_bf16("cpu") == native_bf16
+
+
+def test_training_on_a_bf16_base_keeps_the_lora_weights_in_float32(repeated, tmp_path, monkeypatch):
+    from contextlib import contextmanager
+
+    from trainers.models import load_model
+
+    monkeypatch.setenv("RANKSWEEP_CPU_BF16", "1")  # the bf16 path, also on a CPU without avx512_bf16
+    loaded = load_model("tiny", "cpu")
+    before = _fingerprint(loaded.model)
+    seen = {}
+
+    @contextmanager
+    def inspect(peft_model):
+        yield
+        seen["trainable"] = {p.dtype for p in peft_model.parameters() if p.requires_grad}
+        seen["frozen"] = {p.dtype for p in peft_model.parameters() if not p.requires_grad}
+
+    # The random tiny model's bf16 logits are coarse: its loss falls more slowly than on a float32 base.
+    config = TrainConfig("sft", rank=8, lr=1e-1, dropout=0.0, epochs=15, batch_size=8)
+    result = train_adapter(loaded, repeated, config, tmp_path / "a", progress=False, during=inspect)
+    assert seen == {"trainable": {torch.float32}, "frozen": {torch.bfloat16}}
+    assert sum(result.losses[-5:]) / 5 < result.losses[0] - 0.3
+    assert _fingerprint(loaded.model) == before  # the bf16 base is handed back unchanged, still in bf16
+    assert {p.dtype for p in loaded.model.parameters()} == {torch.bfloat16}
+    assert _data_bytes(tmp_path / "a" / "adapter_model.safetensors") == 4 * result.trainable_params
+    notes = json.loads((tmp_path / "a" / "ranksweep.json").read_text())
+    assert notes["base_dtype"] == "bfloat16" and notes["bf16_autocast"] is True

@@ -12,6 +12,7 @@ import inspect
 from collections.abc import Callable, Iterator
 
 from trainers.hardware import autocast, bf16_is_fast
+from trainers.training import head_is_plain
 
 DEFAULT_STOP = "</answer>"
 
@@ -24,10 +25,12 @@ def greedy(
     max_new_tokens: int,
     stop: str = DEFAULT_STOP,
     batch_size: int = 64,
+    give_up: Callable[[str], bool] | None = None,
     on_batch: Callable[[list[int], list[str]], None] | None = None,
 ) -> list[str]:
     """Greedy completion of each prompt (the text after it, cut right after `stop`), in input order.
 
+    `give_up(text)`: a row whose text it calls hopeless stops there (trainers.grading.answer_is_hopeless).
     `on_batch(prompt_indices, their_completions)` is called after each batch (progress reporting).
     """
     import torch
@@ -38,7 +41,8 @@ def greedy(
     completions: list[str] = [""] * len(prompts)
     with torch.inference_mode(), eval_mode(model):
         for indices in _length_batches(tokenizer, prompts, batch_size):
-            texts = _decode_batch(model, tokenizer, [prompts[i] for i in indices], 1, max_new_tokens, stop, pick)
+            texts = _decode_batch(model, tokenizer, [prompts[i] for i in indices], 1, max_new_tokens, stop, pick,
+                                  give_up=give_up)
             for i, text in zip(indices, texts):
                 completions[i] = text
             if on_batch is not None:
@@ -58,6 +62,7 @@ def sample(
     seed: int,
     batch_size: int = 128,
     bf16: bool | None = None,
+    give_up: Callable[[str], bool] | None = None,
     on_batch: Callable[[list[int], list[list[str]]], None] | None = None,
 ) -> list[list[str]]:
     """k temperature-sampled completions per prompt, reproducible for a given seed, batch size and bf16 choice.
@@ -72,6 +77,7 @@ def sample(
     `bf16`: bfloat16 autocast; None = on a GPU that runs bf16 fast, never on a CPU: autocast casts every
     weight on every call, and at decode's few rows per step that made sampling 2.7x slower than float32 on
     an avx512_bf16 CPU (108 s against 39 s for 32 chains; training, with its wide batches, is 1.5x faster).
+    `give_up(text)`: a row whose text it calls hopeless stops there (trainers.grading.answer_is_hopeless).
     `on_batch(prompt_indices, their_completions)` is called after each batch (progress reporting).
     """
     import torch
@@ -97,7 +103,7 @@ def sample(
         prefix = SharedPrefix(core_model(model), ids[0][:shared]) if shared else None
         for indices in _length_batches(tokenizer, prompts, max(1, batch_size // k)):
             texts = _decode_batch(model, tokenizer, [prompts[i] for i in indices], k, max_new_tokens, stop, pick,
-                                  prefix)
+                                  prefix, give_up)
             for n, i in enumerate(indices):
                 completions[i] = texts[n * k : (n + 1) * k]
             if on_batch is not None:
@@ -106,13 +112,19 @@ def sample(
 
 
 class StopRule:
-    """Whether a row's text has closed `stop`: a full decode only for rows whose new token could end it."""
+    """Whether a row is done: its text has closed `stop` (a full decode only for rows whose new token could end
+    it), or `give_up(text)` says its answer can no longer parse (asked only once a row has written the tag that
+    `stop` closes: `<answer>` for `</answer>`)."""
 
-    def __init__(self, tokenizer, stop: str):
+    def __init__(self, tokenizer, stop: str, give_up: Callable[[str], bool] | None = None):
         self.tokenizer, self.stop = tokenizer, stop
+        self.opening = "<" + stop[2:] if stop.startswith("</") else ""
+        self.give_up = give_up if self.opening else None
         self.span = len(stop.encode("utf-8")) if stop else 0
         self.last_char = stop[-1] if stop else ""
         self._can_end: dict[int, bool] = {}
+        self._can_open: dict[int, bool] = {}
+        self._answer_from: dict[int, int] = {}  # row -> index of a token at or before its `<answer>`
 
     def closed(self, tokens: list[int]) -> bool:
         """True when the row's tokens so far contain `stop` ending in their last token."""
@@ -123,6 +135,22 @@ class StopRule:
             self._can_end[last] = self.last_char in self.tokenizer.decode([last])
         # Each token holds at least one byte, so a stop string that just completed lies in the last few tokens.
         return self._can_end[last] and self.stop in self.tokenizer.decode(tokens[-self.span :])
+
+    def done(self, row: int, tokens: list[int]) -> bool:
+        """closed(tokens), or the row has opened an answer that `give_up` rules out."""
+        if self.closed(tokens):
+            return True
+        if self.give_up is None or not tokens:
+            return False
+        if row not in self._answer_from:
+            last = tokens[-1]
+            if last not in self._can_open:
+                self._can_open[last] = ">" in self.tokenizer.decode([last])
+            start = max(0, len(tokens) - len(self.opening))
+            if not (self._can_open[last] and self.opening in self.tokenizer.decode(tokens[start:])):
+                return False
+            self._answer_from[row] = start
+        return self.give_up(self.tokenizer.decode(tokens[self._answer_from[row] :]))
 
 
 def _length_batches(tokenizer, prompts: list[str], batch_size: int) -> Iterator[list[int]]:
@@ -185,7 +213,8 @@ class SharedPrefix:
         self.ids = ids
         self.cache = DynamicCache(config=core.config)
         cache_kw, _ = _forward_names(core)
-        core(input_ids=torch.tensor([ids], device=_device(core)), use_cache=True, **{cache_kw: self.cache})
+        decoder = core.get_decoder()  # the cache is all that is kept: no logits for the prefix's positions
+        decoder(input_ids=torch.tensor([ids], device=_device(core)), use_cache=True, **{cache_kw: self.cache})
 
     @staticmethod
     def length(rows: list[list[int]]) -> int:
@@ -200,7 +229,7 @@ class SharedPrefix:
 
 
 def _decode_batch(model, tokenizer, prompts: list[str], repeats: int, max_new_tokens: int, stop: str, pick,
-                  prefix: SharedPrefix | None = None) -> list[str]:
+                  prefix: SharedPrefix | None = None, give_up: Callable[[str], bool] | None = None) -> list[str]:
     """Generate for one batch: `repeats` continuations per prompt, rows ordered prompt by prompt.
 
     With `prefix`, every prompt starts with prefix.ids: the batch starts from a copy of its cache, and each
@@ -229,9 +258,8 @@ def _decode_batch(model, tokenizer, prompts: list[str], repeats: int, max_new_to
         cache = copy.deepcopy(prefix.cache)
         cache.batch_repeat_interleave(len(prompts))
         mask = torch.cat([mask.new_ones((len(prompts), shared)), mask], dim=-1)
-    out = core(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
-               **{cache_kw: cache}, **extra)
-    logits = out.logits[:, -1, :]
+    logits = _last_logits(core, input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                          **{cache_kw: cache}, **extra)
     if repeats > 1:
         # The k samples of a prompt share its prefill: copy the cache rather than re-encode the prompt.
         cache.batch_repeat_interleave(repeats)
@@ -243,7 +271,7 @@ def _decode_batch(model, tokenizer, prompts: list[str], repeats: int, max_new_to
     rows = mask.shape[0]
     generated: list[list[int]] = [[] for _ in range(rows)]
     live = list(range(rows))  # output row of each row still in the cache
-    rule = StopRule(tokenizer, stop)
+    rule = StopRule(tokenizer, stop, give_up)
     for step in range(max_new_tokens):
         tokens = pick(logits)
         keep = []
@@ -251,7 +279,7 @@ def _decode_batch(model, tokenizer, prompts: list[str], repeats: int, max_new_to
             if token in eos:
                 continue
             generated[row].append(token)
-            if not rule.closed(generated[row]):
+            if not rule.done(row, generated[row]):
                 keep.append(slot)
         if not keep or step == max_new_tokens - 1:
             break
@@ -262,10 +290,24 @@ def _decode_batch(model, tokenizer, prompts: list[str], repeats: int, max_new_to
             live = [live[slot] for slot in keep]
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
         last_position = last_position + 1
-        out = core(input_ids=tokens[:, None], attention_mask=mask, position_ids=last_position, use_cache=True,
-                   **{cache_kw: cache})
-        logits = out.logits[:, -1, :]
+        logits = _last_logits(core, input_ids=tokens[:, None], attention_mask=mask, position_ids=last_position,
+                              use_cache=True, **{cache_kw: cache})
     return [_cut(tokenizer.decode(ids, skip_special_tokens=True), stop) for ids in generated]
+
+
+def _last_logits(core, **inputs):
+    """Next-token logits of each row's last position, the LM head applied to those positions alone.
+
+    The head gets a contiguous (rows, hidden) matrix: given the last position of a (rows, length, hidden)
+    batch whose layout torch cannot fold into a matrix (what a bf16 model with LoRA layers produced on a CPU),
+    matmul copied the 49k-wide head once per row: 3.6 GB and seconds per prefill of 64 rows (docs/benchmarks.md).
+    """
+    decoder, head = core.get_decoder(), core.get_output_embeddings()
+    if decoder is not core and head is not None and head_is_plain(core):
+        inputs.pop("logits_to_keep", None)
+        hidden = decoder(**inputs).last_hidden_state
+        return head(hidden[:, -1, :].contiguous())
+    return core(**inputs).logits[:, -1, :]
 
 
 def _cut(text: str, stop: str) -> str:

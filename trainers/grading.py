@@ -45,6 +45,26 @@ def parse_answer(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+OPEN, CLOSE = "<answer>", "</answer>"
+
+
+def answer_is_hopeless(text: str) -> bool:
+    """True when `text`, a completion so far, has opened `<answer>` and written after it a character that no
+    continuation can turn into a number `parse_answer` accepts (a unit, a word): its grade is already decided,
+    so a decoder may stop it there. Looks at the last `<answer>` only, which can only miss a hopeless text."""
+    at = text.rfind(OPEN)
+    if at < 0:
+        return False
+    tail = text[at + len(OPEN):]
+    if CLOSE in tail:
+        return False
+    for n in range(min(len(CLOSE), len(tail)), 0, -1):  # a closing tag being written is not a character of the number
+        if CLOSE.startswith(tail[-n:]):
+            tail = tail[:-n]
+            break
+    return not all(c.isdigit() or c.isspace() or c in ".,+-eE_" for c in tail)
+
+
 def is_correct(answer: float | None, truth: float) -> bool:
     """The homework rule: within 5% of the truth after rounding both to 3 decimals (0.001 absolute at 0)."""
     if answer is None:
@@ -281,6 +301,7 @@ def grade_model(
     progress: bool = True,
     max_new_tokens: int | None = None,
     first_index: int = 0,
+    stop_hopeless: bool = True,
 ) -> Grade:
     """Greedy-answer the first `questions` rows (None = all) with the base model plus an optional adapter.
 
@@ -289,7 +310,8 @@ def grade_model(
 
     The adapter is loaded into `loaded.model` for the duration and removed afterwards, leaving the base
     model as it was. Also measures the answer NLL (`answer_nll`; for an RFT adapter, after its own greedy
-    reasoning). `seconds` is the wall time of both.
+    reasoning). `seconds` is the wall time of both. `stop_hopeless`: a row stops at the first token its
+    answer cannot survive (answer_is_hopeless; same grade, less decoding); False decodes every row to its end.
     """
     from tqdm.auto import tqdm
 
@@ -312,9 +334,9 @@ def grade_model(
 
         start = time.perf_counter()
         with _attached_adapter(loaded.model, adapter_dir) as model:
-            completions = greedy(
-                model, loaded.tokenizer, prompts, max_new_tokens=budget, batch_size=batch_size, on_batch=advance
-            )
+            # A row whose answer can no longer parse is graded wrong whatever follows: it stops there.
+            completions = greedy(model, loaded.tokenizer, prompts, max_new_tokens=budget, batch_size=batch_size,
+                                 give_up=answer_is_hopeless if stop_hopeless else None, on_batch=advance)
             # An RFT adapter writes its reasoning first: its answer is scored after its own greedy chain.
             contexts = [_before_answer(c) for c in completions] if kind == "rft" else None
             nlls = answer_nlls(model, loaded.tokenizer, asked, contexts=contexts, batch_size=batch_size)
@@ -352,7 +374,10 @@ def _attached_adapter(model, adapter_dir: str | Path | None):
         with warnings.catch_warnings():
             # PEFT trips transformers deprecation notices that say nothing to the user.
             warnings.simplefilter("ignore", FutureWarning)
-            peft_model = PeftModel.from_pretrained(model, folder)
+            # The adapter in the base's dtype (peft would upcast it to float32): on a bf16 base each LoRA layer then
+            # runs in bf16, with no cast of its input to float32 and back; the agreement with float32 grading was
+            # measured this way (docs/benchmarks.md §11).
+            peft_model = PeftModel.from_pretrained(model, folder, autocast_adapter_dtype=False)
     except Exception as exc:  # PEFT raises several types for a damaged or mismatched adapter
         _strip_lora(model, had_peft_config, state)
         first_line = (str(exc).strip().splitlines() or [""])[0][:200]

@@ -17,9 +17,9 @@ from trainers.data import QA, RFTRow, file_sha256, read_qa, write_json_atomic, w
 from trainers.errors import RanksweepError
 from trainers.fewshot import few_shot_named
 from trainers.generation import sample
-from trainers.grading import is_correct, parse_answer
+from trainers.grading import answer_is_hopeless, is_correct, parse_answer
+from trainers.hardware import use_bf16
 from trainers.models import cache_dir, load_model, resolve_device
-from trainers.training import use_bf16_autocast
 
 STOP = "</answer>"
 
@@ -107,6 +107,7 @@ def generate_rft(loaded, rows: list[QA], settings: RFTSettings, *, progress: boo
             stop=STOP,
             seed=settings.seed,
             batch_size=settings.batch_size,
+            give_up=answer_is_hopeless,  # a chain whose answer cannot parse is never kept: stop sampling it
             on_batch=record,
         )
         seconds = time.perf_counter() - start
@@ -117,11 +118,12 @@ def generate_rft(loaded, rows: list[QA], settings: RFTSettings, *, progress: boo
 
 
 def sampling_dtype(device: str) -> str:
-    """The generator's weight dtype: bfloat16 where the hardware runs it fast (the trainer's bf16 rule, with its
-    RANKSWEEP_CPU_BF16 override), else float32. Casting the weights once, not autocast per call, is what pays
-    off in decoding: 32 prompts x 4 chains of up to 64 tokens took 21.7 s in bf16 weights against 57.0 s in
-    float32 on a 2-core avx512_bf16 CPU (autocast made it slower than float32)."""
-    return "bfloat16" if use_bf16_autocast(resolve_device(device)) else "float32"
+    """The generator's weight dtype, the one load_model holds a model in (trainers.hardware.use_bf16).
+
+    Weights in bf16, not autocast per call, is what pays off in decoding: 32 prompts x 4 chains of up to 64
+    tokens took 21.7 s in bf16 weights against 57.0 s in float32 on a 2-core avx512_bf16 CPU (autocast made
+    it slower than float32)."""
+    return "bfloat16" if use_bf16(resolve_device(device)) else "float32"
 
 
 def rft_cache_key(generator: str, train_path: Path, settings: RFTSettings, dtype: str = "float32") -> str:
@@ -146,10 +148,13 @@ def ensure_rft_data(
     *,
     cache_root: Path | None = None,
     progress: bool = True,
+    loaded=None,
 ) -> Path:
     """The cached rft.json for this generator, training file and settings; generated once when absent.
 
-    Beside it lies `<name>.report.json` with asked, kept, success_rate, completions and seconds.
+    `loaded`: the caller's model, sampled with when it is this generator in the sampling dtype (no second
+    copy in memory); else the generator is loaded for the call. Beside the file lies `<name>.report.json`
+    with asked, kept, success_rate, completions and seconds.
     """
     settings = settings or RFTSettings()
     train_path = Path(train_path)
@@ -159,11 +164,9 @@ def ensure_rft_data(
     target = root / f"rft-{rft_cache_key(generator, train_path, settings, dtype)}.json"
     if target.is_file():
         return target
-    loaded = load_model(generator, device)  # a copy of its own: casting it touches no model a trainer uses
-    if dtype == "bfloat16":
-        import torch
-
-        loaded.model.to(torch.bfloat16)
+    if (loaded is None or loaded.name != generator or loaded.device != resolve_device(device)
+            or _dtype_name(loaded.model) != dtype):
+        loaded = load_model(generator, device)
     report = generate_rft(loaded, rows, settings, progress=progress)
     if report.kept == 0:
         raise RanksweepError(
@@ -176,6 +179,10 @@ def ensure_rft_data(
                                             **report.summary()})
     write_rft(target, report.rows)
     return target
+
+
+def _dtype_name(model) -> str:
+    return str(next(model.parameters()).dtype).removeprefix("torch.")
 
 
 def report_path(rft_path: Path) -> Path:

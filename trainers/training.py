@@ -3,14 +3,14 @@
 The caller's base model is borrowed, not consumed: LoRA layers are injected for the run and removed
 afterwards, so one loaded model serves many trainings and gradings. What keeps a CPU step cheap:
 batches padded only to their longest row (rows of similar length batched together), logits computed
-only where a label exists, and bfloat16 autocast where the CPU has native bf16 (always on CUDA).
+only where a label exists, and, where the CPU has native bf16 (always on CUDA), a base model held in
+bfloat16 (trainers.models) with float32 LoRA weights and optimizer state, run under bf16 autocast.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-import os
 import sys
 import time
 import warnings
@@ -22,7 +22,7 @@ from trainers.adapter_files import save_adapter
 from trainers.batching import Batch, IGNORE, TokenRow, collate, schedule, steps_for, tokenize_rows
 from trainers.data import QA, RFTRow
 from trainers.errors import RanksweepError, TrainingDiverged
-from trainers.hardware import bf16_is_fast
+from trainers.hardware import use_bf16
 from trainers.models import LoadedModel
 
 KINDS = ("sft", "rft")
@@ -37,8 +37,6 @@ def is_rank(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and 1 <= value <= MAX_RANK
 WARMUP_FRACTION = 0.05
 MAX_GRAD_NORM = 1.0
-# RANKSWEEP_CPU_BF16=1|0 forces bf16 autocast on or off on a CPU (default: on only with native bf16).
-CPU_BF16_ENV = "RANKSWEEP_CPU_BF16"
 
 
 @dataclass(frozen=True)
@@ -136,19 +134,6 @@ def validate(config: TrainConfig, examples: list[TrainExample] | None, out_dir: 
             raise RanksweepError(message)
 
 
-def use_bf16_autocast(device: str) -> bool:
-    """Whether to run forward passes under bfloat16 autocast: on CUDA, and on CPUs with native bf16 math."""
-    if device.startswith("cuda"):
-        return True
-    if device != "cpu":
-        return False
-    forced = os.environ.get(CPU_BF16_ENV)
-    if forced in ("0", "1"):
-        return forced == "1"
-    # Without avx512_bf16/AMX, torch emulates bf16 and a matmul gets several times slower than float32.
-    return bf16_is_fast("cpu")
-
-
 # Config fields of models whose logits are more than lm_head(hidden): those take the full forward pass.
 LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
 
@@ -201,7 +186,7 @@ def _fit(peft_model, rows: list[TokenRow], plan: list[list[int]], config: TrainC
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, len(plan)))
     device_type = "cuda" if loaded.device.startswith("cuda") else "cpu"
-    autocast = use_bf16_autocast(loaded.device)
+    autocast = use_bf16(loaded.device)
     pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
     log = []
     start = time.perf_counter()
@@ -303,7 +288,8 @@ def train_adapter(
                 "alpha": config.alpha,
                 "base_model": loaded.name,
                 "device": loaded.device,
-                "bf16_autocast": use_bf16_autocast(loaded.device),
+                "bf16_autocast": use_bf16(loaded.device),
+                "base_dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
                 "examples": len(rows),
                 "dropped_examples": dropped,
                 "steps": len(log),

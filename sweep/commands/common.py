@@ -153,6 +153,9 @@ def mask_url(text: str) -> str:
     return masked(text)
 
 
+def counted(n: int, noun: str) -> str:
+    """'1 pair', '2 pairs', '0 pairs': a count and its noun for printed lines (regular plurals only)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def check_output(path: Path, flag: str, *, ours, what: str, force: bool | None = None) -> None:
@@ -201,6 +204,19 @@ def add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="where to run (default: auto)"
     )
+
+
+def add_threads(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads", type=positive_int, default=None, metavar="N",
+        help="torch threads for this process (default: $RANKSWEEP_THREADS, else every core it may use); with W "
+        "workers on one machine give each cores/W",
+    )
+
+
+def add_no_progress(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bars (training, grading, RFT sampling, model conversion)")
 
 
 def add_storage(parser: argparse.ArgumentParser) -> None:

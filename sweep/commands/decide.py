@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from sweep.commands.common import add_device, add_storage, positive_float, positive_int
+from sweep.commands.common import add_device, add_no_progress, add_storage, positive_float, positive_int
 from sweep.commands.running import decide_study
 from sweep.decision import DEFAULT_MINUTES, MAX_SEEDS, ROUND_QUESTIONS
 from sweep.settings import settings_from_config
 from sweep.study import load_existing
-from sweep.study_io import load_trials
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -31,14 +30,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help=f"validation questions added per round (default: {ROUND_QUESTIONS})")
     p.add_argument("--seeds", type=positive_int, default=MAX_SEEDS,
                    help=f"seeds per adapter at most, the first training included (default: {MAX_SEEDS})")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_no_progress(p)
     return p
 
 
 def run(args) -> int:
-    opened = load_existing(args.study, args.storage)
-    _, config = load_trials(opened.storage, args.study)
-    settings = settings_from_config(config, name=args.study, storage=args.storage, device=args.device,
+    # The phase writes its evidence into the study: a read-only storage is refused here, before any grading.
+    opened = load_existing(args.study, args.storage, writes=True)
+    settings = settings_from_config(opened.config, name=args.study, storage=args.storage, device=args.device,
                                     artifacts=None)
     decide_study(opened, settings, minutes=args.minutes, round_questions=args.round_questions, max_seeds=args.seeds,
                  progress=not args.no_progress)

@@ -12,6 +12,7 @@ from sweep.commands.common import add_storage, budget_mb, check_output
 from sweep.export import (Change, DEFAULT_RFT_VAR, DEFAULT_SFT_VAR, ZipCheck, adapter_changes, apply, check_base_model,
                           check_tree, choose, parse_var, rank_changes, study_name, zip_check)
 from sweep.homework.check import export_warnings
+from sweep.homework.tree import checkpoint_model
 from sweep.sizing import DEFAULT_BUDGET_MB, budget_bytes, size_text
 from trainers.data import parse_json
 from trainers.errors import RanksweepError
@@ -47,8 +48,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--rft-var", metavar="FILE:NAME",
                    help="where the RFT rank lives (default: homework/rft.py:RFT_LORA_RANK)")
     p.add_argument("--base-model",
-                   help="the base model the homework's adapters must be trained on (default: the one named in "
-                   "homework/sft_model/adapter_config.json); --with-adapters refuses a study trained on another")
+                   help="the base model the homework's adapters must be trained on (default: the ones named in "
+                   "homework/*_model/adapter_config.json and by the checkpoint line of homework/base_llm.py); "
+                   "--with-adapters refuses a study trained on another")
     p.add_argument("--budget-mb", type=budget_mb,
                    help="zipped submission limit in MiB, bytes/1024/1024 (default: the study's budget, else "
                    f"{DEFAULT_BUDGET_MB:g})")
@@ -76,7 +78,7 @@ def export_homework(args: argparse.Namespace) -> int:
     choice = choose(args.storage, study_name(args.storage, args.study), args.trial)
     changes = rank_changes(root, sft_var, rft_var, choice.sft_rank, choice.rft_rank)
     if args.with_adapters:
-        check_base_model(root, choice, args.base_model)
+        check_base_model(root, choice, args.base_model, checkpoint_model(root))
         changes += adapter_changes(root, choice)
     if args.budget_mb:
         budget = budget_bytes(args.budget_mb)

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from sweep.commands.common import add_base_model, add_device, positive_int, questions_arg
+from sweep.commands.common import add_base_model, add_device, add_no_progress, positive_int, questions_arg
 from sweep.homework.config import read_config
 from sweep.homework.grade import disagree, grade_with_homework
 from sweep.homework.tree import check_homework
@@ -46,6 +46,7 @@ def add_parser(subparsers):
                         help="also grade the adapter with the homework's own loader and benchmark, in a scratch copy "
                         "of DIR loading --base-model (DIR is never changed; names and timeouts from DIR/ranksweep.toml)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
+    add_no_progress(parser)
     return parser
 
 
@@ -97,9 +98,8 @@ def run(args) -> int:
                                      base_model=args.base_model)
 
     loaded = load_model(args.base_model, args.device)
-    grade = grade_model(
-        loaded, rows, kind=kind, adapter_dir=adapter, questions=questions, batch_size=batch_size, progress=not args.json
-    )
+    grade = grade_model(loaded, rows, kind=kind, adapter_dir=adapter, questions=questions, batch_size=batch_size,
+                        progress=not (args.json or args.no_progress))
     if args.json:
         record = {**grade.to_json(), "adapter": str(adapter) if adapter else None, "base_model": args.base_model,
                   "prompt_template": template}

@@ -9,8 +9,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from sweep import bundle
-from sweep.commands.common import (add_base_model, add_device, add_storage, alpha_ratio, budget_mb, comma_list,
-                                   epochs_arg, learning_rate, non_negative_float, positive_int, questions_arg, rank_arg,
+from sweep.commands.common import (add_base_model, add_device, add_no_progress, add_storage, add_threads, alpha_ratio,
+                                   budget_mb, comma_list, epochs_arg, learning_rate, non_negative_float, positive_int,
+                                   questions_arg, rank_arg,
                                    recover_steps_arg, seed_arg, study_name)
 from sweep.commands.running import decide_study, execute
 from sweep.decision import after_launch_minutes
@@ -19,12 +20,13 @@ from sweep.homework.study import check_homework_trainer, homework_rest_bytes
 from sweep.objective import OBJECTIVES
 from sweep.settings import StudySettings
 from sweep.sizing import DEFAULT_BUDGET_MB, budget_bytes
-from sweep.space import PRESETS, parse_floats, parse_ranks, with_overrides
+from sweep.space import PRESETS, describe, parse_floats, parse_ranks, with_overrides
 from sweep.strategies import check_strategy, resolve_strategy
 from sweep.study import feasible_pairs, open_study
 from trainers.batching import steps_for
 from trainers.data import read_qa, read_rft
 from trainers.errors import RanksweepError
+from trainers.hardware import set_threads
 from trainers.models import resolve_device
 from trainers.prompts import DEFAULT_PROMPT_TEMPLATE, check_prompt_template
 from trainers.unitgen import builtin_data, level_named
@@ -46,11 +48,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    f"(default: {DEFAULT_BUDGET_MB:g})")
     p.add_argument("--trials", type=positive_int, default=None,
                    help="distinct pairs to train and grade in total (default: the preset's)")
-    p.add_argument("--preset", choices=["quick", "full"], default="full",
-                   help="quick: CPU-sized (160 training rows, 1 epoch, 50 questions, ranks 2/8/32); "
-                   "full: homework scale (all rows, 3 epochs, 100 questions, ranks 1..64). Flags override it.")
+    p.add_argument("--preset", choices=list(PRESETS), default="full",
+                   help=f"quick: CPU-sized ({describe(PRESETS['quick'])}); full: homework scale "
+                   f"({describe(PRESETS['full'])}). Flags override it.")
     add_base_model(p)
     add_device(p)
+    add_threads(p)
     p.add_argument("--homework", type=Path, default=None,
                    help="homework root (holds homework/ and data/): its data is used and the rest of its "
                    "homework/ folder counts toward the zipped size")
@@ -101,7 +104,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="artifact cache shared by studies and workers (default: runs/artifacts)")
     p.add_argument("--force", action="store_true",
                    help="resume a study even though its base model or data changed")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_no_progress(p)
     p.add_argument("--decide-minutes", type=non_negative_float, default=None, metavar="M",
                    help="after the trials, grade the pick and its close rivals on more questions (and seeds) for up "
                    "to M minutes while the pick is not decisive (ranksweep decide); 0: skip it (default: "
@@ -191,6 +194,7 @@ def _strategy(args, train_rows: int, rft_rows: int | None, preset) -> dict:
 
 
 def run(args) -> int:
+    set_threads(args.threads)
     settings = build_settings(args)
     rest = bundle.rest_bytes(settings.homework) if settings.homework else 0
     if settings.trainer == "homework":  # its commands checked, and its rest measured by its own bundle.py

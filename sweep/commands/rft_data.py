@@ -6,7 +6,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from sweep.commands.common import (add_base_model, add_device, check_output, positive_float, positive_int,
+from sweep.commands.common import (add_base_model, add_device, add_no_progress, check_output, positive_float, positive_int,
                                    questions_arg, seed_arg)
 from trainers.data import read_rft, scratch_file
 from trainers.errors import RanksweepError
@@ -43,6 +43,7 @@ def add_parser(subparsers):
     parser.add_argument("--batch-size", default=str(DEFAULTS.batch_size), metavar="B",
                         help=f"sequences decoded together (default: {DEFAULTS.batch_size})")
     parser.add_argument("--seed", default=str(DEFAULTS.seed), metavar="S", help=f"sampling seed (default: {DEFAULTS.seed})")
+    add_no_progress(parser)
     return parser
 
 
@@ -84,7 +85,7 @@ def run(args) -> int:
         train_path = builtin_data()[0]
     else:
         train_path = args.train_data
-    cached = ensure_rft_data(args.base_model, args.device, train_path, settings, progress=True)
+    cached = ensure_rft_data(args.base_model, args.device, train_path, settings, progress=not args.no_progress)
     rows = read_rft(cached)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = scratch_file(out)  # a killed copy's temp file is removed by the next write here

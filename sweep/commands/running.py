@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from sweep.builder import PairBuilder
-from sweep.commands.common import mask_url
+from sweep.commands.common import counted, mask_url
 from sweep.decision import MAX_SEEDS, ROUND_QUESTIONS, run_decision
 from sweep.frontier import budget_bytes, combined_frontier, pick
 from sweep.homework.check import FirstAdapterCheck
@@ -49,10 +49,11 @@ def execute(opened, settings, *, progress: bool) -> int:
               f"with: {status}", file=sys.stderr)
         return 1
     if done >= state.target:
-        print(f"Study '{settings.name}': {done} pairs trained and graded.")
+        print(f"Study '{settings.name}': {counted(done, 'pair')} trained and graded.")
     elif state.running or state.taken >= state.target:
-        print(f"Study '{settings.name}': {done} pairs complete; the last {state.taken - done} are running in other "
-              "processes.")
+        running = state.taken - done
+        print(f"Study '{settings.name}': {counted(done, 'pair')} complete; the last {running} "
+              f"{'is' if running == 1 else 'are'} running in {'another process' if running == 1 else 'other processes'}.")
     else:
         print(f"Study '{settings.name}': every feasible pair has been tried ({done} complete, "
               f"{state.target} asked for).")

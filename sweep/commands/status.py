@@ -18,7 +18,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "status",
         help="show a study's trials: ranks, size, accuracy, points, state",
         description="Print one row per trial of a study (complete, failed, pruned and running ones) and how "
-        "many adapters were trained versus reused from the cache.",
+        "many adapters were trained versus reused from the cache. Trainings count every adapter a trial trained "
+        "and cached, also in trials that failed or were killed afterwards.",
     )
     p.add_argument("--study", required=True, help="study name")
     add_storage(p)
@@ -29,7 +30,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def study_status(study) -> dict:
     """The status document: one entry per trial plus training counts (what --json prints)."""
     trials, trainings = [], {"sft": 0, "rft": 0, "reused": 0, "derived_sft": 0, "derived_rft": 0}
-    parents_trained: set[str] = set()
+    sealed: set[tuple[str, str]] = set()  # (kind, cache key) of each adapter the study trained
+    sealed_derived: set[tuple[str, str]] = set()
     for t in study.get_trials(deepcopy=False):
         r = TrialResult.from_trial(t)
         trials.append({
@@ -50,16 +52,26 @@ def study_status(study) -> dict:
             "skipped": r.skipped,
             "error": r.error,
         })
-        if t.state.name == "COMPLETE":
+        if r.trained is not None or r.derived is not None:
+            # Recorded as each adapter was sealed into the cache, whatever became of the trial afterwards.
+            sealed.update((kind, key) for kind, key in r.sealed("trained"))
+            sealed_derived.update((kind, key) for kind, key in r.sealed("derived"))
+            if t.state.name == "COMPLETE":
+                trainings["reused"] += sum(a.cache_hit for a in r.adapters())
+        elif t.state.name == "COMPLETE":  # a trial recorded before those attrs: read from its adapters
             for adapter in r.adapters():
-                if adapter.origin == "trained":
-                    trainings["reused" if adapter.cache_hit else adapter.kind] += 1
-                    continue
-                # A derived adapter: cut from a parent, which the trial trained when train_seconds > 0.
-                trainings["reused" if adapter.cache_hit else f"derived_{adapter.kind}"] += 1
-                if adapter.train_seconds > 0 and adapter.parent_key not in parents_trained:
-                    parents_trained.add(adapter.parent_key)
-                    trainings[adapter.kind] += 1
+                if adapter.cache_hit:
+                    trainings["reused"] += 1
+                elif adapter.parent_key is None:  # trained on its own (by ranksweep or the homework's command)
+                    sealed.add((adapter.kind, adapter.key))
+                else:  # derived from a parent, which the trial trained when train_seconds > 0
+                    sealed_derived.add((adapter.kind, adapter.key))
+                    if adapter.train_seconds > 0:
+                        sealed.add((adapter.kind, adapter.parent_key))
+    for kind, _ in sealed:
+        trainings[kind] += 1
+    for kind, _ in sealed_derived:
+        trainings[f"derived_{kind}"] += 1
     return {"study": study.study_name, "trials": trials, "trainings": trainings}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sweep.commands.common import (add_base_model, add_device, alpha_ratio, check_output, epochs_arg, learning_rate,
+from sweep.commands.common import (add_base_model, add_device, add_no_progress, alpha_ratio, check_output, epochs_arg, learning_rate,
                                    positive_int, rank_arg, seed_arg)
 from trainers.adapter_files import is_adapter_folder
 from trainers.data import file_sha256, read_qa, read_rft
@@ -65,6 +65,7 @@ def add_parser(subparsers):
     parser.add_argument("--prompt-template", default=DEFAULT_PROMPT_TEMPLATE, metavar="T",
                         help="the text your code feeds the model, with {question} where the question goes, e.g. "
                         "'{question} ' for a format_prompt that appends a space (default: the raw question)")
+    add_no_progress(parser)
     return parser
 
 
@@ -78,7 +79,7 @@ def _examples(args):
     else:
         train_path = args.train_data or builtin_data()[0]
         read_qa(train_path)  # a bad file is reported before the generator model loads
-        path = ensure_rft_data(args.base_model, args.device, Path(train_path), progress=True)
+        path = ensure_rft_data(args.base_model, args.device, Path(train_path), progress=not args.no_progress)
     return rft_examples(read_rft(path)), path
 
 
@@ -96,6 +97,7 @@ def run(args) -> int:
         examples,
         config,
         args.out,
+        progress=not args.no_progress,
         metadata={"data_path": str(data_path), "data_sha256": file_sha256(data_path),
                   "prompt_template": args.prompt_template},
         replace=args.force,  # without --force, a folder another run filled meanwhile is not replaced

@@ -6,12 +6,13 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from sweep.commands.common import add_device, add_storage, positive_int
+from sweep.commands.common import add_device, add_no_progress, add_storage, add_threads, positive_int
 from sweep.commands.running import execute
 from sweep.files import writable_folder
 from sweep.settings import settings_from_config
 from sweep.storage import write_config
 from sweep.study import feasible_pairs, load_existing
+from trainers.hardware import set_threads
 from trainers.models import resolve_device
 
 
@@ -27,15 +28,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--study", required=True, help="name of an existing study")
     add_storage(p)
     add_device(p)
+    add_threads(p)
     p.add_argument("--artifacts", type=Path, default=None,
                    help="artifact folder (default: the one the study was launched with)")
     p.add_argument("--trials", type=positive_int, default=None,
                    help="raise the study's target of distinct complete pairs to this many (default: keep it)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_no_progress(p)
     return p
 
 
 def run(args) -> int:
+    set_threads(args.threads)
     # Reads only (a read-only storage is refused here); each worker draws with its own seed.
     opened = load_existing(args.study, args.storage, writes=True)
     config = opened.config

@@ -78,7 +78,9 @@ def read_config(root: Path) -> HomeworkConfig:
     for key, value in table.items():
         default = getattr(HomeworkConfig, key)
         if isinstance(default, float):
-            value = checked_number(value, f"{path}: {key}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise RanksweepError(f"{path}: {key} must be a number of seconds greater than 0, not {value!r}.")
+            value = checked_number(value, f"{path}: {key}")  # TOML's inf and nan are numbers too
             if not value > 0:
                 raise RanksweepError(f"{path}: {key} must be a number of seconds greater than 0, not {value!r}.")
         elif not isinstance(value, str) or not value.strip():

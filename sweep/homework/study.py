@@ -24,6 +24,7 @@ from sweep import bundle
 from sweep.bundle import ADAPTER_HOMES
 from sweep.builder import PairOutcome, adapter_result, adapter_zip_bytes
 from sweep.cache import AdapterSpec, ArtifactCache, Entry
+from sweep.changeset import inside
 from sweep.export import apply, parse_var, rank_changes
 from sweep.homework.config import HomeworkConfig, read_config
 from sweep.homework.grade import grade_with_homework
@@ -86,7 +87,8 @@ def check_homework_trainer(settings) -> HomeworkConfig:
                              "(only the ranks are searched).")
     for var in (config.sft_rank, config.rft_rank):
         rank_var = parse_var(var)
-        path = root / rank_var.file
+        # Checked in the user's tree, before the study exists: a trial would find it only in its scratch copy.
+        path = inside(root, rank_var.file, f"ranksweep.toml names {rank_var.name} in a file, and that file")
         if not path.is_file():
             raise RanksweepError(f"{root} has no {rank_var.file}, where {rank_var.name} should be; "
                                  "name it in ranksweep.toml (sft_rank / rft_rank = \"FILE:NAME\").")

@@ -18,6 +18,7 @@ import tokenize
 from pathlib import Path
 
 from sweep.bundle import ADAPTER_FILES, ADAPTER_HOMES
+from sweep.homework.config import read_config
 from sweep.rank_constants import find_bindings
 from trainers.errors import RanksweepError
 from trainers.models import cache_dir, embedded_model_dir, load_model
@@ -49,8 +50,9 @@ def split_var(text: str) -> tuple[str, str]:
     return file, name
 
 
-def set_string_constant(tree: Path, var: str, value: str) -> None:
-    """Rewrite the module-level `NAME = "..."` named by `var` (FILE:NAME) to hold `value`; only the literal changes."""
+def _string_binding(tree: Path, var: str):
+    """(source bytes, the one module-level `NAME = "..."` binding) of `var` (FILE:NAME) in the tree: how homework
+    mode finds the base model's checkpoint line, to point a scratch copy elsewhere or to read it."""
     file, name = split_var(var)
     path = Path(tree) / file
     if not path.is_file():
@@ -61,9 +63,33 @@ def set_string_constant(tree: Path, var: str, value: str) -> None:
     strings = [b for b in bindings if b.value_source and _is_string(b.value_source)]
     if len(bindings) != 1 or len(strings) != 1:
         found = "no module-level assignment" if not bindings else f"{len(bindings)} assignments, not one string literal"
-        raise RanksweepError(f"{file} has {found} to {name}; homework mode rewrites a single `{name} = \"...\"` "
-                             f"in its scratch copy to load --base-model.")
-    binding = strings[0]
+        raise RanksweepError(f"{file} has {found} to {name}; homework mode needs a single `{name} = \"...\"` "
+                             f"naming the base model.")
+    return source, strings[0]
+
+
+def read_string_constant(tree: Path, var: str) -> str:
+    """The string the module-level `NAME = "..."` named by `var` (FILE:NAME) holds, e.g. the tree's base model
+    from `homework/base_llm.py:checkpoint`; a RanksweepError when there is not exactly one such literal."""
+    _, binding = _string_binding(tree, var)
+    return ast.literal_eval(binding.value_source)
+
+
+def checkpoint_model(root: Path) -> tuple[str, str | None]:
+    """(FILE:NAME, the base model) the tree's checkpoint line names (`homework/base_llm.py:checkpoint`, or
+    ranksweep.toml's `checkpoint`), read as homework mode reads it; None when the tree has no such single string."""
+    var = read_config(root).checkpoint
+    try:
+        return var, read_string_constant(root, var)
+    except RanksweepError:  # not a course tree: its adapters' configs (or --base-model) say which model
+        return var, None
+
+
+def set_string_constant(tree: Path, var: str, value: str) -> None:
+    """Rewrite the module-level `NAME = "..."` named by `var` (FILE:NAME) to hold `value`; only the literal changes."""
+    file, _ = split_var(var)
+    path = Path(tree) / file
+    source, binding = _string_binding(tree, var)
     encoding, _ = tokenize.detect_encoding(io.BytesIO(source).readline)
     text = source.decode(encoding)
     path.write_bytes((text[: binding.start] + json.dumps(value) + text[binding.end :]).encode(encoding))
