@@ -18,7 +18,10 @@ often each says "decisive", how often a decisive verdict names the truly better 
 graded (against grading the whole drawn pool at once), and the smallest fixed number of questions (graded once, one test) whose rate of failing to name the
 better adapter decisively is no higher than the sequential rule's.
 
-    python bench/known_answer.py [--pool 2000] [--minutes 40] [--draws 200] [--analyse-only]
+`--null` swaps each question's two outcomes by a coin before drawing, so neither adapter is better: the share of
+decisive verdicts is then the rule's false-alarm rate, looks at every round included.
+
+    python bench/known_answer.py [--pool 2000] [--minutes 40] [--draws 100] [--analyse-only] [--null]
 """
 
 from __future__ import annotations
@@ -156,6 +159,11 @@ def analyse(args) -> dict:
     first, second = (list(outcomes_from_json(state[n])) for n in names)
     n = min(len(first), len(second))
     first, second = first[:n], second[:n]
+    if args.null:  # each question's two outcomes swapped by a coin: no true difference, same disagreement
+        coin = random.Random(args.seed + 1)
+        for i in range(n):
+            if coin.random() < 0.5:
+                first[i], second[i] = second[i], first[i]
     truth = accuracy_difference([o.correct for o in first], [o.correct for o in second])
     acc = [sum(o.correct for o in side) / n for side in (first, second)]
     better = "first" if truth.estimate > 0 else "second"
@@ -176,7 +184,7 @@ def analyse(args) -> dict:
         whole_right = sum(r["whole_pool"] == better for r in runs)
         whole_wrong = sum(r["whole_pool"] not in (better, "not decisive") for r in runs)
         fixed = {}
-        for size in range(50, 325, 25):  # one test on `size` questions, same number of draws
+        for size in () if args.null else range(50, 325, 25):  # one test on `size` questions, same number of draws
             if size > n:
                 break
             out = [sequential([first[j] for j in picked], [second[j] for j in picked], rule, seed=i, fixed=True)[0]
@@ -212,13 +220,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--analyse-only", action="store_true", help="no training or grading: the stored outcomes")
+    parser.add_argument("--null", action="store_true",
+                        help="swap each question's two outcomes by a coin first (no true difference: every "
+                             "decisive verdict is a false one); writes results/known_answer_null.json")
     args = parser.parse_args()
     times = {} if args.analyse_only else grade_pool(args)
     result = analyse(args)
-    previous = RESULTS / f"{NAME}.json"
+    name = f"{NAME}_null" if args.null else NAME
+    previous = RESULTS / f"{name}.json"
     if args.analyse_only and previous.is_file():
         times = json.loads(previous.read_text()).get("times", {})
-    write_result(NAME, args, {"times": times, **result})
+    write_result(name, args, {"times": times, **result})
     print(json.dumps({k: v for k, v in result.items() if k != "rules"}, indent=1))
 
 
