@@ -177,13 +177,16 @@ def _logits_without_adapter(tiny):
 # --- studies: `launch --strategy` on tiny ---------------------------------------------------------------------
 
 
-def _study_args(root, study: str, strategy: str, *extra) -> list[str]:
+def _study_args(root, study: str, strategy: str, *extra, artifacts: str | None = None) -> list[str]:
+    """A 4-trial tiny study. Each study has its own artifact folder (`artifacts` names another study's to share
+    it): in a shared one, the adapters an earlier test trained would be cache hits, and the training counts
+    these tests assert would depend on the order the tests ran in."""
     return [
         "launch", "--study", study, "--storage", f"sqlite:///{root}/studies.db", "--base-model", "tiny",
         "--device", "cpu", "--preset", "quick", "--sft-ranks", "2,4,8", "--rft-ranks", "2,8",
         "--budget-mb", "1", "--trials", "4", "--train-data", root / "train.json", "--valid-data",
         root / "valid.json", "--rft-data", root / "rft.json", "--max-examples", "16", "--questions", "4",
-        "--artifacts", root / "artifacts", "--no-progress", "--strategy", strategy, *extra,
+        "--artifacts", root / "artifacts" / (artifacts or study), "--no-progress", "--strategy", strategy, *extra,
     ]
 
 
@@ -270,13 +273,15 @@ def test_independent_study_trains_each_adapter_and_derives_none(ranksweep, study
 
 def test_derived_adapters_are_cached_under_their_parent(ranksweep, study_root):
     # A second shrink study over the same space reuses the first one's parents and derived adapters.
-    args = _study_args(study_root, "one-shrink-again", "shrink", "--recover-steps", "2")
+    first_study = _study_args(study_root, "one-shrink", "shrink", "--recover-steps", "2")
+    assert ranksweep(*first_study).returncode == 0  # made here when this test runs first; else a finished resume
+    args = _study_args(study_root, "one-shrink-again", "shrink", "--recover-steps", "2", artifacts="one-shrink")
     assert ranksweep(*args).returncode == 0
     first = {a.key for r in _records(study_root, "one-shrink") for a in r.adapters()}
     again = [a for r in _records(study_root, "one-shrink-again") for a in r.adapters()]
     assert all(a.cache_hit and a.train_seconds == 0 for a in again if a.key in first)
     # Other recovery steps are other adapters: same parent, new keys.
-    other = _study_args(study_root, "one-shrink-0", "shrink", "--recover-steps", "0")
+    other = _study_args(study_root, "one-shrink-0", "shrink", "--recover-steps", "0", artifacts="one-shrink")
     assert ranksweep(*other).returncode == 0
     zero = [a for r in _records(study_root, "one-shrink-0") for a in r.adapters() if a.origin == "shrink"]
     assert zero and all(a.key not in first and a.train_seconds == 0 for a in zero)

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from trainers.hardware import THREADS_ENV, thread_count
+from trainers.hardware import THREADS_ENV, set_threads, thread_count
 
 
 @pytest.fixture
@@ -25,7 +25,12 @@ def test_worker_threads_flag_sets_torch_threads(ranksweep, tmp_path, restore_thr
     done = ranksweep("worker", "--study", "missing", "--storage", f"sqlite:///{tmp_path}/s.db", "--threads", "1")
     assert done.returncode == 2, done.stderr
     assert torch.get_num_threads() == 1
-    assert os.environ["OMP_NUM_THREADS"] == "1"  # commands it starts (a homework's trainer) take the same share
+
+
+def test_commands_a_process_starts_take_its_share(restore_threads):
+    # Read here, not after an in-process CLI call: the test runner puts the environment back after each command.
+    assert set_threads(1) == 1 and torch.get_num_threads() == 1
+    assert os.environ["OMP_NUM_THREADS"] == "1"  # a homework's trainer started now gets one thread too
 
 
 def test_launch_reads_threads_from_the_environment(ranksweep, tmp_path, restore_threads, monkeypatch):
