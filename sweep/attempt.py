@@ -80,12 +80,11 @@ class CtrlC:
 class Attempt:
     """The callable `study.optimize` runs for each trial; returns [objective, zipped bytes]."""
 
-    def __init__(self, opened, settings: StudySettings, rest_bytes: int, builder: PairBuilder):
+    def __init__(self, opened, settings: StudySettings, rest_bytes: int, builder: PairBuilder, guard: CtrlC):
         self.opened, self.settings, self.rest_bytes = opened, settings, rest_bytes
-        self.builder = builder
+        self.builder, self.guard = builder, guard  # guard: the run's Ctrl-C handler, armed during a build
         self.model_config = config_for(settings.base_model)
         self.choices = settings.space.dimensions()
-        self.guard = CtrlC()
         self.steer = False  # the last trial was skipped: steer the next one to an untried pair
         self.failed_pair = None  # the last trial's pair, when it failed for its own reasons
         self.last_seconds = None  # wall time of the last trained trial

@@ -232,9 +232,8 @@ def run_study(opened: Opened, settings: StudySettings, builder, *, progress: boo
     sweep.builder.PairBuilder)."""
     rest = opened.config.homework_rest_bytes
     state = Progress(feasible=feasible_pairs(settings, rest), target=settings.trials)
-    attempt = Attempt(opened, settings, rest, builder)
     with CtrlC() as ctrl_c, StudyBar(settings, enabled=progress) as bar:
-        attempt.guard = ctrl_c
+        attempt = Attempt(opened, settings, rest, builder, ctrl_c)
         steer = Steer(opened, state, attempt, bar, ctrl_c)
         if not steer.done(opened.study):
             opened.study.optimize(attempt, catch=(TrialFailed,), callbacks=[steer])
